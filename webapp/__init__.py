@@ -1,0 +1,96 @@
+"""The Worker Portal application factory: wiring only."""
+
+import importlib
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from . import config
+from .extensions import csrf, db, htmx, limiter, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Blueprint modules; each exposes `bp`. API modules add routes to webapp.api.bp.
+VIEW_MODULES = ["auth", "account", "main", "workers", "jobs"]
+API_MODULES = ["provider", "worker", "jobs", "openapi"]
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_path=str(ROOT / "instance"), instance_relative_config=True,
+                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.from_mapping(config.DEFAULTS)
+    instance = Path(app.instance_path)
+    if test_config is None or "SECRET_KEY" not in test_config:
+        app.config.from_mapping(config.from_environment(instance))
+    if test_config:
+        app.config.from_mapping(test_config)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config.update(config.from_environment(instance))
+
+    db.init_app(app)
+    with app.app_context():
+        from .database import configure_sqlite
+        configure_sqlite(db.engine)
+    migrate.init_app(app, db, directory=str(ROOT / "webapp" / "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    htmx.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "info"
+
+    from . import models  # noqa: F401  (tables registered on db.metadata)
+
+    for name in VIEW_MODULES:
+        app.register_blueprint(importlib.import_module(f"webapp.views.{name}").bp)
+    from .api import bp as api_bp
+    for name in API_MODULES:
+        importlib.import_module(f"webapp.api.{name}")
+    app.register_blueprint(api_bp)
+
+    from . import filters
+    filters.init_app(app)
+    _register_errors(app)
+
+    from . import cli
+    cli.init_app(app)
+    if app.config.get("SCHEDULER_ENABLED") and not app.config.get("TESTING"):
+        from . import tasks
+        tasks.start(app)
+    return app
+
+
+def _register_errors(app: Flask) -> None:
+    def wants_json() -> bool:
+        return request.path.startswith("/api/")
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        if wants_json():
+            return jsonify(error="csrf", message=exc.description), 400
+        return render_template("errors/error.html", code=400, title="Form expired",
+                               message="The form was missing its security token or it expired. "
+                                       "Go back, reload the page and submit again."), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if wants_json():
+            code = (exc.name or "error").lower().replace(" ", "_")
+            response = jsonify(error=code, message=exc.description)
+            response.status_code = exc.code
+            for key, value in (exc.get_response().headers.items() if exc.code == 429 else []):
+                if key.lower().startswith(("retry-after", "x-ratelimit")):
+                    response.headers[key] = value
+            return response
+        return render_template("errors/error.html", code=exc.code, title=exc.name,
+                               message=exc.description), exc.code
+
+    @app.errorhandler(500)
+    def server_error(exc):
+        db.session.rollback()
+        if wants_json():
+            return jsonify(error="server_error", message="Something broke on our side; it was logged."), 500
+        return render_template("errors/error.html", code=500, title="Server error",
+                               message="Something broke on our side. It was logged; please try again."), 500

@@ -1,0 +1,80 @@
+"""The JSON API under /api/v1: bearer-token auth, JSON errors, and the blueprints that share them."""
+
+from functools import wraps
+
+from flask import Blueprint, g, jsonify, request
+
+from ..clock import utcnow
+from ..extensions import csrf, db
+from ..models import ApiToken, Worker
+from ..security import token_hash
+from ..services import ServiceError
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)  # bearer tokens, not cookies: no CSRF exposure
+
+
+def error(code: str, message: str, status: int):
+    response = jsonify({"error": code, "message": message})
+    response.status_code = status
+    return response
+
+
+@bp.errorhandler(ServiceError)
+def _service_error(exc: ServiceError):
+    return error(exc.code, exc.message, exc.status)
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _unauthorized(message: str):
+    response = error("unauthorized", message, 401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="pictor"'
+    return response
+
+
+def user_token_required(view):
+    """A personal API token (provider and creator APIs); sets g.user."""
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        token = _bearer()
+        if not token:
+            return _unauthorized("Send 'Authorization: Bearer <API token>'; create one on your Account page.")
+        row = db.session.execute(
+            db.select(ApiToken).where(ApiToken.token_hash == token_hash(token), ApiToken.revoked_at.is_(None))
+        ).scalar_one_or_none()
+        if row is None:
+            return _unauthorized("This API token is unknown or revoked.")
+        row.last_used_at = utcnow()
+        g.user = row.user
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def worker_token_required(view):
+    """A worker's own token (the worker API); sets g.worker."""
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        token = _bearer()
+        if not token:
+            return _unauthorized("Send 'Authorization: Bearer <worker token>' from the worker's config.")
+        worker = db.session.execute(
+            db.select(Worker).where(Worker.token_hash == token_hash(token), Worker.deleted_at.is_(None))
+        ).scalar_one_or_none()
+        if worker is None:
+            return _unauthorized("This worker token is unknown or the worker was deleted: pair the app again.")
+        g.worker = worker
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a 400 the client can act on."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ServiceError("invalid_json", "Send a JSON object with 'Content-Type: application/json'.")
+    return data

@@ -1,0 +1,108 @@
+"""`pictor-portal`: serve, init-db, create-user, create-token, demo."""
+
+import os
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+
+def _create_app():
+    from . import create_app
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
+def main():
+    """Pictor Worker Portal."""
+
+
+@main.command("init-db")
+@with_appcontext
+def init_db():
+    """Create or upgrade the database schema (safe to run again)."""
+    from .database import upgrade_schema
+    upgrade_schema()
+    click.echo(f"Database ready: {current_app.config['SQLALCHEMY_DATABASE_URI'].split('@')[-1]}")
+
+
+@main.command("create-user")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@with_appcontext
+def create_user(email, password):
+    """Create an account."""
+    from .services import ServiceError, accounts
+    try:
+        user = accounts.sign_up(email, password)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message)
+    click.echo(f"Created user {user.email} (id {user.id})")
+
+
+@main.command("create-token")
+@click.argument("email")
+@click.option("--name", default="cli", show_default=True)
+@with_appcontext
+def create_token(email, name):
+    """Print a new personal API token for EMAIL (shown once)."""
+    from .services import ServiceError, accounts
+    try:
+        _, token = accounts.create_api_token(accounts.user_by_email(email), name)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message)
+    click.echo(token)
+
+
+@main.command("demo")
+@click.option("--email", default="demo@pictor.local", show_default=True)
+@click.option("--password", default="demo-password", show_default=True)
+@click.option("--workers", default=36, show_default=True)
+@with_appcontext
+def demo(email, password, workers):
+    """Seed a realistic demo account: workers in every status, months of tasks, earnings, mining."""
+    from .services import demo as demo_service
+    user = demo_service.seed(email, password, workers=workers)
+    click.echo(f"Demo account ready: {user.email} / {password}")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--workers", "processes", default=2, show_default=True, help="server processes")
+def serve(host, port, processes):
+    """Run the portal with a production server (gunicorn on Linux, waitress elsewhere)."""
+    from .database import upgrade_schema
+    app = _create_app()
+    with app.app_context():
+        upgrade_schema()
+    click.echo(f"Pictor Worker Portal: http://{host}:{port}/  (Ctrl+C to stop)", err=True)
+    sys.stderr.flush()
+    if sys.platform != "win32":
+        try:
+            from gunicorn.app.base import BaseApplication
+        except ImportError:
+            BaseApplication = None
+        if BaseApplication is not None:
+            class _Gunicorn(BaseApplication):
+                def load_config(self):
+                    self.cfg.set("bind", f"{host}:{port}")
+                    self.cfg.set("workers", processes)
+                    self.cfg.set("threads", 8)
+                    self.cfg.set("worker_class", "gthread")
+                    self.cfg.set("timeout", 120)
+                    self.cfg.set("accesslog", os.environ.get("PICTOR_ACCESS_LOG"))
+
+                def load(self):
+                    return _create_app()
+            _Gunicorn().run()
+            return
+    import waitress
+    waitress.serve(app, host=host, port=port, threads=16)
+
+
+def init_app(app) -> None:
+    """Also expose the commands through `flask --app wsgi`."""
+    for command in (init_db, create_user, create_token, demo):
+        app.cli.add_command(command)

@@ -1,0 +1,59 @@
+"""Settings from the environment, with defaults that work on a fresh clone."""
+
+import os
+import secrets
+from pathlib import Path
+
+
+def _secret_key(instance_path: Path) -> str:
+    """PICTOR_SECRET_KEY, or one generated once and kept in instance/ so sessions survive restarts."""
+    if key := os.environ.get("PICTOR_SECRET_KEY"):
+        return key
+    path = instance_path / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def from_environment(instance_path: Path) -> dict:
+    database_url = os.environ.get("PICTOR_DATABASE_URL") or f"sqlite:///{instance_path / 'pictor.sqlite3'}"
+    if database_url.startswith("postgresql://"):
+        # psycopg 3 is the driver we install.
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    return {
+        "SECRET_KEY": _secret_key(instance_path),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "STORAGE_DIR": os.environ.get("PICTOR_STORAGE_DIR") or str(instance_path / "storage"),
+        "RATELIMIT_STORAGE_URI": os.environ.get("PICTOR_RATELIMIT_STORAGE", "memory://"),
+        "SERVER_URL": os.environ.get("PICTOR_SERVER_URL"),  # what workers are told to call; else the request's host
+        "SCHEDULER_ENABLED": os.environ.get("PICTOR_SCHEDULER", "1") == "1",
+    }
+
+
+DEFAULTS = {
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+    # Request bodies: the largest legitimate one is a .blend upload or a rendered EXR.
+    "MAX_CONTENT_LENGTH": 512 * 1024 * 1024,
+    "MAX_FORM_MEMORY_SIZE": 2 * 1024 * 1024,
+    "OUTPUT_MAX_BYTES": 256 * 1024 * 1024,
+    "RATELIMIT_HEADERS_ENABLED": True,
+    "LOGIN_RATE_LIMIT": "10 per minute",
+    "SIGNUP_RATE_LIMIT": "5 per minute",
+    # Market and dispatch rules (SPEC sections 5 and 6).
+    "LEASE_SECONDS": 60,
+    "HEARTBEAT_SECONDS": 15,
+    "POLL_SECONDS": 5,
+    "OFFLINE_AFTER_SECONDS": 90,
+    "PAIRING_MINUTES": 15,
+    "DEFAULT_BID": "0.50",  # USD per compute hour when the network has no bids yet
+    "PAGE_SIZE": 25,
+    "OUTPUT_RETENTION_DAYS": 30,
+}

@@ -1,0 +1,380 @@
+"""The portal's tables: accounts, workers and their presence, jobs and tasks, files, the ledger."""
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from .clock import utcnow
+from .extensions import db
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python on every database (SQLite keeps no offset, so store naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: use webapp.clock.utcnow()")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def _enum(cls):
+    return Enum(cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+                validate_strings=True)
+
+
+class WorkerState(str, enum.Enum):
+    """What the app last reported; the status shown is derived from this and the heartbeat age."""
+    IDLE = "idle"
+    BUSY = "busy"
+    PAUSED = "paused"
+    ERROR = "error"
+
+
+class WorkerStatus(str, enum.Enum):
+    """The derived status (SPEC section 3), never stored."""
+    PENDING = "pending"
+    ONLINE = "online"
+    BUSY = "busy"
+    PAUSED = "paused"
+    ERROR = "error"
+    OFFLINE = "offline"
+
+
+class JobType(str, enum.Enum):
+    RENDER = "render"
+    UPSCALE = "upscale"
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class TaskStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class TaskEventKind(str, enum.Enum):
+    CLAIMED = "claimed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    LEASE_EXPIRED = "lease_expired"
+    REQUEUED = "requeued"
+    CANCELED = "canceled"
+    HANDED_BACK = "handed_back"
+
+
+class LedgerKind(str, enum.Enum):
+    TASK_REWARD = "task_reward"
+    MINING = "mining"
+    ADJUSTMENT = "adjustment"
+
+
+class User(db.Model):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # stored lower-cased
+    password_hash: Mapped[str] = mapped_column(String(255))
+    wallet_address: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # flask-login protocol
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+class ApiToken(db.Model):
+    """A personal API token: only its SHA-256 is kept; the prefix helps people tell tokens apart."""
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+
+class Worker(db.Model):
+    __tablename__ = "workers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(80))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    pairing_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    pairing_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # What the app reports in hello (SPEC section 4).
+    app_version: Mapped[str | None] = mapped_column(String(32))
+    os: Mapped[str | None] = mapped_column(String(128))
+    hostname: Mapped[str | None] = mapped_column(String(128))
+    cpu: Mapped[str | None] = mapped_column(String(128))
+    ram_mb: Mapped[int | None] = mapped_column(Integer)
+    gpus: Mapped[list] = mapped_column(JSON, default=list)
+    gpu_name: Mapped[str | None] = mapped_column(String(128))  # first GPU, for the list and search
+    renderers: Mapped[dict] = mapped_column(JSON, default=dict)
+    capabilities: Mapped[dict] = mapped_column(JSON, default=dict)
+    compliance: Mapped[list] = mapped_column(JSON, default=list)
+
+    # Live state, extended by heartbeats.
+    state: Mapped[WorkerState | None] = mapped_column(_enum(WorkerState))
+    state_message: Mapped[str | None] = mapped_column(String(500))
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Market and settings.
+    bid_micros: Mapped[int | None] = mapped_column(BigInteger)  # USD/hour of compute; None = network average
+    wallet_address: Mapped[str | None] = mapped_column(String(128))
+    mining_config: Mapped[dict] = mapped_column(JSON, default=dict)
+    bench_score: Mapped[int | None] = mapped_column(Integer)
+    bench_details: Mapped[dict] = mapped_column(JSON, default=dict)
+    benchmarked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Connection speed and location.
+    download_mbps: Mapped[float | None] = mapped_column(Float)
+    upload_mbps: Mapped[float | None] = mapped_column(Float)
+    speed_measured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    country: Mapped[str | None] = mapped_column(String(64))
+    location_override: Mapped[str | None] = mapped_column(String(128))
+
+    # Running totals kept in the same transaction as the rows they sum, so lists sort without joins.
+    earnings_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    owner: Mapped[User] = relationship()
+
+    __table_args__ = (
+        Index("ix_workers_owner_created", "owner_id", "created_at"),
+        Index("ix_workers_owner_updated", "owner_id", "updated_at"),
+        Index("ix_workers_owner_name", "owner_id", "name"),
+        Index("ix_workers_owner_heartbeat", "owner_id", "last_heartbeat_at"),
+    )
+
+
+class PresenceInterval(db.Model):
+    """A stretch of continuous online time; heartbeats extend the open one or start a new one."""
+    __tablename__ = "presence_intervals"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_presence_worker_ended", "worker_id", "ended_at"),)
+
+
+class StoredFile(db.Model):
+    """A blob in content-addressed storage, named by its SHA-256."""
+    __tablename__ = "stored_files"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(120))
+    type: Mapped[JobType] = mapped_column(_enum(JobType))
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED)
+    spec: Mapped[dict] = mapped_column(JSON)  # the validated submission
+    software: Mapped[str] = mapped_column(String(64))  # e.g. "Blender · Cycles", "Real-ESRGAN x4"
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    device: Mapped[str] = mapped_column(String(8), default="any")  # any | gpu
+    max_price_micros: Mapped[int | None] = mapped_column(BigInteger)  # USD per bench-hour
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outputs_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    owner: Mapped[User] = relationship()
+    tasks: Mapped[list["Task"]] = relationship(back_populates="job", order_by="Task.seq")
+    inputs: Mapped[list["JobInput"]] = relationship(back_populates="job")
+
+    __table_args__ = (Index("ix_jobs_owner_created", "owner_id", "created_at"),)
+
+
+class JobInput(db.Model):
+    __tablename__ = "job_inputs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(ForeignKey("stored_files.sha256"))
+    size: Mapped[int] = mapped_column(BigInteger)
+
+    job: Mapped[Job] = relationship(back_populates="inputs")
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_job_inputs_job_name"),)
+
+
+class Task(db.Model):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    seq: Mapped[int] = mapped_column(Integer)  # position within the job
+    type: Mapped[JobType] = mapped_column(_enum(JobType))
+    params: Mapped[dict] = mapped_column(JSON)  # validated data the app turns into an argv list
+    input_names: Mapped[list] = mapped_column(JSON, default=list)  # JobInput names this task needs
+    status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus), default=TaskStatus.QUEUED)
+    # Copied from the job so a claim is one indexed scan over tasks.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    device: Mapped[str] = mapped_column(String(8), default="any")
+    max_price_micros: Mapped[int | None] = mapped_column(BigInteger)
+
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
+    eta_seconds: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(String(500))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bid_micros: Mapped[int | None] = mapped_column(BigInteger)  # the worker's bid when it claimed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    compute_seconds: Mapped[float | None] = mapped_column(Float)
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    reward_micros: Mapped[int | None] = mapped_column(BigInteger)  # copy of its ledger entry, for lists
+
+    job: Mapped[Job] = relationship(back_populates="tasks")
+    worker: Mapped[Worker | None] = relationship()
+    outputs: Mapped[list["TaskOutput"]] = relationship(back_populates="task")
+
+    __table_args__ = (
+        Index("ix_tasks_claim", "status", "priority", "id"),
+        Index("ix_tasks_job_seq", "job_id", "seq"),
+        Index("ix_tasks_worker_created", "worker_id", "created_at"),
+        Index("ix_tasks_worker_status", "worker_id", "status"),
+        Index("ix_tasks_lease", "status", "lease_expires_at"),
+    )
+
+
+class TaskOutput(db.Model):
+    __tablename__ = "task_outputs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(ForeignKey("stored_files.sha256"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    task: Mapped[Task] = relationship(back_populates="outputs")
+    __table_args__ = (UniqueConstraint("task_id", "name", name="uq_task_outputs_task_name"),)
+
+
+class TaskEvent(db.Model):
+    """The history of a task's attempts: who claimed it, who failed it and why (retries, blocklists)."""
+    __tablename__ = "task_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
+    kind: Mapped[TaskEventKind] = mapped_column(_enum(TaskEventKind))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_task_events_task", "task_id", "kind", "worker_id"),
+        Index("ix_task_events_job_worker", "job_id", "worker_id", "kind"),
+    )
+
+
+class LedgerEntry(db.Model):
+    """Money moving: signed micro-USD. A task's reward can exist once (unique task_id)."""
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[LedgerKind] = mapped_column(_enum(LedgerKind))
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
+    provider_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    memo: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_ledger_worker_created", "worker_id", "created_at"),
+        Index("ix_ledger_job", "job_id"),
+    )
+
+
+class MiningReport(db.Model):
+    """What the app reported about mining over a period: an estimate from its hashrate."""
+    __tablename__ = "mining_reports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    coin: Mapped[str] = mapped_column(String(16))
+    pool: Mapped[str] = mapped_column(String(255))
+    hashrate: Mapped[float] = mapped_column(Float)  # hashes per second
+    period_seconds: Mapped[int] = mapped_column(Integer)
+    earnings_micros: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_mining_worker_reported", "worker_id", "reported_at"),)
+
+
+class WorkerDailyStat(db.Model):
+    """Per worker and UTC day: what the charts read, rolled up from tasks, ledger and mining reports."""
+    __tablename__ = "worker_daily_stats"
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    task_earnings_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    mining_earnings_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    tasks_completed: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_failed: Mapped[int] = mapped_column(Integer, default=0)
+    compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class PeriodicRun(db.Model):
+    """One row per (periodic job, time slot): the unique key is what makes a run happen once."""
+    __tablename__ = "periodic_runs"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    runner: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[str | None] = mapped_column(String(255))
+
+
+class AppRelease(db.Model):
+    """Builds of the Worker App the portal serves; the newest version makes 'app version current' mean something."""
+    __tablename__ = "app_releases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), unique=True)
+    platform: Mapped[str] = mapped_column(String(16), default="windows")
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

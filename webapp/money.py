@@ -1,0 +1,30 @@
+"""Money as integer micro-USD (1 USD = 1,000,000); decimal strings at the edges, never floats."""
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+MICROS = 1_000_000
+
+
+def to_micros(value) -> int:
+    """Parse a USD amount ("0.125", Decimal, int) into micro-USD; raises ValueError on junk or floats."""
+    if isinstance(value, float) or isinstance(value, bool):
+        raise ValueError("money must be a decimal string, not a float")
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"not a decimal amount: {value!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    return int((amount * MICROS).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def fmt(micros: int | None) -> str:
+    """micro-USD -> "0.125000" (the JSON form)."""
+    return str((Decimal(micros or 0) / MICROS).quantize(Decimal("0.000001")))
+
+
+def usd(micros: int | None, places: int = 2) -> str:
+    """micro-USD -> "$1.25" for pages."""
+    q = Decimal(1).scaleb(-places)
+    amount = (Decimal(micros or 0) / MICROS).quantize(q, rounding=ROUND_HALF_UP)
+    return f"-${-amount:,}" if amount < 0 else f"${amount:,}"

@@ -1,0 +1,25 @@
+"""The domain: plain functions over the models, shared by pages, the JSON API and the scheduler."""
+
+
+class ServiceError(Exception):
+    """A rule said no. `code` is the short machine name, `message` tells the user what to do."""
+
+    status = 400
+
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class NotFound(ServiceError):
+    status = 404
+
+    def __init__(self, what: str = "object"):
+        super().__init__("not_found", f"No such {what}.")
+
+
+class Conflict(ServiceError):
+    status = 409
