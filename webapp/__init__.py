@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import config
 from .extensions import csrf, db, htmx, limiter, login_manager, migrate
+from .services import ServiceError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,6 +74,14 @@ def _register_errors(app: Flask) -> None:
         return render_template("errors/error.html", code=400, title="Form expired",
                                message="The form was missing its security token or it expired. "
                                        "Go back, reload the page and submit again."), 400
+
+    @app.errorhandler(ServiceError)
+    def service_error(exc: ServiceError):
+        # Pages that let a service rule escape get the same look as any other HTTP error.
+        if wants_json():
+            return jsonify(error=exc.code, message=exc.message), exc.status
+        return render_template("errors/error.html", code=exc.status, title="Not found" if exc.status == 404
+                               else "Request refused", message=exc.message), exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -78,3 +78,10 @@ def json_body() -> dict:
     if not isinstance(data, dict):
         raise ServiceError("invalid_json", "Send a JSON object with 'Content-Type: application/json'.")
     return data
+
+
+@bp.get("/me")
+@user_token_required
+def me():
+    """Who this token belongs to: a cheap way for scripts to check their token."""
+    return {"id": g.user.id, "email": g.user.email, "wallet_address": g.user.wallet_address}
