@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import upgrade
 
-from conftest import create_token, create_user
+from tests.conftest import create_token, create_user
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import ApiToken, User
@@ -119,7 +119,7 @@ def test_password_is_stored_with_argon2(app):
 
 
 def test_forms_need_a_csrf_token(tmp_path):
-    from conftest import make_app
+    from tests.conftest import make_app
     app = make_app(tmp_path, WTF_CSRF_ENABLED=True)
     client = app.test_client()
     response = client.post("/signup", data={"email": "a@example.com", "password": "x" * 12, "confirm": "x" * 12})
@@ -132,7 +132,7 @@ def test_forms_need_a_csrf_token(tmp_path):
 
 
 def test_login_is_rate_limited(tmp_path):
-    from conftest import make_app
+    from tests.conftest import make_app
     app = make_app(tmp_path, LOGIN_RATE_LIMIT="3 per minute")
     client = app.test_client()
     codes = [client.post("/login", data={"email": "x@example.com", "password": "wrong password"}).status_code
@@ -188,7 +188,7 @@ def test_unknown_routes_are_404_pages_and_json(client):
 
 
 def test_oversized_body_is_413(tmp_path):
-    from conftest import make_app
+    from tests.conftest import make_app
     app = make_app(tmp_path, MAX_CONTENT_LENGTH=1024)
     response = app.test_client().post("/api/v1/me", data=b"x" * 4096, headers={"Content-Type": "application/octet-stream"})
     assert response.status_code in (401, 405, 413)
