@@ -25,8 +25,8 @@ install-test: $(BIN)/python
 
 # htmx comes from the npm registry (pinned in package.json), never committed.
 static: static/js/htmx.min.js
-static/js/htmx.min.js: package.json
-	npm install --no-audit --no-fund --silent
+static/js/htmx.min.js: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 	cp node_modules/htmx.org/dist/htmx.min.js $@
 
 db: install
