@@ -33,10 +33,16 @@ def configure_sqlite(engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        # IMMEDIATE takes the write lock at BEGIN: a transaction that reads then writes (a claim)
-        # can never be overtaken between its read and its write. Reads stay concurrent under WAL.
-        immediate = conn.get_execution_options().get("sqlite_immediate")
+        # Under WAL a transaction that reads and later writes fails at once ("database is locked")
+        # if another writer committed in between. IMMEDIATE takes the write lock at BEGIN so that
+        # can't happen; plain reads (GET pages and API reads) stay concurrent with BEGIN DEFERRED.
+        immediate = conn.get_execution_options().get("sqlite_immediate") or not _read_only_request()
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _read_only_request() -> bool:
+    from flask import has_request_context, request
+    return has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
 
 
 def begin_write_transaction(session) -> None:
@@ -45,6 +51,9 @@ def begin_write_transaction(session) -> None:
     On SQLite this is BEGIN IMMEDIATE (call it before any query in the transaction); PostgreSQL
     needs nothing here: its claims use row locks (FOR UPDATE SKIP LOCKED).
     """
+    from sqlalchemy.orm import scoped_session
+    if isinstance(session, scoped_session):  # db.session: its proxy lacks in_transaction()
+        session = session()
     if session.in_transaction():
         session.commit()
     session.connection(execution_options={"sqlite_immediate": True})

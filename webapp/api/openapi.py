@@ -1,1 +1,134 @@
-"""(placeholder, filled by its issue)"""
+"""The OpenAPI 3.0.3 document of the JSON API, merged from the paths each API module declares."""
+
+import importlib
+import re
+
+from flask import jsonify
+
+from . import bp
+
+API_PREFIX = "/api/v1"
+# Modules that may expose OPENAPI_PATHS (and OPENAPI_COMPONENTS); a missing one adds nothing.
+SOURCES = ["webapp.api.provider", "webapp.api.worker", "webapp.api.jobs"]
+
+_MONEY = {"type": "string", "description": "USD as a decimal string, never a float", "example": "0.125000"}
+_TIME = {"type": "string", "format": "date-time"}
+_TIME_OR_NULL = {"type": "string", "format": "date-time", "nullable": True}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error", "message"],
+        "properties": {"error": {"type": "string", "description": "short machine code, e.g. not_found"},
+                       "message": {"type": "string", "description": "what to do about it"}},
+    },
+    "Worker": {
+        "type": "object",
+        "required": ["id", "name", "status", "created_at", "updated_at", "last_heartbeat_at", "gpus", "ram_mb",
+                     "earnings", "uptime_seconds", "uptime_percent_30d", "bid", "bench_score"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "online", "busy", "paused", "error", "offline"]},
+            "status_message": {"type": "string", "nullable": True},
+            "created_at": _TIME, "updated_at": _TIME, "last_heartbeat_at": _TIME_OR_NULL, "paired_at": _TIME_OR_NULL,
+            "gpus": {"type": "array", "items": {"type": "object"}},
+            "gpu_name": {"type": "string", "nullable": True},
+            "cpu": {"type": "string", "nullable": True},
+            "os": {"type": "string", "nullable": True},
+            "ram_mb": {"type": "integer", "nullable": True},
+            "earnings": _MONEY,
+            "compute_seconds": {"type": "number"},
+            "uptime_seconds": {"type": "integer", "description": "current continuous online time"},
+            "uptime_percent_30d": {"type": "number"},
+            "bid": {**_MONEY, "nullable": True, "description": "USD per compute hour; null = network average"},
+            "bench_score": {"type": "integer", "nullable": True},
+            "country": {"type": "string", "nullable": True},
+            "location": {"type": "string", "nullable": True},
+            "app_version": {"type": "string", "nullable": True},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "required": ["id", "job_id", "job_name", "job_type", "status", "progress", "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "job_id": {"type": "integer"}, "job_name": {"type": "string"},
+            "job_type": {"type": "string", "enum": ["render", "upscale"]},
+            "software": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "canceled"]},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "message": {"type": "string", "nullable": True},
+            "reward": {**_MONEY, "nullable": True},
+            "created_at": _TIME, "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL,
+            "duration_seconds": {"type": "number", "nullable": True},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "name", "type", "status", "progress", "created_at", "cost"],
+        "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"},
+            "type": {"type": "string", "enum": ["render", "upscale"]},
+            "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "canceled"]},
+            "progress": {"type": "number"},
+            "created_at": _TIME, "updated_at": _TIME, "finished_at": _TIME_OR_NULL,
+            "software": {"type": "string"}, "priority": {"type": "integer"}, "device": {"type": "string"},
+            "max_price": {**_MONEY, "description": "USD per bench-hour"},
+            "task_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "inputs": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "sha256": {"type": "string"}, "size": {"type": "integer"}}}},
+            "tasks": {"type": "array", "description": "in the single-job response", "items": {
+                "type": "object", "properties": {
+                    "id": {"type": "integer"}, "status": {"type": "string"}, "progress": {"type": "number"},
+                    "worker_id": {"type": "integer", "nullable": True},
+                    "reward": {**_MONEY, "nullable": True},
+                    "outputs": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "sha256": {"type": "string"},
+                        "size": {"type": "integer"}}}}}}},
+            "cost": {**_MONEY, "description": "what the job has cost so far"},
+            "cost_estimate": {**_MONEY, "nullable": True},
+        },
+    },
+}
+
+
+def _openapi_path(path: str) -> str:
+    """Paths are relative to the /api/v1 server; Flask-style <int:id> becomes {id}."""
+    if path.startswith(API_PREFIX + "/"):
+        path = path[len(API_PREFIX):]
+    return re.sub(r"<(?:[a-z]+:)?([A-Za-z_][A-Za-z0-9_]*)>", r"{\1}", path)
+
+
+def build_document() -> dict:
+    paths: dict = {}
+    schemas = dict(SCHEMAS)
+    for name in SOURCES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for path, item in getattr(module, "OPENAPI_PATHS", {}).items():
+            paths.setdefault(_openapi_path(path), {}).update(item)
+        for schema_name, schema in getattr(module, "OPENAPI_COMPONENTS", {}).items():
+            schemas.setdefault(schema_name, schema)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Pictor Worker API",
+            "version": "1",
+            "description": "Provider, creator and worker APIs of the Worker Portal. Authenticate with "
+                           "'Authorization: Bearer TOKEN': a personal API token (Account page) for the "
+                           "provider and creator APIs, a worker's token for /worker/*. Errors are "
+                           "{\"error\", \"message\"} with a 4xx status; money is a decimal string in USD.",
+        },
+        "servers": [{"url": API_PREFIX}],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(build_document())

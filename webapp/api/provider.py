@@ -1,1 +1,241 @@
-"""(placeholder, filled by its issue)"""
+"""The provider API: create, pair, list, rename and delete workers; a worker's tasks and statistics."""
+
+from flask import current_app, g, jsonify, request
+
+from ..clock import utcnow
+from ..services import ServiceError
+from ..services import workers as worker_service
+from . import bp, json_body, user_token_required
+
+
+def _server_url() -> str:
+    return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ServiceError(f"invalid_{name}", f"{name} must be a whole number.") from None
+
+
+def _list_args(default_per_page: int | None = None) -> dict:
+    return {
+        "q": request.args.get("q"),
+        "status": request.args.get("status"),
+        "sort": request.args.get("sort") or "created",
+        "order": request.args.get("order") or "desc",
+        "page": _int_arg("page", 1),
+        "per_page": _int_arg("per_page", default_per_page or current_app.config.get("PAGE_SIZE", 25)),
+    }
+
+
+def _page_json(page, items: list) -> dict:
+    return {"items": items, "page": page.page, "pages": page.pages, "total": page.total, "per_page": page.per_page}
+
+
+def _name_from_body() -> str:
+    data = json_body()
+    if "name" not in data:
+        raise ServiceError("invalid_name", "Send {\"name\": \"...\"} with the worker's name (1 to 80 characters).")
+    return data["name"]
+
+
+@bp.post("/workers")
+@user_token_required
+def provider_create_worker():
+    worker, code, token = worker_service.create_worker(g.user, _name_from_body())
+    body = worker_service.serialize(worker)
+    body.update({
+        "pairing_code": code,
+        "pairing_expires_at": worker_service.iso(worker.pairing_expires_at),
+        "config": worker_service.worker_config(worker, token, _server_url()),
+    })
+    return jsonify(body), 201
+
+
+@bp.get("/workers")
+@user_token_required
+def provider_list_workers():
+    now = utcnow()
+    page = worker_service.list_workers(g.user.id, now=now, **_list_args())
+    return jsonify(_page_json(page, worker_service.serialize_many(page.items, now)))
+
+
+@bp.get("/workers/<int:worker_id>")
+@user_token_required
+def provider_get_worker(worker_id: int):
+    return jsonify(worker_service.serialize(worker_service.get_worker(g.user.id, worker_id)))
+
+
+@bp.patch("/workers/<int:worker_id>")
+@user_token_required
+def provider_update_worker(worker_id: int):
+    worker = worker_service.get_worker(g.user.id, worker_id)
+    worker_service.rename(worker, _name_from_body())
+    return jsonify(worker_service.serialize(worker))
+
+
+@bp.delete("/workers/<int:worker_id>")
+@user_token_required
+def provider_delete_worker(worker_id: int):
+    worker_service.delete(worker_service.get_worker(g.user.id, worker_id))
+    return "", 204
+
+
+@bp.post("/workers/<int:worker_id>/pairing-code")
+@user_token_required
+def provider_new_pairing_code(worker_id: int):
+    worker = worker_service.get_worker(g.user.id, worker_id)
+    code = worker_service.regenerate_pairing_code(worker)
+    return jsonify({"worker_id": worker.id, "pairing_code": code,
+                    "pairing_expires_at": worker_service.iso(worker.pairing_expires_at)}), 201
+
+
+@bp.get("/workers/<int:worker_id>/tasks")
+@user_token_required
+def provider_worker_tasks(worker_id: int):
+    worker = worker_service.get_worker(g.user.id, worker_id)
+    page = worker_service.list_tasks(worker, **_list_args())
+    now = utcnow()
+    return jsonify(_page_json(page, [worker_service.serialize_task(t, now) for t in page.items]))
+
+
+@bp.get("/workers/<int:worker_id>/stats")
+@user_token_required
+def provider_worker_stats(worker_id: int):
+    worker = worker_service.get_worker(g.user.id, worker_id)
+    return jsonify(worker_service.stats_series(worker, request.args.get("period") or "week",
+                                               request.args.get("from"), request.args.get("to")))
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------------
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Bad input", 401: "Missing or unknown API token", 404: "Not found (or someone else's)"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_WORKER_ID = {"name": "worker_id", "in": "path", "required": True,
+              "schema": {"type": "integer", "minimum": 1}, "description": "Worker ID"}
+_NAME_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["name"], "additionalProperties": True,
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": worker_service.NAME_MAX}}}}}}
+_PAGING = [
+    _query("q", {"type": "string"}, "Search text: part of the name, or an ID (\"123\" or \"#123\")"),
+    _query("order", {"type": "string", "enum": list(worker_service.ORDERS)}, "Sort direction"),
+    _query("page", {"type": "integer", "minimum": 1}, "Page number (from 1)"),
+    _query("per_page", {"type": "integer", "minimum": 1, "maximum": worker_service.PER_PAGE_MAX}, "Items per page"),
+]
+
+
+def _list_of(name: str) -> dict:
+    return {"type": "object", "required": ["items", "page", "pages", "total"], "properties": {
+        "items": {"type": "array", "items": _ref(name)}, "page": {"type": "integer"},
+        "pages": {"type": "integer"}, "total": {"type": "integer"}, "per_page": {"type": "integer"}}}
+
+
+_SECURITY = [{"bearer": []}]
+_WORKER_STATUSES = ["pending", "online", "busy", "paused", "error", "offline"]
+_TASK_STATUSES = ["queued", "running", "completed", "failed", "canceled"]
+
+OPENAPI_PATHS = {
+    "/workers": {
+        "post": {
+            "operationId": "createWorker", "tags": ["provider"], "security": _SECURITY,
+            "summary": "Create a worker: returns its one-time pairing code and config (token shown once)",
+            "requestBody": _NAME_BODY,
+            "responses": {"201": _json({"allOf": [_ref("Worker"), {"type": "object", "properties": {
+                "pairing_code": {"type": "string", "example": "ABCD-EF23"},
+                "pairing_expires_at": {"type": "string", "format": "date-time"},
+                "config": _ref("WorkerConfig")}}]}, "The new worker"), **_errors(400, 401)},
+        },
+        "get": {
+            "operationId": "listWorkers", "tags": ["provider"], "security": _SECURITY,
+            "summary": "List your workers: search, filter by status, sort, page",
+            "parameters": [
+                *_PAGING,
+                _query("status", {"type": "string", "enum": _WORKER_STATUSES}, "Only workers in this status"),
+                _query("sort", {"type": "string", "enum": list(worker_service.SORTS)}, "Sort key"),
+            ],
+            "responses": {"200": _json(_list_of("Worker"), "One page of workers"), **_errors(400, 401)},
+        },
+    },
+    "/workers/{worker_id}": {
+        "parameters": [_WORKER_ID],
+        "get": {"operationId": "getWorker", "tags": ["provider"], "security": _SECURITY, "summary": "One worker",
+                "responses": {"200": _json(_ref("Worker"), "The worker"), **_errors(401, 404)}},
+        "patch": {"operationId": "renameWorker", "tags": ["provider"], "security": _SECURITY,
+                  "summary": "Rename a worker", "requestBody": _NAME_BODY,
+                  "responses": {"200": _json(_ref("Worker"), "The renamed worker"), **_errors(400, 401, 404)}},
+        "delete": {"operationId": "deleteWorker", "tags": ["provider"], "security": _SECURITY,
+                   "summary": "Delete a worker: its token stops working, its running task is handed back",
+                   "responses": {"204": {"description": "Deleted"}, **_errors(401, 404)}},
+    },
+    "/workers/{worker_id}/pairing-code": {
+        "parameters": [_WORKER_ID],
+        "post": {"operationId": "newPairingCode", "tags": ["provider"], "security": _SECURITY,
+                 "summary": "A new one-time pairing code (the previous one stops working)",
+                 "responses": {"201": _json({"type": "object", "properties": {
+                     "worker_id": {"type": "integer"}, "pairing_code": {"type": "string"},
+                     "pairing_expires_at": {"type": "string", "format": "date-time"}}}, "The new code"),
+                     **_errors(401, 404)}},
+    },
+    "/workers/{worker_id}/tasks": {
+        "parameters": [_WORKER_ID],
+        "get": {"operationId": "listWorkerTasks", "tags": ["provider"], "security": _SECURITY,
+                "summary": "The worker's tasks: search by job name or ID, filter, sort, page",
+                "parameters": [
+                    *_PAGING,
+                    _query("status", {"type": "string", "enum": _TASK_STATUSES}, "Only tasks in this status"),
+                    _query("sort", {"type": "string", "enum": list(worker_service.TASK_SORTS)}, "Sort key"),
+                ],
+                "responses": {"200": _json(_list_of("Task"), "One page of tasks"), **_errors(400, 401, 404)}},
+    },
+    "/workers/{worker_id}/stats": {
+        "parameters": [_WORKER_ID],
+        "get": {"operationId": "workerStats", "tags": ["provider"], "security": _SECURITY,
+                "summary": "Earnings by task, processed tasks and mining earnings over a period",
+                "parameters": [
+                    _query("period", {"type": "string", "enum": list(worker_service.STATS_PERIODS)},
+                           "week, month (30 days), year (12 months) or custom (needs from and to)"),
+                    _query("from", {"type": "string", "format": "date"}, "First day of a custom period"),
+                    _query("to", {"type": "string", "format": "date"}, "Last day of a custom period"),
+                ],
+                "responses": {"200": _json(_ref("WorkerStats"), "Totals and series"), **_errors(400, 401, 404)}},
+    },
+}
+
+_MONEY = {"type": "string", "pattern": r"^-?\d+\.\d{6}$", "example": "0.125000"}
+_STAT = {"type": "object", "properties": {
+    "task_earnings": _MONEY, "mining_earnings": _MONEY, "tasks_completed": {"type": "integer"},
+    "tasks_failed": {"type": "integer"}, "compute_seconds": {"type": "number"}}}
+
+# Schemas only this module defines; openapi.py merges them with the shared ones.
+OPENAPI_COMPONENTS = {
+    "WorkerConfig": {"type": "object", "required": ["server_url", "worker_id", "token"], "properties": {
+        "server_url": {"type": "string"}, "worker_id": {"type": "integer"},
+        "token": {"type": "string", "description": "Shown once; only its hash is stored"}}},
+    "WorkerStats": {"type": "object", "properties": {
+        "worker_id": {"type": "integer"}, "period": {"type": "string"},
+        "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"},
+        "unit": {"type": "string", "enum": ["day", "month"]}, "totals": _STAT,
+        "lifetime": {"type": "object", "properties": {"earnings": _MONEY, "compute_seconds": {"type": "number"}}},
+        "buckets": {"type": "array", "items": {"allOf": [{"type": "object", "properties": {
+            "start": {"type": "string", "format": "date"}, "label": {"type": "string"}}}, _STAT]}}}},
+}

@@ -1,0 +1,463 @@
+"""Worker management for providers: create and pair workers, derive their status, list, rename, delete."""
+
+import math
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app
+from sqlalchemy import Integer, String, case, func, literal_column, update
+
+from ..clock import utcnow
+from ..database import begin_write_transaction
+from ..extensions import db
+from ..models import Job, Task, TaskStatus, Worker, WorkerState, WorkerStatus
+from ..money import fmt
+from ..security import new_pairing_code, new_token, normalize_pairing_code, token_hash
+from . import NotFound, ServiceError
+
+NAME_MAX = 80
+PER_PAGE_MAX = 100
+SORTS = ("status", "name", "created", "updated")
+ORDERS = ("asc", "desc")
+TASK_SORTS = ("status", "name", "created")
+STATS_PERIODS = ("week", "month", "year", "custom")  # as webapp.services.stats.PERIODS
+# The largest id an INTEGER column holds on PostgreSQL; a bigger one cannot exist (and would be a DB error).
+MAX_ID = 2**31 - 1
+
+# Sorting by status groups the ones that need attention first: errors, then working, then idle ...
+STATUS_RANK = {
+    WorkerStatus.ERROR: 0,
+    WorkerStatus.BUSY: 1,
+    WorkerStatus.ONLINE: 2,
+    WorkerStatus.PAUSED: 3,
+    WorkerStatus.OFFLINE: 4,
+    WorkerStatus.PENDING: 5,
+}
+TASK_STATUS_RANK = {
+    TaskStatus.RUNNING: 0,
+    TaskStatus.QUEUED: 1,
+    TaskStatus.FAILED: 2,
+    TaskStatus.COMPLETED: 3,
+    TaskStatus.CANCELED: 4,
+}
+
+
+@dataclass
+class Page:
+    items: list
+    page: int
+    pages: int
+    total: int
+    per_page: int = 25
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+def _offline_after() -> int:
+    return int(current_app.config.get("OFFLINE_AFTER_SECONDS", 90))
+
+
+def _pairing_minutes() -> int:
+    return int(current_app.config.get("PAIRING_MINUTES", 15))
+
+
+# --- names ----------------------------------------------------------------------------------------
+
+def clean_name(name) -> str:
+    """A worker name: 1..80 printable characters after stripping, or a 400 that says what is wrong."""
+    if not isinstance(name, str):
+        raise ServiceError("invalid_name", "Give the worker a name (text, 1 to 80 characters).")
+    name = name.strip()
+    if not name:
+        raise ServiceError("invalid_name", "Give the worker a name (1 to 80 characters).")
+    if len(name) > NAME_MAX:
+        raise ServiceError("invalid_name", f"A worker name has at most {NAME_MAX} characters.")
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in name):
+        raise ServiceError("invalid_name", "A worker name cannot contain control characters or line breaks.")
+    return name
+
+
+# --- create, pair ---------------------------------------------------------------------------------
+
+def _fresh_pairing_code(worker: Worker, now: datetime) -> str:
+    """Give `worker` a new pairing code; only its hash is kept."""
+    for _ in range(10):
+        code = new_pairing_code()
+        digest = token_hash(normalize_pairing_code(code))
+        # ~40 bits of code space: a clash with a live code is unlikely but would break the unique key.
+        if not db.session.execute(db.select(Worker.id).where(Worker.pairing_code_hash == digest)).first():
+            break
+    worker.pairing_code_hash = digest
+    worker.pairing_expires_at = now + timedelta(minutes=_pairing_minutes())
+    return code
+
+
+def create_worker(owner, name: str) -> tuple[Worker, str, str]:
+    """A new worker in `pending`: returns it, its one-time pairing code and its token (both shown once)."""
+    name = clean_name(name)
+    # SQLite: take the write lock before the code-clash read, so the insert cannot lose a race to a
+    # heartbeat committed in between (that would be "database is locked", not a wait).
+    begin_write_transaction(db.session)
+    now = utcnow()
+    token = new_token("pwk")
+    worker = Worker(owner_id=owner.id, name=name, token_hash=token_hash(token), created_at=now, updated_at=now,
+                    gpus=[], renderers={}, capabilities={}, compliance=[], mining_config={}, bench_details={},
+                    earnings_micros=0, compute_seconds=0.0)
+    db.session.add(worker)
+    code = _fresh_pairing_code(worker, now)
+    db.session.commit()
+    return worker, code, token
+
+
+def regenerate_pairing_code(worker: Worker) -> str:
+    """A new pairing code (the old one stops working); the current token stays live until a pair."""
+    if worker.deleted_at is not None:
+        raise NotFound("worker")
+    begin_write_transaction(db.session)
+    code = _fresh_pairing_code(worker, utcnow())
+    db.session.commit()
+    return code
+
+
+def pair(code: str) -> tuple[Worker, str]:
+    """Trade a pairing code for the worker's config token: single use, expires, rotates the token."""
+    if not isinstance(code, str) or not code.strip():
+        raise ServiceError("invalid_code", "Type the pairing code shown on the New Worker page (like ABCD-EF23).")
+    digest = token_hash(normalize_pairing_code(code))
+    now = utcnow()
+    begin_write_transaction(db.session)
+    worker = db.session.execute(
+        db.select(Worker).where(Worker.pairing_code_hash == digest, Worker.deleted_at.is_(None))
+    ).scalar_one_or_none()
+    if worker is None:
+        db.session.rollback()
+        raise ServiceError("invalid_code", "This pairing code is unknown or was used already: "
+                                           "create a new one on the worker's page in the portal.")
+    if worker.pairing_expires_at is None or worker.pairing_expires_at <= now:
+        db.session.rollback()
+        raise ServiceError("expired_code", "This pairing code has expired (codes last "
+                                           f"{_pairing_minutes()} minutes): create a new one in the portal.")
+    token = new_token("pwk")
+    # One conditional UPDATE: of two apps pairing with the same code at once, exactly one wins.
+    won = db.session.execute(
+        update(Worker)
+        .where(Worker.id == worker.id, Worker.pairing_code_hash == digest)
+        .values(pairing_code_hash=None, pairing_expires_at=None, token_hash=token_hash(token),
+                paired_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if won != 1:
+        db.session.rollback()
+        raise ServiceError("invalid_code", "This pairing code was used already: create a new one in the portal.")
+    db.session.commit()
+    db.session.refresh(worker)
+    return worker, token
+
+
+def worker_config(worker: Worker, token: str, server_url: str) -> dict:
+    """What the Worker App stores: where to call, who it is, its bearer token."""
+    return {"server_url": (server_url or "").rstrip("/"), "worker_id": worker.id, "token": token}
+
+
+# --- derived status -------------------------------------------------------------------------------
+
+def _derived(now: datetime, values: dict):
+    """The status rule as one SQL CASE; `values` maps each WorkerStatus to the SQL value to produce."""
+    cutoff = (now or utcnow()) - timedelta(seconds=_offline_after())
+    heartbeat = Worker.last_heartbeat_at
+    return case(
+        (heartbeat.is_(None), values[WorkerStatus.PENDING]),
+        (heartbeat < cutoff, values[WorkerStatus.OFFLINE]),
+        (Worker.state == WorkerState.BUSY, values[WorkerStatus.BUSY]),
+        (Worker.state == WorkerState.PAUSED, values[WorkerStatus.PAUSED]),
+        (Worker.state == WorkerState.ERROR, values[WorkerStatus.ERROR]),
+        else_=values[WorkerStatus.ONLINE],
+    )
+
+
+def status_expr(now: datetime | None = None):
+    """SQL expression: the derived status string of a Worker row (usable in SELECT, WHERE, ORDER BY)."""
+    # Constants, not bind parameters: the same expression may appear twice in one statement.
+    return _derived(now, {s: literal_column(f"'{s.value}'", String) for s in WorkerStatus})
+
+
+def status_rank_expr(now: datetime | None = None):
+    """SQL expression: the position of the derived status in STATUS_RANK (for sorting)."""
+    return _derived(now, {s: literal_column(str(rank), Integer) for s, rank in STATUS_RANK.items()})
+
+
+def status_of(worker: Worker, now: datetime | None = None) -> WorkerStatus:
+    """The same rule as status_expr, in Python."""
+    now = now or utcnow()
+    heartbeat = worker.last_heartbeat_at
+    if heartbeat is None:
+        return WorkerStatus.PENDING
+    if heartbeat < now - timedelta(seconds=_offline_after()):
+        return WorkerStatus.OFFLINE
+    return {
+        WorkerState.BUSY: WorkerStatus.BUSY,
+        WorkerState.PAUSED: WorkerStatus.PAUSED,
+        WorkerState.ERROR: WorkerStatus.ERROR,
+    }.get(worker.state, WorkerStatus.ONLINE)
+
+
+# --- paging helpers -------------------------------------------------------------------------------
+
+def _choice(value, allowed, what: str, default):
+    if value is None or value == "":
+        return default
+    value = str(value).lower()
+    if value not in allowed:
+        raise ServiceError(f"invalid_{what}", f"Unknown {what} {value!r}: use one of {', '.join(allowed)}.")
+    return value
+
+
+def _page_numbers(page, per_page) -> tuple[int, int]:
+    try:
+        page = int(page)
+    except (TypeError, ValueError):
+        raise ServiceError("invalid_page", "page must be a whole number, 1 or more.") from None
+    try:
+        per_page = int(per_page)
+    except (TypeError, ValueError):
+        raise ServiceError("invalid_per_page", f"per_page must be a whole number from 1 to {PER_PAGE_MAX}.") from None
+    if page < 1 or page > 1_000_000:
+        raise ServiceError("invalid_page", "page must be a whole number, 1 or more.")
+    if not 1 <= per_page <= PER_PAGE_MAX:
+        raise ServiceError("invalid_per_page", f"per_page must be a whole number from 1 to {PER_PAGE_MAX}.")
+    return page, per_page
+
+
+def _paginate(query, filters, order_by, page: int, per_page: int, count_from) -> Page:
+    total = db.session.execute(
+        db.select(func.count()).select_from(count_from).where(*filters)
+    ).scalar_one()
+    items = list(db.session.execute(
+        query.where(*filters).order_by(*order_by).limit(per_page).offset((page - 1) * per_page)
+    ).scalars())
+    return Page(items=items, page=page, pages=max(1, math.ceil(total / per_page)), total=total, per_page=per_page)
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _id_from_query(q: str) -> tuple[int | None, bool]:
+    """(id, only_id): "#12" means exactly worker 12; "12" means id 12 or a name containing "12"."""
+    text = q[1:].strip() if q.startswith("#") else q
+    if text.isdigit() and text.isascii():
+        number = int(text)
+        return (number if 0 < number <= MAX_ID else -1), q.startswith("#")
+    return None, False
+
+
+# --- listing --------------------------------------------------------------------------------------
+
+def _worker_filters(owner_id: int, q: str | None, status: str | None, now: datetime) -> list:
+    filters = [Worker.owner_id == owner_id, Worker.deleted_at.is_(None)]
+    q = (q or "").strip()[:200]
+    if q:
+        number, only_id = _id_from_query(q)
+        if only_id:
+            filters.append(Worker.id == number)
+        elif number is not None:
+            filters.append(db.or_(Worker.id == number, Worker.name.ilike(_like(q), escape="\\")))
+        else:
+            filters.append(Worker.name.ilike(_like(q), escape="\\"))
+    if status:
+        filters.append(status_expr(now) == status)
+    return filters
+
+
+def list_workers(owner_id: int, q: str | None = None, status: str | None = None, sort: str = "created",
+                 order: str = "desc", page: int = 1, per_page: int = 25, now: datetime | None = None) -> Page:
+    """One page of the owner's workers: search, status filter, sort and paging all done by the database."""
+    now = now or utcnow()
+    status = _choice(status, [s.value for s in WorkerStatus] + ["all"], "status", None)
+    status = None if status == "all" else status
+    sort = _choice(sort, SORTS, "sort", "created")
+    order = _choice(order, ORDERS, "order", "desc")
+    page, per_page = _page_numbers(page, per_page)
+
+    key = {
+        "status": status_rank_expr(now),
+        "name": func.lower(Worker.name),
+        "created": Worker.created_at,
+        "updated": Worker.updated_at,
+    }[sort]
+    direction = (lambda col: col.asc()) if order == "asc" else (lambda col: col.desc())
+    return _paginate(db.select(Worker), _worker_filters(owner_id, q, status, now),
+                     [direction(key), direction(Worker.id)], page, per_page, Worker)
+
+
+def status_counts(owner_id: int, now: datetime | None = None) -> dict[str, int]:
+    """How many of the owner's workers are in each derived status (every status present, zeros too)."""
+    now = now or utcnow()
+    derived = db.select(status_expr(now).label("status")).where(
+        Worker.owner_id == owner_id, Worker.deleted_at.is_(None)).subquery()
+    rows = db.session.execute(
+        db.select(derived.c.status, func.count()).group_by(derived.c.status)
+    ).all()
+    counts = {s.value: 0 for s in WorkerStatus}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def get_worker(owner_id: int, worker_id) -> Worker:
+    """The owner's worker; someone else's, a deleted one or a missing one are all NotFound."""
+    try:
+        worker_id = int(worker_id)
+    except (TypeError, ValueError):
+        raise NotFound("worker") from None
+    if not 0 < worker_id <= MAX_ID:
+        raise NotFound("worker")
+    worker = db.session.get(Worker, worker_id)
+    if worker is None or worker.owner_id != owner_id or worker.deleted_at is not None:
+        raise NotFound("worker")
+    return worker
+
+
+# --- changes --------------------------------------------------------------------------------------
+
+def rename(worker: Worker, name: str) -> Worker:
+    name = clean_name(name)
+    begin_write_transaction(db.session)
+    worker.name = name
+    db.session.commit()
+    return worker
+
+
+def delete(worker: Worker) -> None:
+    """Hide the worker and revoke its token at once; its tasks go back to the queue, its history stays."""
+    if worker.deleted_at is not None:
+        return
+    from . import dispatch  # imported late: dispatch imports this module's neighbours
+    # Revoke first: once committed the app can claim nothing more, so the hand-back below is final
+    # (and if it never ran, the lease reaper would still return the tasks).
+    begin_write_transaction(db.session)
+    worker.deleted_at = utcnow()
+    worker.token_hash = None
+    worker.pairing_code_hash = None
+    worker.pairing_expires_at = None
+    db.session.commit()
+    dispatch.requeue_worker_tasks(worker, "worker deleted")
+
+
+# --- JSON -----------------------------------------------------------------------------------------
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat() if value else None
+
+
+def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float | None = None) -> dict:
+    """The SPEC's Worker shape (provider API); money as decimal strings."""
+    from . import presence
+    now = now or utcnow()
+    if uptime_percent is None:
+        uptime_percent = presence.uptime_percent([worker.id], now=now).get(worker.id, 0.0)
+    return {
+        "id": worker.id,
+        "name": worker.name,
+        "status": status_of(worker, now).value,
+        "status_message": worker.state_message,
+        "created_at": iso(worker.created_at),
+        "updated_at": iso(worker.updated_at),
+        "last_heartbeat_at": iso(worker.last_heartbeat_at),
+        "paired_at": iso(worker.paired_at),
+        "gpus": worker.gpus or [],
+        "gpu_name": worker.gpu_name,
+        "cpu": worker.cpu,
+        "os": worker.os,
+        "ram_mb": worker.ram_mb,
+        "earnings": fmt(worker.earnings_micros),
+        "compute_seconds": round(worker.compute_seconds or 0.0, 3),
+        "uptime_seconds": int(presence.current_uptime_seconds(worker, now=now)),
+        "uptime_percent_30d": round(float(uptime_percent), 2),
+        "bid": fmt(worker.bid_micros) if worker.bid_micros is not None else None,
+        "bench_score": worker.bench_score,
+        "country": worker.country,
+        "location": worker.location_override or worker.country,
+        "app_version": worker.app_version,
+    }
+
+
+def serialize_many(workers: list[Worker], now: datetime | None = None) -> list[dict]:
+    """serialize() for a page of workers with one uptime query for all of them."""
+    from . import presence
+    now = now or utcnow()
+    percents = presence.uptime_percent([w.id for w in workers], now=now) if workers else {}
+    return [serialize(w, now, uptime_percent=percents.get(w.id, 0.0)) for w in workers]
+
+
+# --- a worker's tasks -----------------------------------------------------------------------------
+
+def list_tasks(worker: Worker, q: str | None = None, status: str | None = None, sort: str = "created",
+               order: str = "desc", page: int = 1, per_page: int = 25) -> Page:
+    """One page of the tasks this worker holds or ran: search by job name (or job/task ID), filter, sort."""
+    status = _choice(status, [s.value for s in TaskStatus] + ["all"], "status", None)
+    status = None if status == "all" else status
+    sort = _choice(sort, TASK_SORTS, "sort", "created")
+    order = _choice(order, ORDERS, "order", "desc")
+    page, per_page = _page_numbers(page, per_page)
+
+    filters = [Task.worker_id == worker.id]
+    q = (q or "").strip()[:200]
+    if q:
+        number, only_id = _id_from_query(q)
+        by_name = Job.name.ilike(_like(q), escape="\\")
+        if only_id:
+            filters.append(db.or_(Task.job_id == number, Task.id == number))
+        elif number is not None:
+            filters.append(db.or_(Task.job_id == number, Task.id == number, by_name))
+        else:
+            filters.append(by_name)
+    if status:
+        filters.append(Task.status == TaskStatus(status))
+    key = {
+        "status": case(*((Task.status == s, rank) for s, rank in TASK_STATUS_RANK.items()), else_=9),
+        "name": func.lower(Job.name),
+        "created": Task.created_at,
+    }[sort]
+    direction = (lambda col: col.asc()) if order == "asc" else (lambda col: col.desc())
+    joined = Task.__table__.join(Job.__table__, Task.job_id == Job.id)
+    return _paginate(db.select(Task).join(Job, Task.job_id == Job.id), filters,
+                     [direction(key), direction(Task.id)], page, per_page, joined)
+
+
+def serialize_task(task: Task, now: datetime | None = None) -> dict:
+    now = now or utcnow()
+    duration = None
+    if task.started_at is not None:
+        end = task.finished_at or (now if task.status == TaskStatus.RUNNING else None)
+        if end is not None:
+            duration = max(0.0, round((end - task.started_at).total_seconds(), 3))
+    return {
+        "id": task.id,
+        "job_id": task.job_id,
+        "job_name": task.job.name,
+        "job_type": task.type.value,
+        "software": task.job.software,
+        "status": task.status.value,
+        "progress": round(float(task.progress or 0.0), 4),
+        "message": task.message,
+        "reward": fmt(task.reward_micros) if task.reward_micros is not None else None,
+        "created_at": iso(task.created_at),
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "duration_seconds": duration,
+    }
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+def stats_series(worker: Worker, period: str | None = "week", start=None, end=None,
+                 now: datetime | None = None) -> dict:
+    """Totals and per-bucket series (earnings by task, completed/failed, mining) over a period, for the API."""
+    from . import stats  # the statistics service owns the daily roll-ups and their bucketing
+    body = stats.series(worker.id, period or "week", start, end, now=now).to_dict()
+    body["worker_id"] = worker.id
+    body["lifetime"] = {"earnings": fmt(worker.earnings_micros),
+                        "compute_seconds": round(worker.compute_seconds or 0.0, 3)}
+    return body
