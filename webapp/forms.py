@@ -28,3 +28,49 @@ class TokenForm(FlaskForm):
 
 class EmptyForm(FlaskForm):
     """For buttons that only POST (revoke, delete): the CSRF token is the whole form."""
+
+
+# --- Jobs (added by the jobs pages; ranges and file checks live in services/jobs.py) ---------------
+from flask_wtf.file import FileField, MultipleFileField  # noqa: E402
+from wtforms import IntegerField, SelectField  # noqa: E402
+from wtforms.validators import InputRequired, Optional  # noqa: E402
+
+from .services.jobs import ENGINES, MODELS  # noqa: E402
+
+_WHOLE = "Enter a whole number."
+
+
+def _choices(pairs) -> list:
+    """(value, label) pairs in the form WTForms 3.3+ wants (SelectChoice), tuples before it."""
+    try:
+        from wtforms.fields.choices import SelectChoice
+    except ImportError:
+        return list(pairs)
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
+class RenderJobForm(FlaskForm):
+    name = StringField("Job name", validators=[DataRequired(), Length(max=120)])
+    blend = FileField(".blend file")
+    frame_start = IntegerField("First frame", default=1, validators=[InputRequired(_WHOLE)])
+    frame_end = IntegerField("Last frame", default=1, validators=[InputRequired(_WHOLE)])
+    frame_step = IntegerField("Step", default=1, validators=[InputRequired(_WHOLE)])
+    chunk = IntegerField("Frames per task", default=1, validators=[InputRequired(_WHOLE)])
+    engine = SelectField("Engine", choices=_choices(ENGINES.items()), default="CYCLES")
+    samples = IntegerField("Samples", default=128, validators=[InputRequired(_WHOLE)])
+    resolution_percent = IntegerField("Resolution %", default=100, validators=[InputRequired(_WHOLE)])
+    format = SelectField("Output format", choices=_choices([("PNG", "PNG"), ("JPEG", "JPEG"), ("OPEN_EXR", "OpenEXR")]),
+                         default="PNG")
+    device = SelectField("Device", choices=_choices([("any", "Any (CPU or GPU)"), ("gpu", "GPU only")]), default="any")
+    priority = IntegerField("Priority", default=0, validators=[InputRequired(_WHOLE)])
+    max_price = StringField("Max price (USD/bench-hour)", validators=[Optional(), Length(max=20)])
+
+
+class UpscaleJobForm(FlaskForm):
+    name = StringField("Job name", validators=[DataRequired(), Length(max=120)])
+    images = MultipleFileField("Images (PNG, JPEG, WebP)")
+    archive = FileField("…or one zip of images")
+    scale = SelectField("Scale", choices=_choices([(4, "4×"), (2, "2×")]), coerce=int, default=4)
+    model = SelectField("Model", choices=_choices(MODELS.items()), default="realesr-animevideov3")
+    priority = IntegerField("Priority", default=0, validators=[InputRequired(_WHOLE)])
+    max_price = StringField("Max price (USD/bench-hour)", validators=[Optional(), Length(max=20)])

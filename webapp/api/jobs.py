@@ -1,1 +1,221 @@
-"""(placeholder, filled by its issue)"""
+"""The creator API: submit render and upscale jobs, follow them, cancel or requeue, download outputs."""
+
+import json
+
+from flask import g, jsonify, request, url_for
+
+from . import bp, user_token_required
+from ..models import JobStatus
+from ..services import ServiceError, jobs
+from ..views.jobs import output_response, zip_response
+
+
+def _spec_from_request():
+    """The `spec` part of the multipart body: a form field or a file part holding JSON."""
+    raw = request.form.get("spec")
+    if raw is None and "spec" in request.files:
+        raw = request.files["spec"].read(1024 * 1024).decode("utf-8", "replace")
+    if raw is None:
+        raise ServiceError("missing_spec", "Send the job spec as the multipart part 'spec' (a JSON object), "
+                           "with the files as parts 'blend', 'images' or 'archive'.")
+    try:
+        spec = json.loads(raw)
+    except ValueError as exc:
+        raise ServiceError("invalid_json", f"The 'spec' part is not valid JSON: {exc}.") from None
+    if not isinstance(spec, dict):
+        raise ServiceError("invalid_spec", "The 'spec' part must be a JSON object.")
+    return spec
+
+
+def _error_with_fields(exc: ServiceError):
+    """The usual {error, message}, plus `fields` (field -> message) when the refusal is about fields."""
+    body = {"error": exc.code, "message": exc.message}
+    if isinstance(exc, jobs.SpecError):
+        body["fields"] = exc.errors
+    elif isinstance(exc, jobs.InputError):
+        body["fields"] = {exc.field: exc.message}
+    return jsonify(body), exc.status
+
+
+@bp.post("/jobs")
+@user_token_required
+def create_job():
+    try:
+        spec = _spec_from_request()
+        kind = spec.get("type")
+        if kind == "render":
+            blend = request.files.get("blend")
+            job = jobs.submit_render_job(g.user, spec, blend.stream if blend else None,
+                                         blend.filename if blend else None)
+        elif kind == "upscale":
+            images = [(f.filename, f.stream) for f in request.files.getlist("images")]
+            archive = request.files.get("archive")
+            job = jobs.submit_upscale_job(g.user, spec, images, (archive.filename, archive.stream) if archive else None)
+        else:
+            raise jobs.SpecError({"type": f"Must be 'render' or 'upscale' (got {kind!r})."})
+    except ServiceError as exc:
+        return _error_with_fields(exc)
+    response = jobs.serialize_job(job)
+    return response, 201, {"Location": url_for("api.get_job", job_id=job.id)}
+
+
+@bp.get("/jobs")
+@user_token_required
+def list_jobs():
+    status = request.args.get("status") or None
+    if status and status not in {s.value for s in JobStatus}:
+        raise ServiceError("invalid_status", f"status must be one of {', '.join(s.value for s in JobStatus)}.")
+    page = request.args.get("page", 1, type=int) or 1
+    per_page = min(max(request.args.get("per_page", 25, type=int) or 25, 1), 100)
+    result = jobs.list_jobs(g.user.id, status=status, page=page, per_page=per_page)
+    return {"items": [jobs.serialize_job(j, with_tasks=False) for j in result.items],
+            "page": result.page, "pages": result.pages, "total": result.total}
+
+
+@bp.get("/jobs/<int:job_id>")
+@user_token_required
+def get_job(job_id):
+    return jobs.serialize_job(jobs.get_job(g.user.id, job_id))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@user_token_required
+def cancel_job(job_id):
+    job = jobs.get_job(g.user.id, job_id)
+    jobs.cancel(job)
+    return jobs.serialize_job(job)
+
+
+@bp.post("/jobs/<int:job_id>/requeue")
+@user_token_required
+def requeue_job(job_id):
+    job = jobs.get_job(g.user.id, job_id)
+    count = jobs.requeue_failed(job)
+    return dict(jobs.serialize_job(job), requeued=count)
+
+
+@bp.get("/jobs/<int:job_id>/outputs.zip")
+@user_token_required
+def job_outputs_zip(job_id):
+    return zip_response(jobs.get_job(g.user.id, job_id))
+
+
+@bp.get("/jobs/<int:job_id>/tasks/<int:task_id>/outputs/<path:name>")
+@user_token_required
+def job_output(job_id, task_id, name):
+    job = jobs.get_job(g.user.id, job_id)
+    return output_response(jobs.get_output(job, task_id, name), name)
+
+
+_SECURITY = [{"bearer": []}]
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema, description):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes):
+    words = {400: "Bad input (JSON {error, message, fields})", 401: "Missing or bad API token",
+             404: "No such job (or not yours)", 409: "Not possible in the job's state",
+             410: "Outputs deleted after the retention period", 413: "Upload too large"}
+    return {str(c): _json(_ref("Error"), words[c]) for c in codes}
+
+
+OPENAPI_COMPONENTS = {
+    "JobSpec": {
+        "type": "object", "required": ["type", "name"],
+        "description": "render: frame_start..frame_end every frame_step, chunk frames per task; "
+                       "upscale: one task per image. Unknown fields are rejected.",
+        "properties": {
+            "type": {"type": "string", "enum": ["render", "upscale"]},
+            "name": {"type": "string", "minLength": 1, "maxLength": jobs.NAME_MAX},
+            "frame_start": {"type": "integer", "minimum": 0, "maximum": jobs.FRAME_MAX},
+            "frame_end": {"type": "integer", "minimum": 0, "maximum": jobs.FRAME_MAX},
+            "frame_step": {"type": "integer", "minimum": 1, "default": 1},
+            "chunk": {"type": "integer", "minimum": 1, "maximum": jobs.CHUNK_MAX, "default": 1},
+            "engine": {"type": "string", "enum": list(jobs.ENGINES), "default": "CYCLES"},
+            "samples": {"type": "integer", "minimum": 1, "maximum": jobs.SAMPLES_MAX, "default": 128},
+            "resolution_percent": {"type": "integer", "minimum": 1, "maximum": 100, "default": 100},
+            "format": {"type": "string", "enum": list(jobs.FORMATS), "default": "PNG"},
+            "device": {"type": "string", "enum": list(jobs.DEVICES), "default": "any"},
+            "priority": {"type": "integer", "minimum": jobs.PRIORITY_MIN, "maximum": jobs.PRIORITY_MAX,
+                         "default": 0},
+            "max_price": {"type": "string", "example": "0.80",
+                          "description": "USD per bench-hour (decimal string > 0); default: average bid + 25%"},
+            "scale": {"type": "integer", "enum": list(jobs.SCALES), "default": 4},
+            "model": {"type": "string", "enum": list(jobs.MODELS), "default": jobs.DEFAULT_MODEL},
+        },
+    },
+    "JobList": {"type": "object", "required": ["items", "page", "pages", "total"], "properties": {
+        "items": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
+        "pages": {"type": "integer"}, "total": {"type": "integer"}}},
+}
+
+_ZIP = {"description": "A zip of the completed tasks' outputs, streamed",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}
+
+OPENAPI_PATHS = {
+    "/jobs": {
+        "post": {
+            "operationId": "createJob", "tags": ["creator"], "security": _SECURITY,
+            "summary": "Submit a render (.blend) or upscale (images or one zip) job",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["spec"], "properties": {
+                    "spec": {"type": "string", "description": "JSON of a JobSpec"},
+                    "blend": {"type": "string", "format": "binary", "description": "render: the .blend file"},
+                    "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                               "description": "upscale: PNG, JPEG or WebP images (repeat the part)"},
+                    "archive": {"type": "string", "format": "binary", "description": "upscale: one zip of images"},
+                }}}}},
+            "responses": {"201": _json(_ref("Job"), "The job, its tasks queued"), **_errors(400, 401, 413)},
+        },
+        "get": {
+            "operationId": "listJobs", "tags": ["creator"], "security": _SECURITY,
+            "summary": "Your jobs, newest first (without their tasks)",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in JobStatus]}},
+                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            ],
+            "responses": {"200": _json(_ref("JobList"), "One page of jobs"), **_errors(400, 401)},
+        },
+    },
+    "/jobs/{job_id}": {
+        "parameters": [_JOB_ID],
+        "get": {"operationId": "getJob", "tags": ["creator"], "security": _SECURITY,
+                "summary": "A job with per-task status, progress and outputs, and its cost so far",
+                "responses": {"200": _json(_ref("Job"), "The job"), **_errors(401, 404)}},
+    },
+    "/jobs/{job_id}/cancel": {
+        "parameters": [_JOB_ID],
+        "post": {"operationId": "cancelJob", "tags": ["creator"], "security": _SECURITY,
+                 "summary": "Cancel: queued tasks never start, running ones stop at their next progress report",
+                 "responses": {"200": _json(_ref("Job"), "The canceled job"), **_errors(401, 404, 409)}},
+    },
+    "/jobs/{job_id}/requeue": {
+        "parameters": [_JOB_ID],
+        "post": {"operationId": "requeueFailedTasks", "tags": ["creator"], "security": _SECURITY,
+                 "summary": "Put the job's failed tasks back in the queue",
+                 "responses": {"200": _json({"allOf": [_ref("Job"), {"type": "object", "properties": {
+                     "requeued": {"type": "integer"}}}]}, "The job"), **_errors(401, 404, 409)}},
+    },
+    "/jobs/{job_id}/outputs.zip": {
+        "parameters": [_JOB_ID],
+        "get": {"operationId": "downloadJobOutputs", "tags": ["creator"], "security": _SECURITY,
+                "summary": "All outputs of the completed tasks as one zip",
+                "responses": {"200": _ZIP, **_errors(401, 404, 410)}},
+    },
+    "/jobs/{job_id}/tasks/{task_id}/outputs/{name}": {
+        "parameters": [_JOB_ID, {"name": "task_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                       {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {"operationId": "downloadTaskOutput", "tags": ["creator"], "security": _SECURITY,
+                "summary": "One output file of a completed task",
+                "responses": {"200": {"description": "The file", "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}}}, **_errors(401, 404, 410)}},
+    },
+}

@@ -1,12 +1,232 @@
-"""The creators' pages: job list, new render/upscale job, job detail."""
+"""The creators' pages: job list, new render/upscale job, job detail with live progress and outputs."""
 
-from flask import Blueprint, render_template
-from flask_login import login_required
+import mimetypes
+
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file,
+                   url_for)
+from flask_login import current_user, login_required
+
+from .. import money
+from ..extensions import htmx
+from ..forms import EmptyForm, RenderJobForm, UpscaleJobForm
+from ..models import Job, JobStatus, Task
+from ..services import ServiceError, jobs, storage, thumbnails
+from . import get_owned_or_404
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+TASKS_PER_PAGE = 50
+THUMBS_SHOWN = 48
+ACTIVE_JOB = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def _page_arg() -> int:
+    return request.args.get("page", 1, type=int) or 1
+
+
+def _vary(response):
+    response.headers["Vary"] = "HX-Request"  # one URL serves the page and its live fragment
+    return response
 
 
 @bp.get("")
 @login_required
 def index():
-    return render_template("jobs/index.html")
+    status = request.args.get("status") or None
+    page = jobs.list_jobs(current_user.id, status=status, page=_page_arg(),
+                          per_page=current_app.config["PAGE_SIZE"])
+    summaries = jobs.job_summaries([j.id for j in page.items])
+    live = any(j.status in ACTIVE_JOB for j in page.items)
+    template = "jobs/_table.html" if htmx else "jobs/index.html"
+    return _vary(Response(render_template(template, page=page, summaries=summaries, status=status,
+                                          statuses=[s.value for s in JobStatus], live=live)))
+
+
+def _new_page(render_form=None, upscale_form=None, status=200, active="render"):
+    default_price = jobs.default_max_price_micros()
+    return render_template(
+        "jobs/new.html", render_form=render_form or RenderJobForm(prefix="render"),
+        upscale_form=upscale_form or UpscaleJobForm(prefix="upscale"), active=active,
+        default_price=money.fmt(default_price), default_price_usd=money.usd(default_price, 4),
+        limits=jobs), status
+
+
+@bp.get("/new")
+@login_required
+def new():
+    return _new_page(active=request.args.get("type", "render"))
+
+
+def _show_errors(form, exc: ServiceError) -> None:
+    """Put a service's refusal next to the field it is about (or above the form)."""
+    if isinstance(exc, jobs.SpecError):
+        pairs = exc.errors.items()
+    else:
+        pairs = [(getattr(exc, "field", None), exc.message)]
+    for key, message in pairs:
+        field = form._fields.get(key) if key else None
+        if field is not None:
+            field.errors = list(field.errors) + [message]
+        else:
+            form.form_errors.append(message)
+
+
+def _upload(storage_obj):
+    """A FileStorage the browser really sent (an empty file input arrives with no filename)."""
+    return storage_obj if storage_obj is not None and getattr(storage_obj, "filename", "") else None
+
+
+@bp.post("/new/render")
+@login_required
+def create_render():
+    form = RenderJobForm(prefix="render")
+    if form.validate_on_submit():
+        spec = {key: form[key].data for key in ("name", "frame_start", "frame_end", "frame_step", "chunk",
+                                                 "engine", "samples", "resolution_percent", "format",
+                                                 "device", "priority", "max_price")}
+        spec["type"] = "render"
+        spec["max_price"] = (spec["max_price"] or "").strip() or None
+        upload = _upload(form.blend.data)
+        try:
+            job = jobs.submit_render_job(current_user, spec, upload.stream if upload else None,
+                                         upload.filename if upload else None)
+        except ServiceError as exc:
+            _show_errors(form, exc)
+        else:
+            flash(f"Render job “{job.name}” submitted: {len(job.tasks)} task(s) queued.", "success")
+            return redirect(url_for("jobs.detail", job_id=job.id))
+    return _new_page(render_form=form, status=400, active="render")
+
+
+@bp.post("/new/upscale")
+@login_required
+def create_upscale():
+    form = UpscaleJobForm(prefix="upscale")
+    if form.validate_on_submit():
+        spec = {"type": "upscale", "name": form.name.data, "scale": form.scale.data, "model": form.model.data,
+                "priority": form.priority.data, "max_price": (form.max_price.data or "").strip() or None}
+        images = [(f.filename, f.stream) for f in (form.images.data or []) if _upload(f)]
+        archive = _upload(form.archive.data)
+        try:
+            job = jobs.submit_upscale_job(current_user, spec, images,
+                                          (archive.filename, archive.stream) if archive else None)
+        except ServiceError as exc:
+            _show_errors(form, exc)
+        else:
+            flash(f"Upscale job “{job.name}” submitted: {len(job.tasks)} image(s) queued.", "success")
+            return redirect(url_for("jobs.detail", job_id=job.id))
+    return _new_page(upscale_form=form, status=400, active="upscale")
+
+
+def _detail_context(job: Job) -> dict:
+    counts = jobs.task_counts(job)
+    pages = max(1, -(-counts["total"] // TASKS_PER_PAGE))
+    page = min(max(1, _page_arg()), pages)
+    return {
+        "job": job, "counts": counts, "progress": jobs.job_progress(job), "costs": jobs.cost_summary(job),
+        "tasks": jobs.tasks_with_outputs(job, page=page, per_page=TASKS_PER_PAGE), "page": page, "pages": pages,
+        "outputs": [] if job.outputs_purged_at else jobs.completed_outputs(job, limit=THUMBS_SHOWN),
+        "live": job.status in ACTIVE_JOB, "action_form": EmptyForm(), "thumbs_shown": THUMBS_SHOWN,
+    }
+
+
+@bp.get("/<int:job_id>")
+@login_required
+def detail(job_id):
+    job = get_owned_or_404(Job, job_id, current_user.id)
+    template = "jobs/_live.html" if htmx else "jobs/detail.html"
+    return _vary(Response(render_template(template, **_detail_context(job))))
+
+
+@bp.post("/<int:job_id>/cancel")
+@login_required
+def cancel(job_id):
+    job = get_owned_or_404(Job, job_id, current_user.id)
+    if EmptyForm().validate_on_submit():
+        try:
+            jobs.cancel(job)
+        except ServiceError as exc:
+            flash(exc.message, "error")
+        else:
+            flash("Job canceled: queued tasks won't start, running ones stop at their next report.", "success")
+    return redirect(url_for("jobs.detail", job_id=job.id))
+
+
+@bp.post("/<int:job_id>/requeue")
+@login_required
+def requeue(job_id):
+    job = get_owned_or_404(Job, job_id, current_user.id)
+    if EmptyForm().validate_on_submit():
+        try:
+            count = jobs.requeue_failed(job)
+        except ServiceError as exc:
+            flash(exc.message, "error")
+        else:
+            flash(f"{count} failed task(s) back in the queue.", "success")
+    return redirect(url_for("jobs.detail", job_id=job.id))
+
+
+def zip_response(job: Job) -> Response:
+    """The streamed outputs.zip (shared with the API)."""
+    body = jobs.stream_outputs_zip(job)
+    filename = f"job-{job.id}-outputs.zip"
+    return Response(body, mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                             "Cache-Control": "private, no-store"})
+
+
+@bp.get("/<int:job_id>/outputs.zip")
+@login_required
+def outputs_zip(job_id):
+    job = get_owned_or_404(Job, job_id, current_user.id)
+    try:
+        return zip_response(job)
+    except ServiceError as exc:
+        abort(exc.status, exc.message)
+
+
+def _owned_output(job_id: int, task_id: int, name: str):
+    job = get_owned_or_404(Job, job_id, current_user.id)
+    try:
+        return job, jobs.get_output(job, task_id, name)
+    except ServiceError as exc:
+        abort(exc.status, exc.message)
+
+
+def output_response(output, name: str) -> Response:
+    """One output file as a download (shared with the API)."""
+    mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return send_file(storage.path_for(output.sha256), mimetype=mimetype, as_attachment=True,
+                     download_name=name, etag=output.sha256, max_age=0, conditional=True)
+
+
+@bp.get("/<int:job_id>/outputs/<int:task_id>/<path:name>")
+@login_required
+def output(job_id, task_id, name):
+    _, out = _owned_output(job_id, task_id, name)
+    return output_response(out, name)
+
+
+@bp.get("/<int:job_id>/thumb/<int:task_id>/<path:name>")
+@login_required
+def thumb(job_id, task_id, name):
+    _, out = _owned_output(job_id, task_id, name)
+    data = thumbnails.thumbnail(out.sha256)
+    response = Response(data, mimetype=thumbnails.content_type(data))
+    # Content-addressed and owner-only: the browser may keep it, shared caches may not.
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    response.set_etag(out.sha256)
+    return response.make_conditional(request)
+
+
+@bp.app_template_filter("task_label")
+def task_label(task: Task) -> str:
+    """What a task works on, in the creator's words: 'Frames 1–10' or the image's name."""
+    params = task.params or {}
+    if "frames" in params:
+        frames = params["frames"]
+        if len(frames) == 1:
+            return f"Frame {frames[0]}"
+        step = frames[1] - frames[0]
+        return f"Frames {frames[0]}–{frames[-1]}" + (f" (every {step})" if step != 1 else "")
+    return params.get("image", f"Task {task.seq}")
