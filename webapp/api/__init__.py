@@ -1,5 +1,6 @@
 """The JSON API under /api/v1: bearer-token auth, JSON errors, and the blueprints that share them."""
 
+from datetime import timedelta
 from functools import wraps
 
 from flask import Blueprint, g, jsonify, request
@@ -49,7 +50,15 @@ def user_token_required(view):
         ).scalar_one_or_none()
         if row is None:
             return _unauthorized("This API token is unknown or revoked.")
-        row.last_used_at = utcnow()
+        if row.last_used_at is None or utcnow() - row.last_used_at > timedelta(minutes=1):
+            # In a write transaction of its own: on SQLite a read transaction that later writes fails
+            # at once ("database is locked") when a worker committed in between, e.g. while a creator
+            # polls a job that is rendering.
+            token_id = row.id
+            from ..database import begin_write_transaction
+            begin_write_transaction(db.session)
+            db.session.execute(db.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+            db.session.commit()
         g.user = row.user
         return view(*args, **kwargs)
     return wrapper

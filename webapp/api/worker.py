@@ -1,1 +1,484 @@
-"""(placeholder, filled by its issue)"""
+"""The worker API (SPEC section 8): what the Worker App calls with its own token, thin over the services."""
+
+import os
+import re
+from urllib.parse import quote
+
+from flask import Response, current_app, g, jsonify, request, send_file
+from sqlalchemy.exc import IntegrityError
+
+from .. import money
+from ..extensions import db, limiter
+from ..models import AppRelease, JobInput, Task
+from ..services import ServiceError, dispatch, ledger, market, presence, storage
+from . import bp, error, json_body, worker_token_required
+
+JSON_MAX_BYTES = 1024 * 1024  # the largest JSON a worker sends is a complete's output list
+SPEEDTEST_MAX_BYTES = 50 * 1024 * 1024
+SPEEDTEST_DEFAULT_BYTES = 10 * 1024 * 1024
+_SPEEDTEST_BLOCK = None
+HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _json() -> dict:
+    """The JSON body, refusing anything larger than a worker ever needs to send (413)."""
+    request.max_content_length = JSON_MAX_BYTES
+    return json_body()
+
+
+def _iso(moment):
+    return moment.isoformat() if moment else None
+
+
+def _server_url() -> str:
+    return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
+
+
+def _latest_app_version() -> str | None:
+    return db.session.execute(
+        db.select(AppRelease.version).order_by(AppRelease.created_at.desc(), AppRelease.id.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def task_payload(task: Task) -> dict:
+    """The claimed-task JSON (SPEC 'Claimed task'), with the job's software and the bid it runs at."""
+    names = list(task.input_names or [])
+    rows = db.session.execute(
+        db.select(JobInput).where(JobInput.job_id == task.job_id, JobInput.name.in_(names))
+    ).scalars().all() if names else []
+    by_name = {row.name: row for row in rows}
+    base = _server_url()
+    estimate = dispatch.reward_estimate_micros(task)
+    return {
+        "id": task.id,
+        "job_id": task.job_id,
+        "type": task.type.value,
+        "params": task.params,
+        "inputs": [{"name": name, "url": f"{base}/api/v1/worker/tasks/{task.id}/inputs/{quote(name, safe='')}",
+                    "sha256": by_name[name].sha256, "size": by_name[name].size}
+                   for name in names if name in by_name],
+        "lease_expires_at": _iso(task.lease_expires_at),
+        "lease_seconds": dispatch.lease_seconds(),
+        "reward_estimate": money.fmt(estimate) if estimate is not None else None,
+        "bid": money.fmt(task.bid_micros),
+        "software": task.job.software,
+        "job_name": task.job.name,
+    }
+
+
+# -- pairing and presence --------------------------------------------------------------------------
+
+@bp.post("/pair")
+@limiter.limit(lambda: current_app.config.get("PAIR_RATE_LIMIT", "20 per minute"))
+def worker_pair():
+    from ..services import workers  # the provider side owns pairing
+    data = _json()
+    code = data.get("code")
+    if not isinstance(code, str) or not code.strip() or len(code) > 32:
+        raise ServiceError("invalid_code", "Send the pairing code shown in the portal, e.g. {\"code\": \"ABCD-EFGH\"}.")
+    worker, token = workers.pair(code)
+    return jsonify(workers.worker_config(worker, token, _server_url()))
+
+
+@bp.post("/worker/hello")
+@worker_token_required
+def worker_hello():
+    data = _json()
+    worker = presence.record_hello(g.worker, data, request.remote_addr)
+    average = market.average_bid_micros()
+    bid = worker.bid_micros if worker.bid_micros is not None else average
+    config = current_app.config
+    return jsonify({
+        "worker_id": worker.id,
+        "name": worker.name,
+        "poll_seconds": config["POLL_SECONDS"],
+        "heartbeat_seconds": config["HEARTBEAT_SECONDS"],
+        "lease_seconds": config["LEASE_SECONDS"],
+        "average_bid": money.fmt(average),
+        "bid": money.fmt(bid),
+        "custom_bid": money.fmt(worker.bid_micros) if worker.bid_micros is not None else None,
+        "bench_score": worker.bench_score,
+        "wallet_address": worker.wallet_address,
+        "country": worker.country,
+        "latest_app_version": _latest_app_version(),
+    })
+
+
+@bp.post("/worker/heartbeat")
+@worker_token_required
+def worker_heartbeat():
+    data = _json()
+    presence.record_heartbeat(g.worker, data.get("state", "idle"), data.get("message"))
+    return jsonify({"ok": True, "heartbeat_seconds": current_app.config["HEARTBEAT_SECONDS"]})
+
+
+# -- tasks -----------------------------------------------------------------------------------------
+
+@bp.post("/worker/tasks/claim")
+@worker_token_required
+def worker_claim():
+    task = dispatch.claim_task(g.worker)
+    if task is None:
+        response = Response(status=204)
+        response.headers["Retry-After"] = str(current_app.config["POLL_SECONDS"])
+        return response
+    return jsonify(task_payload(task))
+
+
+@bp.get("/worker/tasks/<int:task_id>/inputs/<name>")
+@worker_token_required
+def worker_task_input(task_id, name):
+    task = dispatch.running_task_of(g.worker, task_id)
+    row = None
+    if name in (task.input_names or []):
+        row = db.session.execute(
+            db.select(JobInput).where(JobInput.job_id == task.job_id, JobInput.name == name)
+        ).scalar_one_or_none()
+    if row is None:
+        return error("not_found", f"Task {task_id} has no input named {name!r}.", 404)
+    path = storage.path_for(row.sha256)
+    if not path.exists():
+        return error("input_missing", "The input file is no longer stored; the job cannot run.", 410)
+    # conditional=True: ETag/If-None-Match and Range requests, so an interrupted download resumes.
+    return send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=name,
+                     conditional=True, etag=row.sha256, max_age=0)
+
+
+@bp.post("/worker/tasks/<int:task_id>/progress")
+@worker_token_required
+def worker_task_progress(task_id):
+    data = _json()
+    keep_running = dispatch.report_progress(g.worker, task_id, data.get("progress"), data.get("eta_s"),
+                                            data.get("message"))
+    if not keep_running:
+        response = jsonify({"keep_running": False, "error": "task_not_running",
+                            "message": "This task was canceled or given to another worker: stop it."})
+        response.status_code = 409
+        return response
+    return jsonify({"keep_running": True, "lease_seconds": dispatch.lease_seconds()})
+
+
+@bp.put("/worker/tasks/<int:task_id>/outputs/<name>")
+@worker_token_required
+def worker_task_output(task_id, name):
+    dispatch.check_output_name(name)
+    expected = (request.headers.get("X-Content-SHA256") or "").strip()
+    if not HEX64.match(expected):
+        return error("missing_sha256", "Send the file's SHA-256 (64 hex digits) in the X-Content-SHA256 header.", 400)
+    limit = int(current_app.config["OUTPUT_MAX_BYTES"])
+    if request.content_length is not None and request.content_length > limit:
+        return error("too_large", f"Outputs are limited to {limit // (1024 * 1024)} MiB.", 413)
+    dispatch.running_task_of(g.worker, task_id)  # before reading a byte of the body
+    db.session.commit()  # end the read transaction: the upload may take minutes
+    request.max_content_length = limit
+    stored = storage.put_stream(request.stream, limit, expected.lower())
+    sha256, size = stored.sha256, stored.size
+    # put_stream added the StoredFile row outside a write transaction; record_output redoes it inside one.
+    db.session.rollback()
+    try:
+        output = dispatch.record_output(g.worker, task_id, name, sha256, size)
+    except IntegrityError:
+        db.session.rollback()
+        return error("conflict", "The same output was uploaded twice at once: upload it again.", 409)
+    return jsonify({"name": output.name, "sha256": output.sha256, "size": output.size}), 201
+
+
+@bp.post("/worker/tasks/<int:task_id>/complete")
+@worker_token_required
+def worker_task_complete(task_id):
+    data = _json()
+    reward = dispatch.complete_task(g.worker, task_id, data.get("outputs"), data.get("compute_seconds"))
+    return jsonify({"reward": money.fmt(reward)})
+
+
+@bp.post("/worker/tasks/<int:task_id>/fail")
+@worker_token_required
+def worker_task_fail(task_id):
+    data = _json()
+    retryable = data.get("retryable", True)
+    status = dispatch.fail_task(g.worker, task_id, data.get("reason"), data.get("log_tail"), retryable)
+    return jsonify({"status": status.value})
+
+
+@bp.post("/worker/tasks/<int:task_id>/hand-back")
+@worker_token_required
+def worker_task_hand_back(task_id):
+    data = _json() if request.content_length else {}
+    reason = data.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ServiceError("invalid_reason", "'reason' must be a string.")
+    dispatch.hand_back_task(g.worker, task_id, reason)
+    return jsonify({"status": "queued"})
+
+
+# -- settings, benchmark, speed test, mining -------------------------------------------------------
+
+@bp.get("/worker/settings")
+@worker_token_required
+def worker_settings():
+    return jsonify(market.settings_of(g.worker))
+
+
+@bp.put("/worker/settings")
+@worker_token_required
+def worker_update_settings():
+    market.update_settings(g.worker, _json())
+    return jsonify(market.settings_of(g.worker))
+
+
+@bp.post("/worker/benchmark")
+@worker_token_required
+def worker_benchmark():
+    data = _json()
+    score = market.record_benchmark(g.worker, data.get("score"), data.get("details"))
+    return jsonify({"bench_score": score, **market.settings_of(g.worker)})
+
+
+def _speedtest_block() -> bytes:
+    global _SPEEDTEST_BLOCK
+    if _SPEEDTEST_BLOCK is None:
+        # Random so no proxy can compress it; one MiB reused so serving 50 MB costs no entropy.
+        _SPEEDTEST_BLOCK = os.urandom(1024 * 1024)
+    return _SPEEDTEST_BLOCK
+
+
+@bp.get("/worker/speedtest/download")
+@worker_token_required
+def worker_speedtest_download():
+    raw = request.args.get("bytes", str(SPEEDTEST_DEFAULT_BYTES))
+    if not raw.isdigit() or not 1 <= int(raw) <= SPEEDTEST_MAX_BYTES:
+        return error("invalid_bytes", f"'bytes' must be a whole number from 1 to {SPEEDTEST_MAX_BYTES}.", 400)
+    total = int(raw)
+    block = _speedtest_block()
+
+    def generate():
+        left = total
+        while left > 0:
+            chunk = block[:min(left, len(block))]
+            left -= len(chunk)
+            yield chunk
+
+    response = Response(generate(), mimetype="application/octet-stream")
+    response.headers["Content-Length"] = str(total)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/worker/speedtest/upload")
+@worker_token_required
+def worker_speedtest_upload():
+    if request.content_length is not None and request.content_length > SPEEDTEST_MAX_BYTES:
+        return error("too_large", f"Speed-test uploads are limited to {SPEEDTEST_MAX_BYTES} bytes.", 413)
+    request.max_content_length = SPEEDTEST_MAX_BYTES
+    db.session.rollback()  # nothing to write: hand the connection back while the bytes arrive
+    received = 0
+    while chunk := request.stream.read(256 * 1024):
+        received += len(chunk)
+    return jsonify({"bytes": received})
+
+
+@bp.post("/worker/speedtest/result")
+@worker_token_required
+def worker_speedtest_result():
+    data = _json()
+    presence.record_speed(g.worker, data.get("download_mbps"), data.get("upload_mbps"))
+    return jsonify({"download_mbps": data["download_mbps"], "upload_mbps": data["upload_mbps"]})
+
+
+@bp.post("/worker/mining/report")
+@worker_token_required
+def worker_mining_report():
+    report = ledger.report_mining(g.worker, _json())
+    return jsonify({"id": report.id, "earnings": money.fmt(report.earnings_micros)}), 201
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_response(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Bad input", 401: "Missing or unknown worker token", 404: "No such task (or not this worker's)",
+            409: "The task is no longer running on this worker", 410: "The input is no longer stored",
+            413: "Body too large"}
+    return {str(code): _json_response(_ref("Error"), text[code]) for code in codes}
+
+
+def _body(properties: dict, required=(), description: str | None = None) -> dict:
+    schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    body = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if description:
+        body["description"] = description
+    return body
+
+
+def _op(operation_id: str, summary: str, responses: dict, body: dict | None = None, **extra) -> dict:
+    operation = {"operationId": operation_id, "tags": ["worker"], "security": [{"bearer": []}],
+                 "summary": summary, "responses": responses, **extra}
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+_MONEY = {"type": "string", "description": "USD as a decimal string", "example": "0.450000"}
+_MONEY_OR_NULL = {**_MONEY, "nullable": True}
+_OBJ = {"type": "object"}
+_BINARY_BODY = {"required": True, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}
+_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_FILE_NAME = {"name": "name", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": dispatch.OUTPUT_NAME_RE.pattern}}
+_OUTPUT = {"type": "object", "required": ["name", "sha256", "size"], "properties": {
+    "name": {"type": "string", "pattern": dispatch.OUTPUT_NAME_RE.pattern},
+    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer", "minimum": 0}}}
+_MINING_CONFIG = {"type": "object", "properties": {
+    "pool": {"type": "string", "example": "stratum+tcp://etc.example.org:4444"},
+    "coin": {"type": "string", "example": "ETC"}, "wallet": {"type": "string"}, "extra": {"type": "string"},
+    "enabled": {"type": "boolean"}}}
+_SETTINGS = {"type": "object", "properties": {
+    "bid": {**_MONEY, "description": "USD per compute hour the worker charges (custom or the average)"},
+    "custom_bid": _MONEY_OR_NULL, "average_bid": _MONEY, "bench_score": {"type": "integer", "nullable": True},
+    "price_per_bench_hour": _MONEY_OR_NULL, "wallet_address": {"type": "string", "nullable": True},
+    "mining_config": _MINING_CONFIG,
+    "estimated_earning_per_hour": {"type": "object", "properties": {
+        "amount": _MONEY, "utilisation": {"type": "number"}, "explanation": {"type": "string"}}}}}
+_CLAIMED_TASK = {"type": "object", "required": ["id", "job_id", "type", "params", "inputs", "lease_expires_at",
+                                                "reward_estimate"], "properties": {
+    "id": {"type": "integer"}, "job_id": {"type": "integer"},
+    "type": {"type": "string", "enum": ["render", "upscale"]},
+    "params": {"type": "object", "description": "render: blend, frames, engine, samples, resolution_percent, "
+                                                "format, device; upscale: image, scale, model"},
+    "inputs": {"type": "array", "items": {"type": "object", "properties": {
+        "name": {"type": "string"}, "url": {"type": "string"}, "sha256": {"type": "string"},
+        "size": {"type": "integer"}}}},
+    "lease_expires_at": {"type": "string", "format": "date-time"}, "lease_seconds": {"type": "integer"},
+    "reward_estimate": _MONEY_OR_NULL, "bid": _MONEY, "software": {"type": "string"},
+    "job_name": {"type": "string"}}}
+
+OPENAPI_PATHS = {
+    "/pair": {"post": {
+        "operationId": "pairWorker", "tags": ["worker"], "security": [],
+        "summary": "Trade a one-time pairing code for the worker's config (server_url, worker_id, token)",
+        "requestBody": _body({"code": {"type": "string", "example": "ABCD-EF23"}}, ["code"]),
+        "responses": {"200": _json_response({"type": "object", "properties": {
+            "server_url": {"type": "string"}, "worker_id": {"type": "integer"}, "token": {"type": "string"}}},
+            "The config the app stores"), **_errors(400, 413),
+            "429": _json_response(_ref("Error"), "Too many tries")}}},
+    "/worker/hello": {"post": _op(
+        "workerHello", "Report the machine (hardware, renderers, capabilities, compliance); counts as a heartbeat",
+        {"200": _json_response({"type": "object", "properties": {
+            "poll_seconds": {"type": "integer"}, "heartbeat_seconds": {"type": "integer"},
+            "lease_seconds": {"type": "integer"}, "average_bid": _MONEY, "bid": _MONEY,
+            "custom_bid": _MONEY_OR_NULL, "bench_score": {"type": "integer", "nullable": True},
+            "latest_app_version": {"type": "string", "nullable": True}}}, "Timings and market settings"),
+         **_errors(400, 401, 413)},
+        _body({"app_version": {"type": "string"}, "os": {"type": "string"}, "hostname": {"type": "string"},
+               "cpu": {"type": "string"}, "ram_mb": {"type": "integer", "minimum": 0},
+               "gpus": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                   "name": {"type": "string"}, "memory_mb": {"type": "integer"}, "driver": {"type": "string"}}}},
+               "renderers": {"type": "object", "additionalProperties": _OBJ},
+               "capabilities": {"type": "object", "properties": {
+                   "job_types": {"type": "array", "items": {"type": "string", "enum": ["render", "upscale"]}},
+                   "gpu": {"type": "boolean"}, "devices": {"type": "array", "items": {"type": "string"}}}},
+               "compliance": {"type": "array", "items": {"type": "object", "required": ["check", "status"],
+                                                         "properties": {
+                   "check": {"type": "string"}, "status": {"type": "string", "enum": ["pass", "warn", "fail"]},
+                   "reason": {"type": "string"}}}},
+               "state": {"type": "string", "enum": ["idle", "busy", "paused", "error"]},
+               "message": {"type": "string"}}))},
+    "/worker/heartbeat": {"post": _op(
+        "workerHeartbeat", "I am alive, in this state",
+        {"200": _json_response(_OBJ, "Recorded"), **_errors(400, 401, 413)},
+        _body({"state": {"type": "string", "enum": ["idle", "busy", "paused", "error"]},
+               "message": {"type": "string"}}, ["state"]))},
+    "/worker/tasks/claim": {"post": _op(
+        "claimTask", "Claim the next task this worker may run (atomic: no task is given twice)",
+        {"200": _json_response(_CLAIMED_TASK, "A task, leased to this worker"),
+         "204": {"description": "Nothing to do now; poll again after Retry-After seconds"},
+         **_errors(401)})},
+    "/worker/tasks/{task_id}/inputs/{name}": {"parameters": [_TASK_ID, _FILE_NAME], "get": _op(
+        "downloadTaskInput", "Download an input of this worker's running task (ETag = SHA-256; Range supported)",
+        {"200": {"description": "The file", "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}},
+         "206": {"description": "Part of the file (Range)"}, "304": {"description": "Not modified"},
+         **_errors(401, 404, 409, 410)})},
+    "/worker/tasks/{task_id}/progress": {"parameters": [_TASK_ID], "post": _op(
+        "reportProgress", "Report progress and extend the lease; 409 means stop (canceled or reassigned)",
+        {"200": _json_response({"type": "object", "properties": {"keep_running": {"type": "boolean"}}},
+                               "Keep going"),
+         "409": _json_response({"type": "object", "properties": {"keep_running": {"type": "boolean"},
+                                                                  "error": {"type": "string"},
+                                                                  "message": {"type": "string"}}}, "Stop the task"),
+         **_errors(400, 401, 404, 413)},
+        _body({"progress": {"type": "number", "minimum": 0, "maximum": 1},
+               "eta_s": {"type": "integer", "minimum": 0, "nullable": True},
+               "message": {"type": "string", "nullable": True}}, ["progress"]))},
+    "/worker/tasks/{task_id}/outputs/{name}": {"parameters": [_TASK_ID, _FILE_NAME], "put": _op(
+        "uploadTaskOutput", "Upload one output file of this worker's running task (raw body)",
+        {"201": _json_response(_OUTPUT, "Stored"), **_errors(400, 401, 404, 409, 413)},
+        _BINARY_BODY,
+        parameters=[{"name": "X-Content-SHA256", "in": "header", "required": True,
+                     "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                     "description": "SHA-256 of the body; the upload is refused if it differs"}])},
+    "/worker/tasks/{task_id}/complete": {"parameters": [_TASK_ID], "post": _op(
+        "completeTask", "Finish the task: every declared output must be uploaded; idempotent",
+        {"200": _json_response({"type": "object", "properties": {"reward": _MONEY}}, "The reward credited"),
+         **_errors(400, 401, 404, 409, 413)},
+        _body({"outputs": {"type": "array", "minItems": 1, "items": _OUTPUT},
+               "compute_seconds": {"type": "number", "minimum": 0}}, ["outputs", "compute_seconds"]))},
+    "/worker/tasks/{task_id}/fail": {"parameters": [_TASK_ID], "post": _op(
+        "failTask", "The task failed here: retryable ones go back to the queue (never to this worker)",
+        {"200": _json_response({"type": "object", "properties": {"status": {"type": "string"}}},
+                               "The task's new status"), **_errors(400, 401, 404, 409, 413)},
+        _body({"reason": {"type": "string"}, "log_tail": {"type": "string"}, "retryable": {"type": "boolean"}},
+              ["reason"]))},
+    "/worker/tasks/{task_id}/hand-back": {"parameters": [_TASK_ID], "post": _op(
+        "handBackTask", "Give a running task back unfinished (clean shutdown); not counted as a failure",
+        {"200": _json_response(_OBJ, "Back in the queue"), **_errors(400, 401, 404, 409, 413)},
+        {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "reason": {"type": "string"}}}}}})},
+    "/worker/settings": {
+        "get": _op("getWorkerSettings", "Bid, wallet, mining config and estimates",
+                   {"200": _json_response(_SETTINGS, "Settings"), **_errors(401)}),
+        "put": _op("updateWorkerSettings", "Change any of bid (null = network average), wallet_address, mining_config",
+                   {"200": _json_response(_SETTINGS, "Settings"), **_errors(400, 401, 413)},
+                   _body({"bid": {**_MONEY, "nullable": True, "description": "USD per hour, 0 < bid <= 100"},
+                          "wallet_address": {"type": "string", "nullable": True},
+                          "mining_config": _MINING_CONFIG})),
+    },
+    "/worker/benchmark": {"post": _op(
+        "reportBenchmark", "Store the Bench Score (1000 = the reference machine)",
+        {"200": _json_response(_SETTINGS, "Settings with the new score"), **_errors(400, 401, 413)},
+        _body({"score": {"type": "integer", "minimum": 1, "maximum": market.MAX_BENCH_SCORE},
+               "details": _OBJ}, ["score"]))},
+    "/worker/speedtest/download": {"get": _op(
+        "speedtestDownload", "Random bytes to time a download",
+        {"200": {"description": "bytes", "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}}, **_errors(400, 401)},
+        parameters=[{"name": "bytes", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": SPEEDTEST_MAX_BYTES}}])},
+    "/worker/speedtest/upload": {"post": _op(
+        "speedtestUpload", "Send bytes to time an upload; they are discarded",
+        {"200": _json_response({"type": "object", "properties": {"bytes": {"type": "integer"}}}, "Bytes received"),
+         **_errors(401, 413)},
+        _BINARY_BODY)},
+    "/worker/speedtest/result": {"post": _op(
+        "speedtestResult", "Store the measured speeds (Mbit/s)",
+        {"200": _json_response(_OBJ, "Stored"), **_errors(400, 401, 413)},
+        _body({"download_mbps": {"type": "number", "minimum": 0}, "upload_mbps": {"type": "number", "minimum": 0}},
+              ["download_mbps", "upload_mbps"]))},
+    "/worker/mining/report": {"post": _op(
+        "reportMining", "Report estimated mining earnings over a period",
+        {"201": _json_response({"type": "object", "properties": {"id": {"type": "integer"}, "earnings": _MONEY}},
+                               "Booked"), **_errors(400, 401, 413)},
+        _body({"coin": {"type": "string"}, "pool": {"type": "string"}, "hashrate": {"type": "number", "minimum": 0},
+               "period_seconds": {"type": "integer", "minimum": 1}, "earnings": _MONEY},
+              ["coin", "pool", "hashrate", "period_seconds", "earnings"]))},
+}

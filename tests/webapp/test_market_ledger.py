@@ -1,0 +1,155 @@
+"""The market (average bid, price per bench-hour, earning estimate) and the ledger (costs, earnings, daily rows)."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.webapp.dispatch_factories import make_job, make_worker
+from webapp.clock import freeze
+from webapp.extensions import db
+from webapp.models import (LedgerEntry, LedgerKind, PresenceInterval, Task, TaskOutput, TaskStatus, Worker,
+                           WorkerDailyStat)
+from webapp.services import ServiceError, dispatch, ledger, market, storage
+
+T0 = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def ctx(app):
+    freeze(T0)
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def any_ctx(any_app):
+    freeze(T0)
+    with any_app.app_context():
+        yield any_app
+
+
+def seen(worker_id, at):
+    db.session.get(Worker, worker_id).last_heartbeat_at = at
+    db.session.commit()
+
+
+def test_average_bid_is_the_mean_custom_bid_of_workers_seen_in_24_hours(ctx):
+    assert market.average_bid_micros() == 500_000  # DEFAULT_BID with nobody bidding
+    make_worker(bid="0.40")
+    recent, _ = make_worker(bid="0.61")
+    seen(recent, T0 - timedelta(hours=2))
+    stale, _ = make_worker(bid="9.00")
+    seen(stale, T0 - timedelta(hours=25))
+    default_bidder, _ = make_worker(bid=None)
+    deleted, _ = make_worker(bid="5.00")
+    db.session.get(Worker, deleted).deleted_at = T0
+    db.session.commit()
+    assert market.average_bid_micros() == 505_000
+    assert market.effective_bid_micros(db.session.get(Worker, default_bidder)) == 505_000
+    assert market.effective_bid_micros(db.session.get(Worker, recent)) == 610_000
+
+
+def test_price_per_bench_hour():
+    assert market.price_per_bench_hour_micros(500_000, 1000) == 500_000
+    assert market.price_per_bench_hour_micros(500_000, 2000) == 250_000
+    assert market.price_per_bench_hour_micros(500_000, 3000) == 166_667  # rounded half up
+    assert market.price_per_bench_hour_micros(500_000, None) is None
+    assert market.price_per_bench_hour_micros(500_000, 0) is None
+
+
+def _online(worker_id, hours):
+    db.session.add(PresenceInterval(worker_id=worker_id, started_at=T0 - timedelta(hours=hours), ended_at=T0))
+    db.session.commit()
+
+
+def _completed(worker_id, job_id, seconds):
+    db.session.add(Task(job_id=job_id, seq=0, type="render", params={}, input_names=[], status=TaskStatus.COMPLETED,
+                        worker_id=worker_id, compute_seconds=seconds, finished_at=T0 - timedelta(hours=1)))
+    db.session.commit()
+
+
+def test_estimated_earning_uses_utilisation_of_workers_at_or_under_my_price(ctx):
+    me, _ = make_worker(bid="0.50")
+    cheap, _ = make_worker(bid="0.30")
+    pricey, _ = make_worker(bid="2.00")
+    job_id, _ = make_job(tasks=0)
+    for worker in (me, cheap, pricey):
+        _online(worker, 10)
+    _completed(cheap, job_id, 5 * 3600)
+    _completed(pricey, job_id, 10 * 3600)  # busy, but above my price: says nothing about my chances
+    estimate = market.estimated_earning_per_hour(db.session.get(Worker, me))
+    assert estimate["utilisation"] == 0.25  # 5 h computed of 20 h online
+    assert estimate["micros"] == 125_000  # 0.50 USD/h x 25%
+    assert "25%" in estimate["explanation"] and "2 worker" in estimate["explanation"]
+
+
+def test_estimated_earning_without_network_data_says_so(ctx):
+    me, _ = make_worker(bid="0.50")
+    estimate = market.estimated_earning_per_hour(db.session.get(Worker, me))
+    assert estimate["micros"] == 0 and estimate["utilisation"] == 0
+    assert "no worker" in estimate["explanation"]
+
+
+@pytest.mark.parametrize("value,expected", [("0.45", 450_000), ("100", 100_000_000), (1, 1_000_000),
+                                            ("0.000001", 1), (None, None)])
+def test_bids_parse_as_exact_money(value, expected):
+    assert market.parse_bid(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "100.000001", "-0.1", 0.45, "1e400", "Infinity", "", [], "0.0000001"])
+def test_bad_bids_are_refused(value):
+    with pytest.raises(ServiceError):
+        market.parse_bid(value)
+
+
+# -- ledger ----------------------------------------------------------------------------------------
+
+def _finish(worker_id, task_id, seconds):
+    dispatch.claim_task(db.session.get(Worker, worker_id))
+    stored = storage.put_bytes(f"frame of {task_id}".encode())
+    db.session.flush()
+    db.session.add(TaskOutput(task_id=task_id, name="frame.png", sha256=stored.sha256, size=stored.size))
+    db.session.commit()
+    freeze(T0 + timedelta(seconds=seconds))
+    reward = dispatch.complete_task(db.session.get(Worker, worker_id), task_id,
+                                    [{"name": "frame.png", "sha256": stored.sha256, "size": stored.size}], seconds)
+    freeze(T0)
+    return reward
+
+
+def test_job_cost_is_the_sum_of_its_task_rewards(any_ctx):
+    worker, _ = make_worker(bid="0.36")
+    job_id, (first, second) = make_job(tasks=2)
+    other_job, (third,) = make_job(tasks=1)
+    assert _finish(worker, first, 100) == 10_000  # 0.36 USD/h x 100 s
+    assert _finish(worker, second, 250) == 25_000
+    assert _finish(worker, third, 50) == 5_000
+    assert ledger.job_cost_micros(job_id) == 35_000
+    assert ledger.job_costs_micros([job_id, other_job, 999]) == {job_id: 35_000, other_job: 5_000, 999: 0}
+    assert ledger.worker_earnings(worker) == 40_000 == db.session.get(Worker, worker).earnings_micros
+    daily = db.session.get(WorkerDailyStat, (worker, "2024-05-10"))
+    assert (daily.task_earnings_micros, daily.tasks_completed, daily.compute_seconds) == (40_000, 3, 400.0)
+
+
+def test_daily_rows_accumulate_through_the_upsert(any_ctx):
+    worker, _ = make_worker()
+    ledger.bump_daily(worker, "2024-05-10", task_earnings_micros=5, tasks_completed=1, compute_seconds=1.5)
+    ledger.bump_daily(worker, "2024-05-10", mining_earnings_micros=7, tasks_failed=2, compute_seconds=2.0)
+    ledger.bump_daily(worker, "2024-05-11", tasks_completed=1)
+    db.session.commit()
+    row = db.session.get(WorkerDailyStat, (worker, "2024-05-10"))
+    assert (row.task_earnings_micros, row.mining_earnings_micros, row.tasks_completed, row.tasks_failed,
+            row.compute_seconds) == (5, 7, 1, 2, 3.5)
+    assert db.session.get(WorkerDailyStat, (worker, "2024-05-11")).tasks_completed == 1
+
+
+def test_mining_is_booked_separately_from_task_earnings(ctx):
+    worker_id, _ = make_worker()
+    report = ledger.report_mining(db.session.get(Worker, worker_id), {
+        "coin": "etc", "pool": "stratum+tcp://pool.example:4444", "hashrate": 5e7, "period_seconds": 600,
+        "earnings": "0.0042"})
+    assert report.coin == "ETC" and report.earnings_micros == 4_200
+    assert ledger.worker_earnings(worker_id, kinds=(LedgerKind.MINING,)) == 4_200
+    assert ledger.worker_earnings(worker_id) == 0
+    entry = db.session.execute(db.select(LedgerEntry)).scalar_one()
+    assert entry.provider_id == db.session.get(Worker, worker_id).owner_id and entry.task_id is None

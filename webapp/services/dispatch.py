@@ -1,0 +1,553 @@
+"""Dispatch (SPEC section 6): workers claim queued tasks atomically, hold them on a lease, finish or fail them.
+
+Every function here that changes tasks runs in its own write transaction and commits: on SQLite the
+transaction starts with BEGIN IMMEDIATE (one writer at a time, so a claim's read and write can never
+be overtaken); on PostgreSQL task rows are locked (`FOR UPDATE`, claims with `SKIP LOCKED` so
+concurrent claimers take different rows instead of queueing behind one).
+
+Failure accounting reads the TaskEvent history. A FAILED event counts (for "never again to this
+worker", "three different workers fail it -> the task fails" and "three failed tasks of a job ->
+blocklisted for the job") until the task is requeued by `requeue_failed`, which writes a REQUEUED
+event: the creator asked for a fresh start, so earlier failures stay in the history but stop counting.
+"""
+
+import functools
+import math
+import re
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from flask import current_app
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+
+from ..clock import utcnow
+from ..database import begin_write_transaction
+from ..extensions import db
+from ..models import (Job, JobStatus, JobType, StoredFile, Task, TaskEvent, TaskEventKind, TaskOutput, TaskStatus,
+                      Worker)
+from . import Conflict, NotFound, ServiceError
+from . import jobs, ledger, market
+
+MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
+BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
+MAX_OUTPUTS = 1000
+MESSAGE_MAX = 500
+REASON_MAX = 500
+LOG_TAIL_MAX = 64 * 1024
+MAX_ETA_SECONDS = 366 * 24 * 3600
+OUTPUT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+REAP_BATCH = 500
+MAX_ID = 2**63 - 1  # ids beyond a BIGINT cannot exist, and SQLite would refuse to even compare them
+
+FINISHED_JOB = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+def lease_seconds() -> int:
+    return int(current_app.config["LEASE_SECONDS"])
+
+
+# -- failure accounting ----------------------------------------------------------------------------
+
+def _failures_that_count(event):
+    """FAILED `event` rows not followed by a REQUEUED event of the same task."""
+    requeued = aliased(TaskEvent)
+    return db.and_(
+        event.kind == TaskEventKind.FAILED,
+        ~db.select(requeued.id).where(requeued.task_id == event.task_id, requeued.kind == TaskEventKind.REQUEUED,
+                                      requeued.id > event.id).exists(),
+    )
+
+
+@functools.cache
+def _claim_statement(gpu: bool):
+    """SELECT the first queued task a worker may take, FOR UPDATE SKIP LOCKED (PostgreSQL).
+
+    Built once per GPU flag with bind parameters (worker_id, price, types), so each claim reuses the
+    compiled SQL. Eligible: one of the worker's job types, GPU only for GPU workers, a maximum price
+    per bench-hour at or over the worker's price (NULL: any), not a task the worker failed, not a job
+    the worker is blocklisted on. Highest priority first, then oldest.
+    """
+    worker_id = db.bindparam("worker_id")
+    conditions = [Task.status == TaskStatus.QUEUED, Task.type.in_(db.bindparam("types", expanding=True)),
+                  db.or_(Task.max_price_micros.is_(None), Task.max_price_micros >= db.bindparam("price"))]
+    if not gpu:
+        conditions.append(Task.device != "gpu")
+    failed = aliased(TaskEvent)
+    conditions.append(~db.select(failed.id).where(
+        failed.task_id == Task.id, failed.worker_id == worker_id, _failures_that_count(failed)).exists())
+    job_failed = aliased(TaskEvent)
+    job_failures = db.select(db.func.count(job_failed.id)).where(
+        job_failed.job_id == Task.job_id, job_failed.worker_id == worker_id,
+        _failures_that_count(job_failed)).scalar_subquery()
+    conditions.append(job_failures < BLOCKLIST_FAILURES)
+    return (db.select(Task).where(*conditions).order_by(Task.priority.desc(), Task.id).limit(1)
+            .with_for_update(of=Task, skip_locked=True).execution_options(populate_existing=True))
+
+
+def _counted_failing_workers(task_id: int) -> int:
+    failed = aliased(TaskEvent)
+    return db.session.execute(
+        db.select(db.func.count(db.distinct(failed.worker_id)))
+        .where(failed.task_id == task_id, _failures_that_count(failed))
+    ).scalar_one()
+
+
+def _failed_here_and_counting(worker_id: int, task_id: int) -> bool:
+    failed = aliased(TaskEvent)
+    return db.session.execute(
+        db.select(failed.id).where(failed.task_id == task_id, failed.worker_id == worker_id,
+                                   _failures_that_count(failed)).limit(1)
+    ).first() is not None
+
+
+def is_blocklisted(worker_id: int, job_id: int) -> bool:
+    failed = aliased(TaskEvent)
+    count = db.session.execute(
+        db.select(db.func.count(failed.id)).where(failed.job_id == job_id, failed.worker_id == worker_id,
+                                                  _failures_that_count(failed))
+    ).scalar_one()
+    return count >= BLOCKLIST_FAILURES
+
+
+# -- ownership -------------------------------------------------------------------------------------
+
+def _ever_claimed(worker_id: int, task_id: int) -> bool:
+    return db.session.execute(
+        db.select(TaskEvent.id).where(TaskEvent.task_id == task_id, TaskEvent.kind == TaskEventKind.CLAIMED,
+                                      TaskEvent.worker_id == worker_id).limit(1)
+    ).first() is not None
+
+
+def _load_task(worker_id: int, task_id: int, lock: bool = False) -> Task:
+    """The task if this worker holds it or ever held it; anyone else's task is a 404."""
+    if not 0 < task_id <= MAX_ID:
+        raise NotFound("task")
+    stmt = db.select(Task).where(Task.id == task_id).execution_options(populate_existing=True)
+    if lock:
+        stmt = stmt.with_for_update(of=Task)
+    task = db.session.execute(stmt).scalar_one_or_none()
+    if task is None or (task.worker_id != worker_id and not _ever_claimed(worker_id, task_id)):
+        raise NotFound("task")
+    return task
+
+
+def _not_yours() -> Conflict:
+    return Conflict("task_not_running", "This task is no longer running on this worker (it was canceled, "
+                                        "finished or given to another worker): stop working on it.")
+
+
+def running_task_of(worker: Worker, task_id: int) -> Task:
+    """The worker's own running task; 404 for tasks it never held, 409 for ones it no longer holds."""
+    task = _load_task(worker.id, task_id)
+    if task.status != TaskStatus.RUNNING or task.worker_id != worker.id:
+        raise _not_yours()
+    return task
+
+
+# -- the task lifecycle ----------------------------------------------------------------------------
+
+def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
+    """Give the worker the first eligible queued task (highest priority, then oldest), or None.
+
+    Eligible: a job type it reported, GPU when the task requires one, a price per bench-hour at or
+    under the task's maximum, a task it has not failed, a job it is not blocklisted on.
+    """
+    now = now or utcnow()
+    worker_id = worker.id
+    capabilities = dict(worker.capabilities or {})
+    bid = market.effective_bid_micros(worker, now)
+    price = market.price_per_bench_hour_micros(bid, worker.bench_score or market.UNBENCHED_SCORE)
+
+    known = {t.value for t in JobType}
+    types = [JobType(t) for t in capabilities.get("job_types") or () if t in known]
+    if not types:
+        return None
+
+    begin_write_transaction(db.session)
+    task = db.session.execute(_claim_statement(bool(capabilities.get("gpu"))),
+                              {"worker_id": worker_id, "price": price, "types": types}).scalar_one_or_none()
+    if task is None:
+        db.session.commit()
+        return None
+    task.status = TaskStatus.RUNNING
+    task.worker_id = worker_id
+    task.bid_micros = bid
+    task.started_at = now
+    task.lease_expires_at = now + timedelta(seconds=lease_seconds())
+    task.attempts = (task.attempts or 0) + 1
+    task.progress = 0.0
+    task.eta_seconds = None
+    task.message = None
+    db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=worker_id,
+                             kind=TaskEventKind.CLAIMED, created_at=now))
+    # A claim can only move a job from queued to running; once running, rolling up (a count over all
+    # of the job's tasks) would change nothing, so the hot path skips it.
+    if task.job.status != JobStatus.RUNNING:
+        jobs.roll_up_status(task.job)
+    db.session.commit()
+    return task
+
+
+def _number(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ServiceError(f"invalid_{name}", f"'{name}' must be a number from {low:g} to {high:g}.")
+    return float(value)
+
+
+def report_progress(worker: Worker, task_id: int, progress, eta_s=None, message=None,
+                    now: datetime | None = None) -> bool:
+    """Record progress (0..1) and extend the lease. False when the task is no longer the worker's
+    running task (canceled, finished or reassigned): the app must stop it."""
+    now = now or utcnow()
+    progress = _number(progress, "progress", 0, 1)
+    if eta_s is not None:
+        eta_s = int(_number(eta_s, "eta_s", 0, MAX_ETA_SECONDS))
+    if message is not None and not isinstance(message, str):
+        raise ServiceError("invalid_message", "'message' must be a string.")
+    message = (message or "").strip()[:MESSAGE_MAX] or None
+    worker_id = worker.id
+    if not 0 < task_id <= MAX_ID:
+        raise NotFound("task")
+    begin_write_transaction(db.session)
+    # One conditional UPDATE: it only lands while the task is still this worker's running task.
+    result = db.session.execute(
+        db.update(Task).where(Task.id == task_id, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
+        .values(progress=progress, eta_seconds=eta_s, message=message,
+                lease_expires_at=now + timedelta(seconds=lease_seconds()))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:
+        db.session.commit()
+        return True
+    try:
+        _load_task(worker_id, task_id)  # 404 when it was never this worker's
+    finally:
+        db.session.commit()
+    return False
+
+
+def parse_outputs(outputs) -> list[dict]:
+    if not isinstance(outputs, list) or not outputs:
+        raise ServiceError("invalid_outputs", "'outputs' must be a non-empty list of {name, sha256, size}.")
+    if len(outputs) > MAX_OUTPUTS:
+        raise ServiceError("invalid_outputs", f"A task can declare at most {MAX_OUTPUTS} outputs.")
+    parsed, seen = [], set()
+    for i, item in enumerate(outputs):
+        if not isinstance(item, dict):
+            raise ServiceError("invalid_outputs", f"outputs[{i}] must be an object {{name, sha256, size}}.")
+        name, sha256, size = item.get("name"), item.get("sha256"), item.get("size")
+        check_output_name(name)
+        if not isinstance(sha256, str) or not SHA256_RE.match(sha256.lower()):
+            raise ServiceError("invalid_outputs", f"outputs[{i}].sha256 must be 64 hex digits.")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ServiceError("invalid_outputs", f"outputs[{i}].size must be a whole number of bytes.")
+        if name in seen:
+            raise ServiceError("invalid_outputs", f"Output {name!r} is declared twice.")
+        seen.add(name)
+        parsed.append({"name": name, "sha256": sha256.lower(), "size": size})
+    return parsed
+
+
+def check_output_name(name) -> str:
+    """Output names become download names: short, plain, no paths."""
+    if not isinstance(name, str) or not OUTPUT_NAME_RE.match(name) or ".." in name:
+        raise ServiceError("invalid_name", "Output names are 1-128 letters, digits, '.', '_' or '-', start "
+                                           "with a letter or digit, and contain no '..'.")
+    return name
+
+
+def reward_micros(bid_micros: int, compute_seconds: float) -> int:
+    """bid (USD/hour) x compute hours, rounded half up to a whole micro-USD."""
+    seconds = Decimal(repr(float(compute_seconds)))
+    return int((Decimal(bid_micros) * seconds / 3600).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: datetime | None = None) -> int:
+    """Finish the worker's running task once its declared outputs are all uploaded; returns the reward.
+
+    Compute time is what the portal observed (claim to now), bounded by what the worker reported.
+    A repeated complete by the same worker (a lost response) returns the same reward and changes nothing.
+    """
+    now = now or utcnow()
+    declared = parse_outputs(outputs)
+    reported = _number(compute_seconds, "compute_seconds", 0, 10 * 366 * 24 * 3600)
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    try:
+        task = _load_task(worker_id, task_id, lock=True)
+        if task.status == TaskStatus.COMPLETED and task.worker_id == worker_id:
+            reward = task.reward_micros or 0
+            db.session.commit()
+            return reward
+        if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
+            raise _not_yours()
+        uploaded = {o.name: o for o in db.session.execute(
+            db.select(TaskOutput).where(TaskOutput.task_id == task_id)).scalars()}
+        for item in declared:
+            have = uploaded.get(item["name"])
+            if have is None:
+                raise ServiceError("missing_output", f"Output {item['name']!r} was not uploaded: PUT it to "
+                                                     f"/api/v1/worker/tasks/{task_id}/outputs/{item['name']} first.")
+            if have.sha256 != item["sha256"] or have.size != item["size"]:
+                raise ServiceError("output_mismatch", f"Output {item['name']!r} was uploaded with SHA-256 "
+                                                      f"{have.sha256} and {have.size} bytes, not what was declared: "
+                                                      "upload it again.")
+        names = {item["name"] for item in declared}
+        for name, row in uploaded.items():
+            if name not in names:  # uploaded but not declared: not part of the result
+                db.session.delete(row)
+
+        observed = max(0.0, (now - task.started_at).total_seconds()) if task.started_at else 0.0
+        seconds = min(reported, observed)
+        bid = task.bid_micros if task.bid_micros is not None else market.effective_bid_micros(worker, now)
+        reward = reward_micros(bid, seconds)
+        task.status = TaskStatus.COMPLETED
+        task.progress = 1.0
+        task.eta_seconds = None
+        task.lease_expires_at = None
+        task.finished_at = now
+        task.compute_seconds = seconds
+        ledger.credit_task_reward(task, reward)
+        db.session.execute(db.update(Worker).where(Worker.id == worker_id)
+                           .values(compute_seconds=Worker.compute_seconds + seconds))
+        ledger.bump_daily(worker_id, ledger.day_of(now), task_earnings_micros=reward, tasks_completed=1,
+                          compute_seconds=seconds)
+        db.session.add(TaskEvent(task_id=task_id, job_id=task.job_id, worker_id=worker_id,
+                                 kind=TaskEventKind.COMPLETED, created_at=now))
+        jobs.roll_up_status(task.job)
+        db.session.commit()
+        return reward
+    except IntegrityError:
+        # Another transaction credited this task first (the unique ledger row): answer with its result.
+        db.session.rollback()
+        task = db.session.get(Task, task_id)
+        if task is not None and task.status == TaskStatus.COMPLETED and task.worker_id == worker_id:
+            return task.reward_micros or 0
+        raise _not_yours() from None
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def _requeue(task: Task) -> None:
+    """Back to the queue as a fresh attempt: the next worker starts from nothing."""
+    task.status = TaskStatus.QUEUED
+    task.worker_id = None
+    task.lease_expires_at = None
+    task.started_at = None
+    task.finished_at = None
+    task.bid_micros = None
+    task.progress = 0.0
+    task.eta_seconds = None
+    task.message = None
+    db.session.execute(db.delete(TaskOutput).where(TaskOutput.task_id == task.id))
+
+
+def fail_task(worker: Worker, task_id: int, reason, log_tail=None, retryable=True,
+              now: datetime | None = None) -> TaskStatus:
+    """The worker could not finish its task. Retryable failures go back to the queue (never to this
+    worker again) until three different workers have failed the task; the others fail it now.
+    Repeating a fail the portal already recorded changes nothing. Returns the task's new status."""
+    now = now or utcnow()
+    if not isinstance(reason, str) or not reason.strip():
+        raise ServiceError("invalid_reason", "'reason' must say in one line why the task failed.")
+    if log_tail is not None and not isinstance(log_tail, str):
+        raise ServiceError("invalid_log_tail", "'log_tail' must be a string.")
+    if not isinstance(retryable, bool):
+        raise ServiceError("invalid_retryable", "'retryable' must be true or false.")
+    reason = reason.strip()[:REASON_MAX]
+    log_tail = log_tail[-LOG_TAIL_MAX:] if log_tail else None
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    try:
+        task = _load_task(worker_id, task_id, lock=True)
+        if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
+            if _failed_here_and_counting(worker_id, task_id):
+                status = task.status
+                db.session.commit()
+                return status
+            raise _not_yours()
+        db.session.add(TaskEvent(task_id=task_id, job_id=task.job_id, worker_id=worker_id,
+                                 kind=TaskEventKind.FAILED, reason=reason, created_at=now))
+        db.session.flush()
+        task.log_tail = log_tail
+        if not retryable or _counted_failing_workers(task_id) >= MAX_TASK_FAILURES:
+            task.status = TaskStatus.FAILED
+            task.lease_expires_at = None
+            task.eta_seconds = None
+            task.finished_at = now
+            task.message = reason
+        else:
+            _requeue(task)
+            task.message = f"Retrying after a failure: {reason}"[:MESSAGE_MAX]
+        ledger.bump_daily(worker_id, ledger.day_of(now), tasks_failed=1)
+        jobs.roll_up_status(task.job)
+        status = task.status
+        db.session.commit()
+        return status
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def hand_back_task(worker: Worker, task_id: int, reason: str | None = None, now: datetime | None = None) -> None:
+    """The worker gives its running task back unfinished (clean shutdown): no failure is counted."""
+    now = now or utcnow()
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    try:
+        task = _load_task(worker_id, task_id, lock=True)
+        if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
+            raise _not_yours()
+        _hand_back(task, worker_id, reason if isinstance(reason, str) else None, now)
+        jobs.roll_up_status(task.job)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def _hand_back(task: Task, worker_id: int, reason: str | None, now: datetime) -> None:
+    db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=worker_id,
+                             kind=TaskEventKind.HANDED_BACK, reason=(reason or "")[:REASON_MAX] or None,
+                             created_at=now))
+    _requeue(task)
+
+
+def requeue_worker_tasks(worker: Worker, reason: str, now: datetime | None = None) -> int:
+    """Hand back every task the worker is running (it was deleted or went away); commits."""
+    now = now or utcnow()
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    tasks = db.session.execute(
+        db.select(Task).where(Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
+        .with_for_update(of=Task).execution_options(populate_existing=True)
+    ).scalars().all()
+    for task in tasks:
+        _hand_back(task, worker_id, reason, now)
+    for job in {task.job for task in tasks}:
+        jobs.roll_up_status(job)
+    db.session.commit()
+    return len(tasks)
+
+
+def reap_expired_leases(now: datetime | None = None) -> int:
+    """Put running tasks whose lease ran out back in the queue (the periodic lease reaper)."""
+    now = now or utcnow()
+    begin_write_transaction(db.session)
+    tasks = db.session.execute(
+        db.select(Task).where(Task.status == TaskStatus.RUNNING, Task.lease_expires_at < now)
+        .order_by(Task.id).limit(REAP_BATCH)
+        .with_for_update(of=Task, skip_locked=True).execution_options(populate_existing=True)
+    ).scalars().all()
+    for task in tasks:
+        db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=task.worker_id,
+                                 kind=TaskEventKind.LEASE_EXPIRED, created_at=now,
+                                 reason=f"No progress for {lease_seconds()} s"))
+        _requeue(task)
+    for job in {task.job for task in tasks}:
+        jobs.roll_up_status(job)
+    db.session.commit()
+    return len(tasks)
+
+
+def cancel_job(job: Job, now: datetime | None = None) -> int:
+    """Cancel a job's queued and running tasks (running workers learn it at their next progress report).
+    A finished job is left as it is. Returns how many tasks were canceled; commits."""
+    now = now or utcnow()
+    job_id = job.id
+    begin_write_transaction(db.session)
+    job = db.session.execute(db.select(Job).where(Job.id == job_id).with_for_update()
+                             .execution_options(populate_existing=True)).scalar_one()
+    if job.status in FINISHED_JOB:
+        db.session.commit()
+        return 0
+    tasks = db.session.execute(
+        db.select(Task).where(Task.job_id == job_id, Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+        .with_for_update(of=Task).execution_options(populate_existing=True)
+    ).scalars().all()
+    for task in tasks:
+        db.session.add(TaskEvent(task_id=task.id, job_id=job_id, worker_id=task.worker_id,
+                                 kind=TaskEventKind.CANCELED, created_at=now))
+        task.status = TaskStatus.CANCELED
+        task.lease_expires_at = None
+        task.eta_seconds = None
+        task.finished_at = now
+    job.status = JobStatus.CANCELED
+    job.finished_at = now
+    jobs.roll_up_status(job)
+    db.session.commit()
+    return len(tasks)
+
+
+def requeue_failed(job: Job, now: datetime | None = None) -> int:
+    """Give the job's failed tasks a fresh start; returns how many; commits.
+
+    Each gets a REQUEUED event, after which its earlier failures stop counting: every worker may try
+    it again, three new failures are needed to fail it, and the job blocklist forgets them too.
+    The history itself (FAILED events, reasons) is kept.
+    """
+    now = now or utcnow()
+    job_id = job.id
+    begin_write_transaction(db.session)
+    job = db.session.execute(db.select(Job).where(Job.id == job_id).with_for_update()
+                             .execution_options(populate_existing=True)).scalar_one()
+    if job.status == JobStatus.CANCELED:
+        db.session.rollback()
+        raise Conflict("job_canceled", "This job was canceled; submit it again instead.")
+    tasks = db.session.execute(
+        db.select(Task).where(Task.job_id == job_id, Task.status == TaskStatus.FAILED)
+        .with_for_update(of=Task).execution_options(populate_existing=True)
+    ).scalars().all()
+    for task in tasks:
+        db.session.add(TaskEvent(task_id=task.id, job_id=job_id, worker_id=None,
+                                 kind=TaskEventKind.REQUEUED, created_at=now))
+        _requeue(task)
+    jobs.roll_up_status(job)
+    db.session.commit()
+    return len(tasks)
+
+
+# -- outputs and estimates -------------------------------------------------------------------------
+
+def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: int) -> TaskOutput:
+    """Attach an uploaded blob to the worker's running task under `name` (replacing an earlier upload)."""
+    check_output_name(name)
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    try:
+        task = _load_task(worker_id, task_id, lock=True)
+        if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
+            raise _not_yours()
+        # Two workers may upload the same bytes at once: the blob's row is created once, quietly.
+        insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        db.session.execute(insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
+                           .on_conflict_do_nothing(index_elements=["sha256"]))
+        output = db.session.execute(
+            db.select(TaskOutput).where(TaskOutput.task_id == task_id, TaskOutput.name == name)
+        ).scalar_one_or_none()
+        if output is None:
+            output = TaskOutput(task_id=task_id, name=name, sha256=sha256, size=size)
+            db.session.add(output)
+        else:
+            output.sha256, output.size, output.created_at = sha256, size, utcnow()
+        db.session.commit()
+        return output
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def reward_estimate_micros(task: Task) -> int | None:
+    """bid x the mean compute time of the job's completed tasks; None before any has completed."""
+    mean = db.session.execute(
+        db.select(db.func.avg(Task.compute_seconds))
+        .where(Task.job_id == task.job_id, Task.status == TaskStatus.COMPLETED)
+    ).scalar_one()
+    if mean is None or task.bid_micros is None:
+        return None
+    return reward_micros(task.bid_micros, float(mean))

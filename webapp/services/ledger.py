@@ -1,0 +1,162 @@
+"""The ledger: every movement of money is a signed micro-USD row, and every total is a sum of rows.
+
+A task's reward is one `task_reward` row whose unique `task_id` makes a second credit impossible;
+a job's cost is the sum of its tasks' reward rows, so the creator pays exactly what workers earn.
+`Worker.earnings_micros` and the per-day `WorkerDailyStat` rows are running copies kept in the
+same transaction as the rows they sum, so lists and charts never need to aggregate the ledger.
+"""
+
+import math
+from datetime import datetime
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .. import money
+from ..clock import utcnow
+from ..database import begin_write_transaction
+from ..extensions import db
+from ..models import LedgerEntry, LedgerKind, MiningReport, Task, Worker, WorkerDailyStat
+from . import ServiceError
+
+MAX_MINING_EARNINGS_MICROS = 1000 * money.MICROS  # one report covers hours, not fortunes
+MAX_MINING_PERIOD = 7 * 24 * 3600
+
+# What counts as a worker's earnings. Mining is an estimate the app reports and is shown separately.
+EARNING_KINDS = (LedgerKind.TASK_REWARD, LedgerKind.ADJUSTMENT)
+
+
+def day_of(moment: datetime) -> str:
+    """The UTC day a moment belongs to, as WorkerDailyStat keys it."""
+    return moment.strftime("%Y-%m-%d")
+
+
+def bump_daily(worker_id: int, day: str, *, task_earnings_micros: int = 0, mining_earnings_micros: int = 0,
+               tasks_completed: int = 0, tasks_failed: int = 0, compute_seconds: float = 0.0) -> None:
+    """Add to one worker's row for one day, creating it if needed (an upsert: no read-modify-write)."""
+    values = {
+        "worker_id": worker_id, "day": day,
+        "task_earnings_micros": task_earnings_micros, "mining_earnings_micros": mining_earnings_micros,
+        "tasks_completed": tasks_completed, "tasks_failed": tasks_failed, "compute_seconds": compute_seconds,
+    }
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = WorkerDailyStat.__table__
+    stmt = insert(table).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.worker_id, table.c.day],
+        set_={name: table.c[name] + stmt.excluded[name] for name in values if name not in ("worker_id", "day")},
+    )
+    db.session.execute(stmt)
+
+
+def credit_task_reward(task: Task, amount_micros: int) -> LedgerEntry:
+    """Credit the task's worker with its reward, once: a second call returns the first entry unchanged.
+
+    Runs inside the caller's transaction (the caller commits). The unique task_id on the ledger is the
+    last line of defence: if two transactions race past the check, the second one's flush fails with
+    IntegrityError before any total moved.
+    """
+    existing = db.session.execute(
+        db.select(LedgerEntry).where(LedgerEntry.task_id == task.id)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    if amount_micros < 0:
+        raise ValueError("a reward cannot be negative")
+    worker = task.worker
+    if worker is None:
+        raise ValueError("a task without a worker earns nobody anything")
+    entry = LedgerEntry(kind=LedgerKind.TASK_REWARD, amount_micros=amount_micros, worker_id=worker.id,
+                        provider_id=worker.owner_id, job_id=task.job_id, task_id=task.id,
+                        memo=f"Task {task.id} of job {task.job_id}")
+    db.session.add(entry)
+    db.session.flush()
+    task.reward_micros = amount_micros
+    # An SQL expression, not a Python sum: concurrent credits to one worker must not lose updates.
+    worker.earnings_micros = Worker.earnings_micros + amount_micros
+    return entry
+
+
+def record_mining(worker: Worker, *, coin: str, pool: str, hashrate: float, period_seconds: int,
+                  earnings_micros: int, now: datetime | None = None) -> MiningReport:
+    """Store a mining report, its ledger row and its day's total (the caller validated and commits)."""
+    now = now or utcnow()
+    report = MiningReport(worker_id=worker.id, coin=coin, pool=pool, hashrate=hashrate,
+                          period_seconds=period_seconds, earnings_micros=earnings_micros, reported_at=now)
+    db.session.add(report)
+    db.session.add(LedgerEntry(kind=LedgerKind.MINING, amount_micros=earnings_micros, worker_id=worker.id,
+                               provider_id=worker.owner_id, memo=f"Mining {coin} on {pool}"[:255],
+                               created_at=now))
+    bump_daily(worker.id, day_of(now), mining_earnings_micros=earnings_micros)
+    return report
+
+
+def parse_mining_report(data: dict) -> dict:
+    """{coin, pool, hashrate, period_seconds, earnings (decimal string USD)} -> record_mining's arguments."""
+    from .market import COIN_RE
+
+    def bad(message):
+        return ServiceError("invalid_mining_report", message)
+
+    coin, pool = data.get("coin"), data.get("pool")
+    if not isinstance(coin, str) or not COIN_RE.match(coin.strip()):
+        raise bad("'coin' must be a coin ticker of up to 16 letters or digits, e.g. \"ETC\".")
+    if not isinstance(pool, str) or not pool.strip() or len(pool) > 255 or any(ord(c) < 32 for c in pool):
+        raise bad("'pool' must be the pool address, up to 255 characters.")
+    hashrate, period = data.get("hashrate"), data.get("period_seconds")
+    if isinstance(hashrate, bool) or not isinstance(hashrate, (int, float)) or not math.isfinite(hashrate) \
+            or not 0 <= hashrate < 1e21:
+        raise bad("'hashrate' must be a number of hashes per second.")
+    if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= MAX_MINING_PERIOD:
+        raise bad(f"'period_seconds' must be a whole number from 1 to {MAX_MINING_PERIOD}.")
+    earnings = data.get("earnings")
+    if not isinstance(earnings, str):
+        raise bad("'earnings' must be a decimal string in USD, e.g. \"0.0123\".")
+    try:
+        micros = money.to_micros(earnings)
+    except ValueError:
+        raise bad(f"'earnings' {earnings!r} is not a decimal amount.") from None
+    if not 0 <= micros <= MAX_MINING_EARNINGS_MICROS:
+        raise bad("'earnings' must be from 0 to 1000 USD per report.")
+    return {"coin": coin.strip().upper(), "pool": pool.strip(), "hashrate": float(hashrate),
+            "period_seconds": period, "earnings_micros": micros}
+
+
+def report_mining(worker: Worker, data: dict, now: datetime | None = None) -> MiningReport:
+    """Validate and store what the app reports about mining; commits."""
+    report = parse_mining_report(data)
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    row = record_mining(db.session.get(Worker, worker_id), now=now, **report)
+    db.session.commit()
+    return row
+
+
+def job_cost_micros(job_id: int) -> int:
+    """What a job cost its creator: the sum of its tasks' reward entries."""
+    return int(db.session.execute(
+        db.select(db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
+        .where(LedgerEntry.job_id == job_id, LedgerEntry.kind == LedgerKind.TASK_REWARD)
+    ).scalar_one())
+
+
+def job_costs_micros(job_ids: list[int]) -> dict[int, int]:
+    """job_cost_micros for a page of jobs in one query; jobs without rewards cost 0."""
+    if not job_ids:
+        return {}
+    rows = db.session.execute(
+        db.select(LedgerEntry.job_id, db.func.sum(LedgerEntry.amount_micros))
+        .where(LedgerEntry.job_id.in_(job_ids), LedgerEntry.kind == LedgerKind.TASK_REWARD)
+        .group_by(LedgerEntry.job_id)
+    ).all()
+    costs = {job_id: 0 for job_id in job_ids}
+    costs.update({job_id: int(total) for job_id, total in rows})
+    return costs
+
+
+def worker_earnings(worker_id: int, kinds=EARNING_KINDS) -> int:
+    """A worker's earnings from the ledger (task rewards and adjustments; pass kinds=(MINING,) for mining)."""
+    return int(db.session.execute(
+        db.select(db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
+        .where(LedgerEntry.worker_id == worker_id, LedgerEntry.kind.in_(list(kinds)))
+    ).scalar_one())

@@ -1,0 +1,241 @@
+"""The market (SPEC section 5): bids, bench scores, price per bench-hour, and what a worker can expect to earn.
+
+Bench Score = 1000 x (reference time / this worker's time) on the fixed benchmark scene, so a worker
+as fast as the reference machine scores 1000. Price per bench-hour = bid / (bench score / 1000): what
+an hour of reference-machine work costs on this worker. A job's maximum price per bench-hour decides
+which workers are offered its tasks, which is why a lower bid attracts more jobs.
+"""
+
+import json
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from flask import current_app
+
+from .. import money
+from ..clock import utcnow
+from ..database import begin_write_transaction
+from ..extensions import db
+from ..models import PresenceInterval, Task, TaskStatus, Worker
+from . import ServiceError
+
+UNBENCHED_SCORE = 1000  # a worker that never ran the benchmark is priced as the reference machine
+MAX_BID_MICROS = 100 * money.MICROS  # USD 100 per hour
+MAX_BENCH_SCORE = 10_000_000
+NETWORK_WINDOW = timedelta(hours=24)
+
+WALLET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
+COIN_RE = re.compile(r"^[A-Za-z0-9]{1,16}$")
+POOL_RE = re.compile(r"^([a-z][a-z0-9+.-]{0,31}://)?[A-Za-z0-9.-]{1,200}:\d{1,5}(/[^\s]*)?$")
+MINING_KEYS = ("pool", "coin", "wallet", "extra", "enabled")
+MINING_DEFAULTS = {"pool": "", "coin": "", "wallet": "", "extra": "", "enabled": False}
+
+
+def average_bid_micros(now: datetime | None = None) -> int:
+    """Mean custom bid of the workers seen in the last 24 hours; DEFAULT_BID when there is none.
+
+    Workers without a custom bid bid the average itself, so they cannot move it and are left out.
+    """
+    now = now or utcnow()
+    count, total = db.session.execute(
+        db.select(db.func.count(Worker.id), db.func.sum(Worker.bid_micros)).where(
+            Worker.deleted_at.is_(None), Worker.bid_micros.is_not(None),
+            Worker.last_heartbeat_at >= now - NETWORK_WINDOW)
+    ).one()
+    if not count:
+        return money.to_micros(current_app.config["DEFAULT_BID"])
+    total = int(total)
+    return (2 * total + count) // (2 * count)  # rounded half up, in integers
+
+
+def effective_bid_micros(worker: Worker, now: datetime | None = None) -> int:
+    """The worker's custom bid, or the network average when it has none."""
+    return worker.bid_micros if worker.bid_micros is not None else average_bid_micros(now)
+
+
+def price_per_bench_hour_micros(bid_micros: int, bench_score: int | None) -> int | None:
+    """bid / (bench score / 1000), rounded half up; None when the score is unknown or not positive.
+
+    Dispatch prices an unbenchmarked worker with UNBENCHED_SCORE; pages show None as "run the benchmark".
+    """
+    if bench_score is None or bench_score <= 0:
+        return None
+    return (2 * bid_micros * 1000 + bench_score) // (2 * bench_score)
+
+
+def worker_price_micros(worker: Worker, now: datetime | None = None) -> int:
+    """The price per bench-hour dispatch compares with a job's maximum."""
+    return price_per_bench_hour_micros(effective_bid_micros(worker, now), worker.bench_score or UNBENCHED_SCORE)
+
+
+def estimated_earning_per_hour(worker: Worker, now: datetime | None = None) -> dict:
+    """bid x expected utilisation, the utilisation measured over the last 24 hours on the workers whose
+    price per bench-hour is at or under this worker's: their computed time over their online time."""
+    now = now or utcnow()
+    since = now - NETWORK_WINDOW
+    average = average_bid_micros(now)
+    bid = worker.bid_micros if worker.bid_micros is not None else average
+    price = price_per_bench_hour_micros(bid, worker.bench_score or UNBENCHED_SCORE)
+    peer_price_ok = (db.func.coalesce(Worker.bid_micros, average) * 1000
+                     <= price * db.func.coalesce(Worker.bench_score, UNBENCHED_SCORE))
+    peers = db.select(Worker.id).where(Worker.deleted_at.is_(None), Worker.last_heartbeat_at >= since,
+                                       peer_price_ok)
+    peer_count = db.session.execute(db.select(db.func.count()).select_from(peers.subquery())).scalar_one()
+    busy = float(db.session.execute(
+        db.select(db.func.coalesce(db.func.sum(Task.compute_seconds), 0.0)).where(
+            Task.status == TaskStatus.COMPLETED, Task.finished_at >= since, Task.worker_id.in_(peers))
+    ).scalar_one() or 0.0)
+    online = 0.0
+    for started, ended in db.session.execute(
+            db.select(PresenceInterval.started_at, PresenceInterval.ended_at).where(
+                PresenceInterval.worker_id.in_(peers), PresenceInterval.ended_at >= since)):
+        online += max(0.0, (min(ended, now) - max(started, since)).total_seconds())
+    utilisation = min(1.0, busy / online) if online > 0 else 0.0
+    # Utilisation is a ratio of durations, not money; the product is rounded once, to whole micro-USD.
+    micros = int(Decimal(bid) * Decimal(str(round(utilisation, 6))))
+    if online > 0:
+        explanation = (f"Your bid {money.usd(bid)}/h x {utilisation:.0%} expected utilisation: in the last "
+                       f"24 h, the {peer_count} worker(s) at or under your price per bench-hour "
+                       f"({money.usd(price, 3)}) computed {busy / 3600:.1f} h of {online / 3600:.1f} h online.")
+    else:
+        explanation = (f"Your bid {money.usd(bid)}/h x 0% expected utilisation: no worker at or under your "
+                       f"price per bench-hour ({money.usd(price, 3)}) was online in the last 24 h to measure "
+                       "demand from. A lower bid or a higher Bench Score lowers your price.")
+    return {"micros": micros, "utilisation": round(utilisation, 4), "explanation": explanation}
+
+
+# -- settings the app syncs (Settings tab) ---------------------------------------------------------
+
+def parse_bid(value) -> int | None:
+    """A bid from the app or a form: a decimal string in USD per hour, 0 < bid <= 100; None clears it."""
+    if value is None:
+        return None
+    if isinstance(value, (float, bool)) or not isinstance(value, (str, int)):
+        raise ServiceError("invalid_bid", "Send the bid as a decimal string in USD per hour, e.g. \"0.45\".")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ServiceError("invalid_bid", f"{value!r} is not a number: send e.g. \"0.45\".") from None
+    if not amount.is_finite() or amount.as_tuple().exponent < -6:
+        raise ServiceError("invalid_bid", "Use a plain amount with at most 6 decimals, e.g. \"0.45\".")
+    micros = money.to_micros(amount)
+    if not 0 < micros <= MAX_BID_MICROS:
+        raise ServiceError("invalid_bid", "The bid must be more than 0 and at most 100 USD per hour.")
+    return micros
+
+
+def _text(value, field: str, limit: int, pattern: re.Pattern | None = None) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ServiceError("invalid_settings", f"'{field}' must be a string.")
+    value = value.strip()
+    if len(value) > limit:
+        raise ServiceError("invalid_settings", f"'{field}' is longer than {limit} characters.")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ServiceError("invalid_settings", f"'{field}' must be one line of printable text.")
+    if value and pattern is not None and not pattern.match(value):
+        raise ServiceError("invalid_settings", f"'{field}' is not in the expected format.")
+    return value
+
+
+def parse_wallet(value) -> str | None:
+    return _text(value, "wallet_address", 128, WALLET_RE) or None
+
+
+def parse_mining_config(value, current: dict | None = None) -> dict:
+    """{pool, coin, wallet, extra, enabled}; keys left out keep their current value."""
+    if not isinstance(value, dict):
+        raise ServiceError("invalid_settings", "'mining_config' must be an object with pool, coin, wallet, "
+                                               "extra and enabled.")
+    unknown = sorted(set(value) - set(MINING_KEYS))
+    if unknown:
+        raise ServiceError("invalid_settings", f"Unknown mining_config field(s): {', '.join(unknown)}.")
+    config = dict(MINING_DEFAULTS)
+    config.update({k: v for k, v in (current or {}).items() if k in MINING_KEYS})
+    if "pool" in value:
+        config["pool"] = _text(value["pool"], "mining_config.pool", 255, POOL_RE)
+    if "coin" in value:
+        config["coin"] = _text(value["coin"], "mining_config.coin", 16, COIN_RE).upper()
+    if "wallet" in value:
+        config["wallet"] = _text(value["wallet"], "mining_config.wallet", 128, WALLET_RE)
+    if "extra" in value:
+        config["extra"] = _text(value["extra"], "mining_config.extra", 500)
+    if "enabled" in value:
+        if not isinstance(value["enabled"], bool):
+            raise ServiceError("invalid_settings", "'mining_config.enabled' must be true or false.")
+        config["enabled"] = value["enabled"]
+    if config["enabled"] and not (config["pool"] and config["coin"] and config["wallet"]):
+        raise ServiceError("invalid_settings", "To enable mining, set the pool, the coin and the wallet.")
+    return config
+
+
+SETTINGS_KEYS = ("bid", "wallet_address", "mining_config")
+
+
+def update_settings(worker: Worker, data: dict) -> None:
+    """Apply {bid, wallet_address, mining_config} (any subset); all are validated before any is stored."""
+    unknown = sorted(set(data) - set(SETTINGS_KEYS))
+    if unknown:
+        raise ServiceError("invalid_settings", f"Unknown setting(s): {', '.join(unknown)}; "
+                                               f"send any of {', '.join(SETTINGS_KEYS)}.")
+    changes = {}
+    if "bid" in data:
+        changes["bid_micros"] = parse_bid(data["bid"])
+    if "wallet_address" in data:
+        changes["wallet_address"] = parse_wallet(data["wallet_address"])
+    if "mining_config" in data:
+        changes["mining_config"] = parse_mining_config(data["mining_config"], worker.mining_config)
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    worker = db.session.get(Worker, worker_id)
+    for name, value in changes.items():
+        setattr(worker, name, value)
+    db.session.commit()
+
+
+def settings_of(worker: Worker, now: datetime | None = None) -> dict:
+    """The Settings tab's numbers, money as decimal strings."""
+    now = now or utcnow()
+    average = average_bid_micros(now)
+    bid = worker.bid_micros if worker.bid_micros is not None else average
+    estimate = estimated_earning_per_hour(worker, now)
+    price = price_per_bench_hour_micros(bid, worker.bench_score)
+    return {
+        "bid": money.fmt(bid),
+        "custom_bid": money.fmt(worker.bid_micros) if worker.bid_micros is not None else None,
+        "average_bid": money.fmt(average),
+        "bench_score": worker.bench_score,
+        "price_per_bench_hour": money.fmt(price) if price is not None else None,
+        "wallet_address": worker.wallet_address,
+        "mining_config": {**MINING_DEFAULTS, **{k: v for k, v in (worker.mining_config or {}).items()
+                                                 if k in MINING_KEYS}},
+        "estimated_earning_per_hour": {"amount": money.fmt(estimate["micros"]),
+                                       "utilisation": estimate["utilisation"],
+                                       "explanation": estimate["explanation"]},
+    }
+
+
+def record_benchmark(worker: Worker, score, details=None, now: datetime | None = None) -> int:
+    """Store a Bench Score (int 1..10,000,000) and what the app says about how it was measured."""
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= MAX_BENCH_SCORE:
+        raise ServiceError("invalid_benchmark", f"'score' must be a whole number from 1 to {MAX_BENCH_SCORE:,}.")
+    details = {} if details is None else details
+    if not isinstance(details, dict):
+        raise ServiceError("invalid_benchmark", "'details' must be an object.")
+    try:
+        encoded = json.dumps(details, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ServiceError("invalid_benchmark", "'details' must be plain JSON (no NaN or Infinity).") from None
+    if len(encoded) > 8192:
+        raise ServiceError("invalid_benchmark", "'details' is larger than 8 KB.")
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    worker = db.session.get(Worker, worker_id)
+    worker.bench_score = score
+    worker.bench_details = details
+    worker.benchmarked_at = now or utcnow()
+    db.session.commit()
+    return score
+

@@ -1,0 +1,316 @@
+"""Presence: what a worker says about itself (hello, heartbeats, speed) and the online intervals behind uptime.
+
+A heartbeat extends the worker's latest PresenceInterval when that interval ended less than
+OFFLINE_AFTER_SECONDS ago, and opens a new one otherwise; so an interval is closed simply by going
+stale, and uptime is computed from intervals, never from a counter that could drift.
+"""
+
+import math
+import re
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from flask import current_app
+
+from ..clock import utcnow
+from ..database import begin_write_transaction
+from ..extensions import db
+from ..models import JobType, PresenceInterval, Worker, WorkerState
+from . import ServiceError
+from . import geo
+
+MESSAGE_MAX = 500
+COMPLIANCE_STATUSES = ("pass", "warn", "fail")
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
+MAX_SPEED_MBPS = 1_000_000.0
+
+
+def _offline_after() -> timedelta:
+    return timedelta(seconds=int(current_app.config["OFFLINE_AFTER_SECONDS"]))
+
+
+def _bad(message: str) -> ServiceError:
+    return ServiceError("invalid_report", message)
+
+
+def parse_state(value) -> WorkerState:
+    try:
+        return WorkerState(value)
+    except ValueError:
+        raise ServiceError("invalid_state", "'state' must be one of: "
+                           + ", ".join(s.value for s in WorkerState) + ".") from None
+
+
+def parse_message(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad("'message' must be a string.")
+    return value.strip()[:MESSAGE_MAX] or None
+
+
+def _extend_presence(worker_id: int, now: datetime) -> PresenceInterval:
+    latest = db.session.execute(
+        db.select(PresenceInterval).where(PresenceInterval.worker_id == worker_id)
+        .order_by(PresenceInterval.ended_at.desc()).limit(1)
+    ).scalar_one_or_none()
+    if latest is not None and latest.ended_at >= now - _offline_after():
+        if now > latest.ended_at:
+            latest.ended_at = now
+        return latest
+    interval = PresenceInterval(worker_id=worker_id, started_at=now, ended_at=now)
+    db.session.add(interval)
+    return interval
+
+
+def record_heartbeat(worker: Worker, state: WorkerState | str, message: str | None = None,
+                     now: datetime | None = None, commit: bool = True) -> None:
+    """The app is alive and in `state`. Any state counts as online time: paused or not, it is connected.
+
+    With commit=False the caller owns the transaction (and must have begun it for writing).
+    """
+    now = now or utcnow()
+    state = parse_state(state)
+    message = parse_message(message)
+    worker_id = worker.id
+    if commit:
+        begin_write_transaction(db.session)
+        worker = db.session.get(Worker, worker_id)
+    worker.state = state
+    worker.state_message = message
+    worker.last_heartbeat_at = now
+    _extend_presence(worker_id, now)
+    if commit:
+        db.session.commit()
+
+
+def close_stale_intervals(now: datetime | None = None) -> int:
+    """The periodic presence sweep: tidy the last day's intervals and return how many it merged away.
+
+    Intervals close by going stale, so there is nothing to stamp; but two heartbeats racing past a
+    stale interval can each open a new one, and this merges such neighbours (gap <= the offline
+    threshold) so uptime and "online since" read one continuous stretch.
+    """
+    now = now or utcnow()
+    gap = _offline_after()
+    begin_write_transaction(db.session)
+    rows = db.session.execute(
+        db.select(PresenceInterval).where(PresenceInterval.ended_at >= now - timedelta(days=1))
+        .order_by(PresenceInterval.worker_id, PresenceInterval.started_at, PresenceInterval.id)
+    ).scalars().all()
+    merged = 0
+    keep = None
+    for interval in rows:
+        if keep is not None and keep.worker_id == interval.worker_id and interval.started_at <= keep.ended_at + gap:
+            keep.ended_at = max(keep.ended_at, interval.ended_at)
+            db.session.delete(interval)
+            merged += 1
+        else:
+            keep = interval
+    db.session.commit()
+    return merged
+
+
+def current_uptime_seconds(worker: Worker, now: datetime | None = None) -> int:
+    """Continuous online time of the worker's open interval; 0 when it is offline."""
+    now = now or utcnow()
+    latest = db.session.execute(
+        db.select(PresenceInterval.started_at, PresenceInterval.ended_at)
+        .where(PresenceInterval.worker_id == worker.id)
+        .order_by(PresenceInterval.ended_at.desc()).limit(1)
+    ).first()
+    if latest is None or latest.ended_at < now - _offline_after():
+        return 0
+    return max(0, int((now - latest.started_at).total_seconds()))
+
+
+def uptime_percent(worker_ids: list[int], now: datetime | None = None, days: int = 30) -> dict[int, float]:
+    """Online share of the last `days` days per worker (of its lifetime if younger), in one query.
+
+    Intervals are clipped to the window and overlaps merged; an interval that is still open counts up
+    to now. Workers without intervals get 0.0.
+    """
+    now = now or utcnow()
+    result = {worker_id: 0.0 for worker_id in worker_ids}
+    if not worker_ids:
+        return result
+    window_start = now - timedelta(days=days)
+    fresh_after = now - _offline_after()
+    rows = db.session.execute(
+        db.select(PresenceInterval.worker_id, PresenceInterval.started_at, PresenceInterval.ended_at,
+                  Worker.created_at)
+        .join(Worker, Worker.id == PresenceInterval.worker_id)
+        .where(PresenceInterval.worker_id.in_(worker_ids), PresenceInterval.ended_at >= window_start,
+               PresenceInterval.started_at <= now)
+        .order_by(PresenceInterval.worker_id, PresenceInterval.started_at)
+    ).all()
+    spans = defaultdict(list)
+    starts = {}
+    for worker_id, started, ended, created in rows:
+        start = max(window_start, created) if created else window_start
+        starts[worker_id] = start
+        if ended >= fresh_after:
+            ended = now
+        started, ended = max(started, start), min(ended, now)
+        if ended > started:
+            spans[worker_id].append((started, ended))
+    for worker_id, intervals in spans.items():
+        online = 0.0
+        current_start, current_end = intervals[0]
+        for started, ended in intervals[1:]:
+            if started <= current_end:
+                current_end = max(current_end, ended)
+            else:
+                online += (current_end - current_start).total_seconds()
+                current_start, current_end = started, ended
+        online += (current_end - current_start).total_seconds()
+        window = (now - starts[worker_id]).total_seconds()
+        result[worker_id] = round(min(100.0, 100.0 * online / window), 2) if window > 0 else 0.0
+    return result
+
+
+# -- hello: the hardware report ---------------------------------------------------------------------
+
+def _string(report: dict, key: str, limit: int) -> str | None:
+    value = report.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"'{key}' must be a string.")
+    return value.strip()[:limit] or None
+
+
+def _scalar_map(value, where: str, max_keys: int = 24) -> dict:
+    """A flat object of short keys and scalar values (what GPUs and renderers are described with)."""
+    if not isinstance(value, dict):
+        raise _bad(f"{where} must be an object.")
+    if len(value) > max_keys:
+        raise _bad(f"{where} has more than {max_keys} fields.")
+    clean = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 32:
+            raise _bad(f"{where} has a field name that is empty or longer than 32 characters.")
+        if isinstance(item, str):
+            item = item[:256]
+        elif isinstance(item, float) and not math.isfinite(item):
+            item = None
+        elif item is not None and not isinstance(item, (bool, int, float)):
+            raise _bad(f"{where}.{key} must be a string, number, boolean or null.")
+        clean[key] = item
+    return clean
+
+
+def parse_gpus(value) -> list[dict]:
+    if not isinstance(value, list) or len(value) > 16:
+        raise _bad("'gpus' must be a list of at most 16 objects.")
+    gpus = []
+    for i, gpu in enumerate(value):
+        gpu = _scalar_map(gpu, f"gpus[{i}]")
+        if not isinstance(gpu.get("name"), str) or not gpu["name"].strip():
+            raise _bad(f"gpus[{i}] needs a 'name'.")
+        gpus.append(gpu)
+    return gpus
+
+
+def parse_renderers(value) -> dict:
+    if not isinstance(value, dict) or len(value) > 16:
+        raise _bad("'renderers' must be an object of at most 16 renderers.")
+    return {str(name)[:32]: _scalar_map(info, f"renderers.{name}") for name, info in value.items()}
+
+
+def parse_capabilities(value) -> dict:
+    """{"job_types": [...], "gpu": bool, "devices": [...]}; job types this portal doesn't know are dropped."""
+    if not isinstance(value, dict):
+        raise _bad("'capabilities' must be an object with job_types, gpu and devices.")
+    job_types = value.get("job_types", [])
+    devices = value.get("devices", [])
+    gpu = value.get("gpu", False)
+    if not isinstance(job_types, list) or not all(isinstance(t, str) for t in job_types):
+        raise _bad("'capabilities.job_types' must be a list of strings.")
+    if not isinstance(devices, list) or len(devices) > 32 or not all(isinstance(d, str) for d in devices):
+        raise _bad("'capabilities.devices' must be a list of at most 32 strings.")
+    if not isinstance(gpu, bool):
+        raise _bad("'capabilities.gpu' must be true or false.")
+    known = {t.value for t in JobType}
+    return {"job_types": sorted({t for t in job_types if t in known}), "gpu": gpu,
+            "devices": [d[:32] for d in devices]}
+
+
+def parse_compliance(value) -> list[dict]:
+    if not isinstance(value, list) or len(value) > 50:
+        raise _bad("'compliance' must be a list of at most 50 checks.")
+    checks = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _bad(f"compliance[{i}] must be an object {{check, status, reason}}.")
+        check, status, reason = item.get("check"), item.get("status"), item.get("reason", "")
+        if not isinstance(check, str) or not check.strip():
+            raise _bad(f"compliance[{i}].check must be a non-empty string.")
+        if status not in COMPLIANCE_STATUSES:
+            raise _bad(f"compliance[{i}].status must be one of: pass, warn, fail.")
+        if reason is not None and not isinstance(reason, str):
+            raise _bad(f"compliance[{i}].reason must be a string.")
+        checks.append({"check": check.strip()[:64], "status": status, "reason": (reason or "").strip()[:300]})
+    return checks
+
+
+def parse_hello(report: dict) -> dict:
+    """Validate a hello report into Worker column values; fields left out stay as they were."""
+    fields = {}
+    for key, limit in (("os", 128), ("hostname", 128), ("cpu", 128)):
+        if key in report:
+            fields[key] = _string(report, key, limit)
+    if "app_version" in report:
+        version = _string(report, "app_version", 32)
+        if version is not None and not VERSION_RE.match(version):
+            raise _bad("'app_version' must look like 1.2.3.")
+        fields["app_version"] = version
+    if "ram_mb" in report:
+        ram = report["ram_mb"]
+        if ram is not None and (isinstance(ram, bool) or not isinstance(ram, int) or not 0 <= ram <= 2**31 - 1):
+            raise _bad("'ram_mb' must be a whole number of megabytes.")
+        fields["ram_mb"] = ram
+    if "gpus" in report:
+        fields["gpus"] = parse_gpus(report["gpus"])
+        fields["gpu_name"] = fields["gpus"][0]["name"].strip()[:128] if fields["gpus"] else None
+    if "renderers" in report:
+        fields["renderers"] = parse_renderers(report["renderers"])
+    if "capabilities" in report:
+        fields["capabilities"] = parse_capabilities(report["capabilities"])
+    if "compliance" in report:
+        fields["compliance"] = parse_compliance(report["compliance"])
+    return fields
+
+
+def record_hello(worker: Worker, report: dict, ip: str | None, now: datetime | None = None) -> Worker:
+    """Store what the app reports about its machine, where it connects from, and count it as a heartbeat."""
+    now = now or utcnow()
+    fields = parse_hello(report)
+    state = parse_state(report.get("state") or WorkerState.IDLE.value)
+    message = parse_message(report.get("message"))
+    country = geo.country_for_ip(ip)
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    worker = db.session.get(Worker, worker_id)
+    for name, value in fields.items():
+        setattr(worker, name, value)
+    worker.ip_address = (ip or "")[:64] or None
+    worker.country = country
+    record_heartbeat(worker, state, message, now, commit=False)
+    db.session.commit()
+    return worker
+
+
+def record_speed(worker: Worker, download_mbps, upload_mbps, now: datetime | None = None) -> None:
+    """The app's speed test against the portal, in megabits per second."""
+    for name, value in (("download_mbps", download_mbps), ("upload_mbps", upload_mbps)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 <= value <= MAX_SPEED_MBPS:
+            raise ServiceError("invalid_speed", f"'{name}' must be a number of Mbit/s from 0 to {MAX_SPEED_MBPS:,.0f}.")
+    worker_id = worker.id
+    begin_write_transaction(db.session)
+    worker = db.session.get(Worker, worker_id)
+    worker.download_mbps = float(download_mbps)
+    worker.upload_mbps = float(upload_mbps)
+    worker.speed_measured_at = now or utcnow()
+    db.session.commit()
