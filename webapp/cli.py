@@ -56,7 +56,7 @@ def create_token(email, name):
 
 
 @main.command("demo")
-@click.option("--email", default="demo@pictor.local", show_default=True)
+@click.option("--email", default="demo@example.com", show_default=True)
 @click.option("--password", default="demo-password", show_default=True)
 @click.option("--workers", default=36, show_default=True)
 @with_appcontext
@@ -106,3 +106,18 @@ def init_app(app) -> None:
     """Also expose the commands through `flask --app wsgi`."""
     for command in (init_db, create_user, create_token, demo):
         app.cli.add_command(command)
+
+
+@main.command("publish-installer")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--version", "version", help="Defaults to the one in the name: PictorWorkerSetup-<version>.exe")
+@with_appcontext
+def publish_installer(path, version):
+    """Store a built Windows installer and offer it as the latest Worker App on the Download page."""
+    from .services import ServiceError, releases
+    try:
+        release = releases.publish(path, version=version)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message)
+    click.echo(f"Published Pictor Worker {release.version}: {release.filename}, {release.size} bytes, "
+               f"sha256 {release.sha256}")

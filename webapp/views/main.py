@@ -1,7 +1,9 @@
-"""The home redirect and the Worker App download page."""
+"""The home redirect and the Worker App download page (the Windows installer, the Linux headless route)."""
 
-from flask import Blueprint, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
+
+from ..services import ServiceError, releases
 
 bp = Blueprint("main", __name__)
 
@@ -13,4 +15,17 @@ def index():
 
 @bp.get("/download")
 def download():
-    return render_template("main/download.html")
+    server_url = (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
+    return render_template("main/download.html", release=releases.latest_release(), server_url=server_url)
+
+
+@bp.get("/download/windows")
+def download_windows():
+    """The latest published Windows installer (public: the app is useless without a worker token)."""
+    release = releases.latest_release()
+    if release is None:
+        abort(404, "No Windows installer has been published on this portal yet: see the Download page.")
+    try:
+        return releases.download_response(release)
+    except ServiceError as exc:
+        abort(exc.status, exc.message)

@@ -1,12 +1,483 @@
-"""Worker Management, New Worker and Worker Details pages."""
+"""Worker Management, New Worker and Worker Details pages (HTMX fragments for the live parts)."""
 
-from flask import Blueprint, render_template
-from flask_login import login_required
+import json
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, session,
+                   url_for)
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from jinja2_fragments.flask import render_block
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
+
+from .. import charts
+from ..clock import utcnow
+from ..extensions import db, htmx
+from ..forms import EmptyForm
+from ..models import Task, TaskStatus, WorkerStatus
+from ..security import normalize_pairing_code, token_hash
+from ..services import NotFound, ServiceError, presence, stats
+from ..services import workers as worker_service
 
 bp = Blueprint("workers", __name__, url_prefix="/workers")
 
+LIST_DEFAULTS = {"q": "", "status": "", "sort": "created", "order": "desc", "page": 1}
+TASK_DEFAULTS = {"q": "", "status": "", "sort": "created", "order": "desc", "page": 1}
+PAIRING_SESSION_KEY = "pairing_codes"
+
+
+class WorkerNameForm(FlaskForm):
+    name = StringField("Worker name", validators=[
+        DataRequired(message="Give the worker a name."),
+        Length(max=80, message="A worker name has at most 80 characters.")])
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+def _owned(worker_id: int):
+    try:
+        return worker_service.get_worker(current_user.id, worker_id)
+    except NotFound:
+        abort(404)
+
+
+def _page_size() -> int:
+    return int(current_app.config.get("PAGE_SIZE", 25))
+
+
+def _state(defaults: dict) -> dict:
+    """The list state from the query string (unknown values are left for the service to reject)."""
+    state = {key: request.args.get(key, default) for key, default in defaults.items()}
+    try:
+        state["page"] = max(1, int(state["page"]))
+    except (TypeError, ValueError):
+        state["page"] = 1
+    state["q"] = (state["q"] or "").strip()[:200]
+    return state
+
+
+def _query(state: dict, defaults: dict, **changes) -> dict:
+    """Query-string arguments for a link: the current state with changes, defaults left out (short URLs)."""
+    merged = {**state, **changes}
+    return {k: v for k, v in merged.items() if v not in (None, "") and str(v) != str(defaults.get(k))}
+
+
+def _fragment(template: str, block: str, **context) -> Response:
+    response = current_app.make_response(render_block(template, block, **context))
+    response.vary.add("HX-Request")
+    return response
+
+
+def _partial(template: str, **context) -> Response:
+    response = current_app.make_response(render_template(template, **context))
+    response.vary.add("HX-Request")
+    return response
+
+
+def _page(template: str, http_status: int = 200, **context) -> Response:
+    response = current_app.make_response((render_template(template, **context), http_status))
+    response.vary.add("HX-Request")
+    return response
+
+
+def _wants_fragment() -> bool:
+    # A history restore after a cache miss needs the whole page, not a fragment.
+    return bool(htmx) and not htmx.history_restore_request and not htmx.boosted
+
+
+def _safe_next(default: str) -> str:
+    target = request.form.get("next") or request.args.get("next") or ""
+    parts = urlsplit(target)
+    if target.startswith("/") and not target.startswith("//") and not parts.scheme and not parts.netloc:
+        return target
+    return default
+
+
+def server_url() -> str:
+    """The URL workers are told to call: the configured one, else how this browser reached us."""
+    return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
+
+
+def row_view(worker, now, percent: float | None = None) -> dict:
+    """What one table row shows about a worker."""
+    if percent is None:
+        percent = presence.uptime_percent([worker.id], now=now).get(worker.id, 0.0)
+    status = worker_service.status_of(worker, now).value
+    return {
+        "worker": worker,
+        "status": status,
+        "uptime_seconds": 0 if status in ("offline", "pending") else presence.current_uptime_seconds(worker, now=now),
+        "uptime_percent": float(percent or 0.0),
+    }
+
+
+def _rows(items, now) -> list[dict]:
+    percents = presence.uptime_percent([w.id for w in items], now=now) if items else {}
+    return [row_view(w, now, percents.get(w.id, 0.0)) for w in items]
+
+
+# --- Worker Management -------------------------------------------------------------------------------
 
 @bp.get("")
 @login_required
 def index():
-    return render_template("workers/index.html")
+    now = utcnow()
+    state = _state(LIST_DEFAULTS)
+    try:
+        page = worker_service.list_workers(current_user.id, q=state["q"], status=state["status"] or None,
+                                           sort=state["sort"], order=state["order"], page=state["page"],
+                                           per_page=_page_size(), now=now)
+    except ServiceError as exc:
+        abort(400, exc.message)
+    if page.total and state["page"] > page.pages:
+        # A page that emptied (workers deleted meanwhile): show the last one that has rows.
+        state["page"] = page.pages
+        page = worker_service.list_workers(current_user.id, q=state["q"], status=state["status"] or None,
+                                           sort=state["sort"], order=state["order"], page=page.pages,
+                                           per_page=_page_size(), now=now)
+    context = {
+        "state": state,
+        "page": page,
+        "rows": _rows(page.items, now),
+        "counts": worker_service.status_counts(current_user.id, now=now),
+        "statuses": [s.value for s in WorkerStatus],
+        "list_url": lambda **changes: url_for("workers.index", **_query(state, LIST_DEFAULTS, **changes)),
+        "next_url": url_for("workers.index", **_query(state, LIST_DEFAULTS)),
+        "delete_form": EmptyForm(),
+        "now": now,
+    }
+    if _wants_fragment():
+        return _fragment("workers/index.html", "live", **context)
+    return _page("workers/index.html", **context)
+
+
+@bp.post("/<int:worker_id>/rename")
+@login_required
+def rename(worker_id):
+    worker = _owned(worker_id)
+    form = WorkerNameForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            worker_service.rename(worker, form.name.data)
+        except ServiceError as exc:
+            db.session.rollback()
+            error = exc.message
+    else:
+        error = "; ".join(e for errors in form.errors.values() for e in errors) or "Give the worker a name."
+    if htmx:
+        # The row, swapped in place; with its rename form still open when the name was refused.
+        now = utcnow()
+        response = current_app.make_response(render_template(
+            "workers/_row.html", row=row_view(worker, now), now=now, rename_error=error,
+            rename_value=form.name.data, next_url=_safe_next(url_for("workers.index")), delete_form=EmptyForm()))
+        return response
+    if error:
+        flash(f"Could not rename the worker: {error}", "error")
+    else:
+        flash(f"Renamed to “{worker.name}”.", "success")
+    return redirect(_safe_next(url_for("workers.index")))
+
+
+@bp.post("/<int:worker_id>/delete")
+@login_required
+def delete(worker_id):
+    worker = _owned(worker_id)
+    if not EmptyForm().validate_on_submit():
+        abort(400, "The form was missing its security token. Reload the page and try again.")
+    name = worker.name
+    worker_service.delete(worker)
+    flash(f"Deleted “{name}”: its token no longer works; its history and earnings are kept.", "success")
+    target = _safe_next(url_for("workers.index"))
+    if target.startswith(url_for("workers.detail", worker_id=worker_id)):
+        target = url_for("workers.index")
+    return redirect(target)
+
+
+# --- New Worker ----------------------------------------------------------------------------------------
+
+def _remember_code(worker_id: int, code: str) -> None:
+    # The code exists only in this response and the signed session (hashed in the database); it is
+    # single use and expires in minutes, so keeping it for the guide page to show again is harmless.
+    codes = dict(session.get(PAIRING_SESSION_KEY) or {})
+    codes[str(worker_id)] = code
+    session[PAIRING_SESSION_KEY] = dict(list(codes.items())[-5:])
+
+
+def _live_code(worker, now) -> str | None:
+    """The pairing code this browser was shown for `worker`, if it is still the worker's live code."""
+    code = (session.get(PAIRING_SESSION_KEY) or {}).get(str(worker.id))
+    if not code or worker.pairing_code_hash is None or worker.pairing_expires_at is None:
+        return None
+    if worker.pairing_expires_at <= now or worker.pairing_code_hash != token_hash(normalize_pairing_code(code)):
+        return None
+    return code
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new():
+    form = WorkerNameForm()
+    if form.validate_on_submit():
+        try:
+            worker, code, _token = worker_service.create_worker(current_user, form.name.data)
+        except ServiceError as exc:
+            db.session.rollback()
+            form.name.errors = [exc.message]
+        else:
+            _remember_code(worker.id, code)
+            return redirect(url_for("workers.setup", worker_id=worker.id))
+        return _page("workers/new.html", http_status=400, form=form)
+    status = 400 if request.method == "POST" else 200
+    return _page("workers/new.html", http_status=status, form=form)
+
+
+def _setup_context(worker, now) -> dict:
+    code = _live_code(worker, now)
+    return {
+        "worker": worker,
+        "status": worker_service.status_of(worker, now).value,
+        "code": code,
+        "expires_at": worker.pairing_expires_at if code else None,
+        "seconds_left": max(0, int((worker.pairing_expires_at - now).total_seconds())) if code else 0,
+        "server_url": server_url(),
+        "form": EmptyForm(),
+        "now": now,
+    }
+
+
+@bp.get("/<int:worker_id>/setup")
+@login_required
+def setup(worker_id):
+    worker = _owned(worker_id)
+    return _page("workers/setup.html", **_setup_context(worker, utcnow()))
+
+
+@bp.post("/<int:worker_id>/pairing-code")
+@login_required
+def pairing_code(worker_id):
+    worker = _owned(worker_id)
+    if not EmptyForm().validate_on_submit():
+        abort(400, "The form was missing its security token. Reload the page and try again.")
+    _remember_code(worker.id, worker_service.regenerate_pairing_code(worker))
+    if htmx:
+        return render_template("workers/_pairing.html", **_setup_context(worker, utcnow()))
+    flash("A new pairing code was created; the previous one no longer works.", "success")
+    return redirect(url_for("workers.setup", worker_id=worker.id))
+
+
+@bp.get("/<int:worker_id>/connection")
+@login_required
+def connection(worker_id):
+    """Polled by the guide page: keeps polling while the worker is pending, stops once it connected."""
+    worker = _owned(worker_id)
+    now = utcnow()
+    return render_template("workers/_connection.html", worker=worker,
+                           status=worker_service.status_of(worker, now).value, now=now)
+
+
+@bp.post("/<int:worker_id>/config.json")
+@login_required
+def config_file(worker_id):
+    """A config file for the Worker App. Only the token's hash is stored, so the file carries a fresh token:
+    downloading it signs out an app that used the previous token, and retires the pairing code."""
+    worker = _owned(worker_id)
+    if not EmptyForm().validate_on_submit():
+        abort(400, "The form was missing its security token. Reload the page and try again.")
+    token = worker_service.reissue_token(worker)
+    body = json.dumps(worker_service.worker_config(worker, token, server_url()), indent=2) + "\n"
+    response = Response(body, mimetype="application/json")
+    response.headers["Content-Disposition"] = f'attachment; filename="pictor-worker-{worker.id}.json"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- Worker Details ------------------------------------------------------------------------------------
+
+def _compliance(worker) -> list[dict]:
+    """The app's checks, whatever key names it used, as name / status (pass|warn|fail) / reason."""
+    checks = []
+    for item in worker.compliance or []:
+        if not isinstance(item, dict):
+            continue
+        status = str(item.get("status") or item.get("result") or "warn").lower()
+        status = {"ok": "pass", "passed": "pass", "warning": "warn", "failed": "fail", "error": "fail"}.get(status, status)
+        checks.append({
+            "name": item.get("label") or item.get("name") or item.get("check") or item.get("id") or "Check",
+            "status": status if status in ("pass", "warn", "fail") else "warn",
+            "reason": item.get("reason") or item.get("message") or item.get("detail") or "",
+        })
+    return checks
+
+
+def _gpu_groups(worker) -> list[dict]:
+    """Identical GPUs counted once: "4 × NVIDIA GeForce RTX 3090 · 24 GB · driver 535.154.05"."""
+    groups: dict[tuple, dict] = {}
+    for gpu in worker.gpus or []:
+        if not isinstance(gpu, dict):
+            continue
+        key = (gpu.get("name") or "GPU", gpu.get("memory_mb"), gpu.get("driver"))
+        group = groups.setdefault(key, {"name": key[0], "memory_mb": key[1], "driver": key[2], "count": 0})
+        group["count"] += 1
+    return list(groups.values())
+
+
+def software_label(task, worker) -> str:
+    """The job type as the software used, e.g. "Blender 3.4 · Cycles" or "Real-ESRGAN x4"."""
+    label = task.job.software or task.type.value.title()
+    renderers = worker.renderers or {}
+    version = None
+    if task.type.value == "render":
+        version = (renderers.get("blender") or {}).get("version")
+        product = "Blender"
+    else:
+        product = "Real-ESRGAN"
+    if version and product in label and str(version) not in label:
+        short = ".".join(str(version).split(".")[:2])
+        label = label.replace(product, f"{product} {short}", 1)
+    return label
+
+
+PREVIEWABLE = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _output_links(task, output) -> dict:
+    """The output's name, and links to it and its thumbnail when the jobs pages serve them to this user
+    (the job's creator owns the files; a provider rendering someone else's job sees the names only)."""
+    links = {"name": output.name, "url": None, "thumb": None}
+    if task.job.owner_id != current_user.id or "jobs.output" not in current_app.view_functions:
+        return links
+    args = {"job_id": task.job_id, "task_id": task.id, "name": output.name}
+    links["url"] = url_for("jobs.output", **args)
+    if "jobs.thumb" in current_app.view_functions and output.name.lower().endswith(PREVIEWABLE):
+        links["thumb"] = url_for("jobs.thumb", **args)
+    return links
+
+
+def _task_rows(page, worker, now) -> list[dict]:
+    from ..services import dispatch  # the dispatcher owns reward arithmetic
+    rows = []
+    for task in page.items:
+        end = task.finished_at or (now if task.status == TaskStatus.RUNNING else None)
+        rows.append({
+            "task": task,
+            "software": software_label(task, worker),
+            "duration": (end - task.started_at).total_seconds() if task.started_at and end else None,
+            "estimate": dispatch.reward_estimate_micros(task) if task.status == TaskStatus.RUNNING else None,
+            "outputs": [_output_links(task, o) for o in task.outputs] if task.status == TaskStatus.COMPLETED else [],
+            "job_url": url_for("jobs.detail", job_id=task.job_id)
+            if task.job.owner_id == current_user.id and "jobs.detail" in current_app.view_functions else None,
+        })
+    return rows
+
+
+@bp.get("/<int:worker_id>")
+@login_required
+def detail(worker_id):
+    worker = _owned(worker_id)
+    now = utcnow()
+    tab = request.args.get("tab", "stats")
+    if tab not in ("stats", "tasks"):
+        abort(400, "Unknown tab: use stats or tasks.")
+    context = {"worker": worker, "tab": tab, "now": now, "status": worker_service.status_of(worker, now).value,
+               "summary": stats.summary(worker, now=now)}
+    if _wants_fragment() and htmx.target == "worker-head":
+        return _partial("workers/_head.html", **context)
+    status_code = 200
+    if tab == "stats":
+        period = request.args.get("period", "week")
+        start, end = request.args.get("from", ""), request.args.get("to", "")
+        chart_args = {"period": period}
+        if period == "custom":
+            chart_args.update({"from": start, "to": end})
+        period_error = None
+        try:
+            series = stats.series(worker.id, period, start or None, end or None, now=now)
+        except ServiceError as exc:
+            period_error, status_code = exc.message, 400
+            series = stats.series(worker.id, "week", now=now)
+            chart_args = {"period": "week"}
+        context.update({
+            "series": series,
+            "period": period,
+            "period_from": start or (series.start.isoformat()),
+            "period_to": end or (series.end.isoformat()),
+            "period_error": period_error,
+            "chart_args": chart_args,
+            "charts": charts.CHARTS,
+            "compliance": _compliance(worker),
+            "gpu_groups": _gpu_groups(worker),
+        })
+    else:
+        state = _state(TASK_DEFAULTS)
+        try:
+            page = worker_service.list_tasks(worker, q=state["q"], status=state["status"] or None,
+                                             sort=state["sort"], order=state["order"], page=state["page"],
+                                             per_page=_page_size())
+        except ServiceError as exc:
+            abort(400, exc.message)
+        context.update({
+            "state": state,
+            "page": page,
+            "rows": _task_rows(page, worker, now),
+            "any_running": any(t.status == TaskStatus.RUNNING for t in page.items),
+            "task_statuses": [s.value for s in TaskStatus],
+            "tasks_url": lambda **changes: url_for("workers.detail", worker_id=worker.id, tab="tasks",
+                                                   **_query(state, TASK_DEFAULTS, **changes)),
+        })
+        if _wants_fragment() and htmx.target == "worker-tasks":
+            return _partial("workers/_task_table.html", **context)
+    return _page("workers/detail.html", http_status=status_code, **context)
+
+
+@bp.get("/<int:worker_id>/charts/<name>.svg")
+@login_required
+def chart(worker_id, name):
+    worker = _owned(worker_id)
+    if name not in charts.CHARTS:
+        abort(404)
+    try:
+        series = stats.series(worker.id, request.args.get("period", "week"), request.args.get("from") or None,
+                              request.args.get("to") or None)
+    except ServiceError as exc:
+        abort(400, exc.message)
+    size = request.args.get("size", "wide")
+    if size not in charts.SIZES:
+        abort(400, "Unknown chart size: use wide or compact.")
+    svg, etag = charts.chart_svg(series, name, size)
+    response = Response(svg, mimetype="image/svg+xml")
+    response.set_etag(etag)
+    # Private (it is this user's data); revalidated each time, answered 304 while the figures are unchanged.
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response.make_conditional(request)
+
+
+@bp.get("/<int:worker_id>/tasks/<int:task_id>/log")
+@login_required
+def task_log(worker_id, task_id):
+    worker = _owned(worker_id)
+    task = db.session.get(Task, task_id)
+    if task is None or task.worker_id != worker.id:
+        abort(404)
+    if htmx:
+        return render_template("workers/_log.html", task=task)
+    return Response(task.log_tail or "(no log was reported for this task)\n", mimetype="text/plain")
+
+
+@bp.app_template_filter("mb")
+def _mb(value) -> str:
+    """RAM / GPU memory in MB -> '32 GB' / '512 MB'."""
+    if not value:
+        return "—"
+    value = int(value)
+    return f"{value / 1024:.0f} GB" if value >= 1024 else f"{value} MB"
+
+
+@bp.app_template_global("countdown")
+def _countdown(seconds: int) -> str:
+    minutes, secs = divmod(max(0, int(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
