@@ -180,7 +180,6 @@ class Worker(db.Model):
     __table_args__ = (
         Index("ix_workers_owner_created", "owner_id", "created_at"),
         Index("ix_workers_owner_updated", "owner_id", "updated_at"),
-        Index("ix_workers_owner_name", "owner_id", "name"),
         Index("ix_workers_owner_heartbeat", "owner_id", "last_heartbeat_at"),
     )
 
@@ -279,7 +278,6 @@ class Task(db.Model):
     outputs: Mapped[list["TaskOutput"]] = relationship(back_populates="task")
 
     __table_args__ = (
-        Index("ix_tasks_claim", "status", "priority", "id"),
         Index("ix_tasks_job_seq", "job_id", "seq"),
         Index("ix_tasks_worker_created", "worker_id", "created_at"),
         Index("ix_tasks_worker_status", "worker_id", "status"),

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: bef6266d31ae
+Revision ID: 57ce04880c00
 Revises: 
-Create Date: 2026-11-29 02:01:53.809752
+Create Date: 2026-11-29 02:56:29.491903
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'bef6266d31ae'
+revision = '57ce04880c00'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -136,7 +136,7 @@ def upgrade():
     with op.batch_alter_table('workers', schema=None) as batch_op:
         batch_op.create_index('ix_workers_owner_created', ['owner_id', 'created_at'], unique=False)
         batch_op.create_index('ix_workers_owner_heartbeat', ['owner_id', 'last_heartbeat_at'], unique=False)
-        batch_op.create_index('ix_workers_owner_name', ['owner_id', 'name'], unique=False)
+        batch_op.create_index('ix_workers_owner_lower_name', ['owner_id', sa.literal_column('lower(name)')], unique=False)
         batch_op.create_index('ix_workers_owner_updated', ['owner_id', 'updated_at'], unique=False)
 
     op.create_table('job_inputs',
@@ -205,9 +205,9 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tasks'))
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
-        batch_op.create_index('ix_tasks_claim', ['status', 'priority', 'id'], unique=False)
         batch_op.create_index('ix_tasks_job_seq', ['job_id', 'seq'], unique=False)
         batch_op.create_index('ix_tasks_lease', ['status', 'lease_expires_at'], unique=False)
+        batch_op.create_index('ix_tasks_queue_order', ['status', sa.literal_column('priority DESC'), 'id'], unique=False)
         batch_op.create_index('ix_tasks_worker_created', ['worker_id', 'created_at'], unique=False)
         batch_op.create_index('ix_tasks_worker_status', ['worker_id', 'status'], unique=False)
 
@@ -292,9 +292,9 @@ def downgrade():
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.drop_index('ix_tasks_worker_status')
         batch_op.drop_index('ix_tasks_worker_created')
+        batch_op.drop_index('ix_tasks_queue_order')
         batch_op.drop_index('ix_tasks_lease')
         batch_op.drop_index('ix_tasks_job_seq')
-        batch_op.drop_index('ix_tasks_claim')
 
     op.drop_table('tasks')
     with op.batch_alter_table('presence_intervals', schema=None) as batch_op:
@@ -308,7 +308,7 @@ def downgrade():
     op.drop_table('job_inputs')
     with op.batch_alter_table('workers', schema=None) as batch_op:
         batch_op.drop_index('ix_workers_owner_updated')
-        batch_op.drop_index('ix_workers_owner_name')
+        batch_op.drop_index('ix_workers_owner_lower_name')
         batch_op.drop_index('ix_workers_owner_heartbeat')
         batch_op.drop_index('ix_workers_owner_created')
 
