@@ -37,3 +37,8 @@ demo: install db
 
 clean:
 	rm -rf node_modules static/js/htmx.min.js .pytest_cache
+
+# The Windows installer, built on Linux (needs Debian's nsis; see installer/build.py).
+.PHONY: installer
+installer:
+	$(PY) installer/build.py $(INSTALLER_ARGS)

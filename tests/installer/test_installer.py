@@ -1,0 +1,323 @@
+"""The Windows installer: built with NSIS on Linux, then installed, checked, upgraded and removed under wine.
+
+The build runs wherever Debian's `nsis` is installed. The wine smoke test (Debian `wine wine64`, Xvfb,
+xdotool, ImageMagick) takes a few minutes, so it runs only with PICTOR_WINE_SMOKE=1. It checks files
+and registry entries rather than exit codes: an installer that cannot run exits 0 having done nothing.
+"""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import tray_client
+from tests.conftest import missing
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE = ROOT / "build" / "installer" / "work" / "stage" / "nsis"  # build.py's default work folder
+ARTIFACTS = ROOT / "test-artifacts" / "installer"
+VERSION = tray_client.__version__
+RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
+UNINSTALL_KEY = r"Software\Microsoft\Windows\CurrentVersion\Uninstall\PictorWorker"
+
+
+def load_build_script():
+    spec = importlib.util.spec_from_file_location("installer_build", ROOT / "installer" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_script = load_build_script()
+
+
+def machine_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return build_script.pe_machine(f.read(4096))
+
+
+@dataclass
+class Built:
+    exe: Path
+    log: str
+
+
+@pytest.fixture(scope="module")
+def installer(tmp_path_factory) -> Built:
+    if shutil.which("makensis") is None:
+        missing("Debian's nsis (makensis) is not installed: apt-get install --no-install-recommends nsis")
+    out = tmp_path_factory.mktemp("installer")
+    proc = subprocess.run([sys.executable, str(ROOT / "installer" / "build.py"), "--out-dir", str(out)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout
+    return Built(exe=out / f"PictorWorkerSetup-{VERSION}.exe", log=proc.stdout)
+
+
+@pytest.mark.timeout(900)
+def test_build_makes_a_64_bit_installer_with_python_tk_and_the_app(installer):
+    exe = installer.exe
+    assert exe.is_file()
+    assert machine_of(exe) == "AMD64"  # Target amd64-unicode: 64-bit-only Windows runs it
+    head = exe.read_bytes()[:1 << 20]
+    assert b'requestedExecutionLevel level="asInvoker"' in head  # per-user: Windows asks for no admin rights
+    size = exe.stat().st_size
+    assert 8e6 < size < 80e6, f"{size} bytes"
+    assert (exe.parent / f"{exe.name}.sha256").read_text().split()[0] == build_script.sha256_of(exe)
+    assert "MB" in installer.log and "total" in installer.log  # size and build time are reported
+
+    # What went into it, as staged for makensis.
+    python = STAGE / "Python"
+    assert machine_of(python / "python.exe") == "AMD64" and machine_of(python / "pythonw.exe") == "AMD64"
+    pth = (python / "python311._pth").read_text()
+    assert "..\\pkgs" in pth and "import site" in pth
+    assert (python / "tkinter" / "__init__.py").is_file() and (python / "_tkinter.pyd").is_file()
+    assert (python / "tcl" / "tcl8.6" / "init.tcl").is_file() and (python / "tcl" / "tk8.6" / "tk.tcl").is_file()
+    assert not list((python / "tcl").glob("*.lib")) and not (python / "tkinter" / "test").exists()
+    pkgs = STAGE / "pkgs"
+    assert (pkgs / "tray_client" / "__init__.py").read_text() == (ROOT / "tray_client" / "__init__.py").read_text()
+    assert (pkgs / "tray_client" / "selfcheck.py").is_file()
+    for name in ("requests", "urllib3", "certifi", "platformdirs", "psutil", "cpuinfo", "GPUtil", "PIL",
+                 "pystray", "click", "colorama"):
+        assert (pkgs / name).is_dir(), f"{name} is not bundled"
+    assert not (pkgs / "Xlib").exists() and not (pkgs / "flask").exists()  # Linux-only / portal-only
+    assert not list(pkgs.rglob("__pycache__"))
+    icon = STAGE / "pictor-worker.ico"
+    assert icon.read_bytes()[:4] == b"\0\0\1\0"
+
+
+def test_build_helpers():
+    assert build_script.version_quad("0.1.0") == "0.1.0.0"
+    assert build_script.version_quad("1.2.3rc1") == "1.2.3.0"
+    assert build_script.pe_machine(_pe_header(0x8664)) == "AMD64"
+    assert build_script.pe_machine(_pe_header(0x14C)) == "I386"
+    with pytest.raises(ValueError):
+        build_script.pe_machine(b"\x7fELF" + bytes(200))
+    for path in (build_script.WHEEL_REQUIREMENTS, build_script.UPSCALE_REQUIREMENTS):
+        pins = build_script.read_requirements(path)  # every line pinned, with a real hash
+        assert pins and all(sha != "0" * 64 for _, _, sha in pins)
+    keep = build_script._keep_tk_file
+    assert keep("tcl/tcl8.6/init.tcl") and keep("tk86t.dll") and keep("tkinter/ttk.py")
+    assert not keep("tcl/tcl86t.lib") and not keep("tcl/cmake/x.cmake") and not keep("tkinter/test/t.py")
+
+
+def test_build_says_how_to_get_makensis(monkeypatch, capsys):
+    monkeypatch.setattr(build_script.shutil, "which", lambda name: None)
+    assert build_script.main(["--out-dir", "unused"]) == 1
+    assert "apt-get install --no-install-recommends nsis" in capsys.readouterr().err
+
+
+def _pe_header(machine: int) -> bytes:
+    data = bytearray(256)
+    data[:2] = b"MZ"
+    data[0x3C:0x40] = (0x80).to_bytes(4, "little")
+    data[0x80:0x84] = b"PE\0\0"
+    data[0x84:0x86] = machine.to_bytes(2, "little")
+    return bytes(data)
+
+
+# --- wine smoke test -----------------------------------------------------------------------------------
+
+@contextmanager
+def xvfb():
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                              pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        number = pipe.readline().strip()
+    try:
+        assert number, "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+class Wine:
+    """A throwaway wine prefix; paths given to Windows programs are C:\\ paths (see selfcheck below)."""
+
+    def __init__(self, prefix: Path, display: str):
+        self.prefix = prefix
+        # No Mono/Gecko install prompts; no debug chatter; a 64-bit prefix.
+        self.env = dict(os.environ, WINEPREFIX=str(prefix), WINEARCH="win64", WINEDEBUG="-all",
+                        WINEDLLOVERRIDES="mscoree,mshtml=", DISPLAY=display)
+
+    def run(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        # Windows Python under wine wants pipes for stdio, not a terminal.
+        return subprocess.run(["wine", *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(["wine", *args], env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    def wait(self, timeout: int = 300) -> None:
+        """Until every Windows process has ended (installers hand work to child processes)."""
+        subprocess.run(["wineserver", "-w"], env=self.env, timeout=timeout, check=False)
+
+    def kill(self) -> None:
+        subprocess.run(["wineserver", "-k"], env=self.env, timeout=60, check=False)
+
+    def registry(self, key: str) -> dict[str, str] | None:
+        """The values of an HKEY_CURRENT_USER key as written in user.reg (None: no such key)."""
+        header = "[" + key.replace("\\", "\\\\") + "]"
+        values, inside = {}, False
+        for line in (self.prefix / "user.reg").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("["):
+                if inside:
+                    break
+                inside = line.split(" ")[0] == header
+            elif inside and line.startswith('"') and "=" in line:
+                name, _, value = line.partition("=")
+                values[name.strip('"')] = value
+        return values if inside or values else None
+
+
+def windows_user(prefix: Path) -> str:
+    return next(p.name for p in (prefix / "drive_c" / "users").iterdir() if p.name != "Public")
+
+
+@pytest.mark.timeout(1200)
+def test_wine_install_selfcheck_upgrade_uninstall(installer, tmp_path):
+    if os.environ.get("PICTOR_WINE_SMOKE") != "1":
+        pytest.skip("the wine smoke test takes minutes: set PICTOR_WINE_SMOKE=1 to run it")
+    for tool, package in (("wine", "wine wine64"), ("wineserver", "wine64"), ("Xvfb", "xvfb"),
+                          ("xdotool", "xdotool"), ("import", "imagemagick")):
+        if shutil.which(tool) is None:
+            missing(f"{tool} is not installed: apt-get install --no-install-recommends {package}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    timings: list[tuple[str, float]] = []
+
+    @contextmanager
+    def step(name):
+        started = time.monotonic()
+        yield
+        timings.append((name, time.monotonic() - started))
+
+    with xvfb() as display:
+        wine = Wine(tmp_path / "prefix", display)
+        try:
+            _smoke(wine, installer.exe, display, step)
+        finally:
+            wine.kill()
+            report = "\n".join(f"{name:<28} {seconds:6.1f} s" for name, seconds in timings)
+            report += f"\n{'total':<28} {sum(s for _, s in timings):6.1f} s\n"
+            (ARTIFACTS / "wine-smoke-timings.txt").write_text(report)
+            print(report)
+
+
+def _smoke(wine: Wine, exe: Path, display: str, step) -> None:
+    with step("wine prefix (wineboot)"):
+        wine.run("wineboot", "--init")
+        # A crashing program then exits instead of waiting for someone to close wine's crash dialog.
+        wine.run("reg", "add", r"HKCU\Software\Wine\WineDbg", "/v", "ShowCrashDialog",
+                 "/t", "REG_DWORD", "/d", "0", "/f")
+        wine.wait()
+    user = windows_user(wine.prefix)
+    home = wine.prefix / "drive_c" / "users" / user
+    install_dir = home / "AppData" / "Local" / "Programs" / "PictorWorker"
+    data_dir = home / "AppData" / "Local" / "pictor-worker"  # platformdirs' folder: config, pairing, cache
+    shortcut = home / "AppData" / "Roaming" / "Microsoft" / "Windows" / "Start Menu" / "Programs" / "Pictor Worker.lnk"
+    win_dir = rf"C:\users\{user}\AppData\Local\Programs\PictorWorker"
+
+    with step("silent install"):
+        wine.run(str(exe), "/S")
+        wine.wait()
+    assert machine_of(install_dir / "Python" / "python.exe") == "AMD64"
+    assert (install_dir / "Python" / "pythonw.exe").is_file()
+    assert (install_dir / "pkgs" / "tray_client" / "__init__.py").is_file()
+    assert (install_dir / "uninstall.exe").is_file() and shortcut.is_file()
+    run_entry = (wine.registry(RUN_KEY) or {}).get("PictorWorker", "")
+    assert "pythonw.exe" in run_entry and "pictor_worker_gui.pyw" in run_entry  # "start with Windows" ticked
+    assert f'"{VERSION}"' == wine.registry(UNINSTALL_KEY)["DisplayVersion"]
+
+    # Run by its C:\ path: Tcl cannot find its library under the Z:\ (Unix) path of the same folder.
+    with step("installed self-check"):
+        check = wine.run(rf"{win_dir}\Python\python.exe", "-m", "tray_client.selfcheck")
+    (ARTIFACTS / "selfcheck.txt").write_text(check.stdout)
+    print(check.stdout)
+    assert check.returncode == 0, check.stdout
+    assert f"Pictor Worker {VERSION} self-check" in check.stdout and "(AMD64, 64-bit)" in check.stdout
+    assert "Tcl/Tk 8.6" in check.stdout and "self-check passed" in check.stdout
+    for module in ("pystray", "requests", "tray_client.engine"):
+        if module != "tray_client.engine" or (ROOT / "tray_client" / "engine.py").exists():
+            assert f"ok   {module}" in check.stdout
+
+    # The first launch opens the pairing window; until the UI exists, the self-check's Tk window stands in.
+    has_ui = (install_dir / "pkgs" / "tray_client" / "ui").is_dir()
+    with step("window + screenshot"):
+        if has_ui:
+            app = wine.start(rf"{win_dir}\Python\pythonw.exe", rf"{win_dir}\pictor_worker_gui.pyw")
+        else:
+            app = wine.start(rf"{win_dir}\Python\python.exe", "-m", "tray_client.selfcheck", "--window", "240")
+        shot = ARTIFACTS / ("pairing-window.png" if has_ui else "selfcheck-window.png")
+        _screenshot_when_window_appears(display, "Pictor Worker", shot)
+    assert _drawn_pixels(shot) > 2000, f"{shot} looks empty"
+
+    # Upgrade over the running app: it is stopped, old files go, pairing and settings stay.
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pairing = '{"server_url": "https://portal.example", "worker_id": 7, "token": "pw_wkr_secret"}'
+    (data_dir / "worker.json").write_text(pairing)
+    stale = install_dir / "pkgs" / "tray_client" / "removed_in_new_version.py"
+    stale.write_text("")
+    with step("upgrade (/S /NOAUTOSTART)"):
+        wine.run(str(exe), "/S", "/NOAUTOSTART")
+        try:
+            assert app.wait(timeout=120) != 0  # ended by the installer, not by itself
+        except subprocess.TimeoutExpired:
+            pytest.fail("the installer did not stop the running app")
+        wine.wait()
+    assert (data_dir / "worker.json").read_text() == pairing
+    assert not stale.exists()
+    assert (install_dir / "pkgs" / "tray_client" / "__init__.py").is_file() and shortcut.is_file()
+    assert "PictorWorker" not in (wine.registry(RUN_KEY) or {})  # "start with Windows" unticked
+
+    # Keep a copy of the uninstaller to test /PURGE after the normal uninstall.
+    purge_copy = wine.prefix / "drive_c" / "purge-check" / "uninstall.exe"
+    purge_copy.parent.mkdir()
+    shutil.copy2(install_dir / "uninstall.exe", purge_copy)
+
+    with step("silent uninstall"):
+        wine.run(rf"{win_dir}\uninstall.exe", "/S")
+        wine.wait()
+    assert not install_dir.exists(), sorted(str(p) for p in install_dir.rglob("*"))[:20]
+    assert not shortcut.exists()
+    assert wine.registry(UNINSTALL_KEY) is None
+    assert "PictorWorker" not in (wine.registry(RUN_KEY) or {})
+    assert "PictorWorker" not in str(wine.registry("Environment") or {})  # bin\ left PATH
+    assert (data_dir / "worker.json").read_text() == pairing  # kept unless asked
+
+    with step("uninstall /PURGE"):
+        wine.run(r"C:\purge-check\uninstall.exe", "/S", "/PURGE")
+        wine.wait()
+    assert not data_dir.exists()
+
+
+def _screenshot_when_window_appears(display: str, title: str, path: Path, within: float = 180) -> None:
+    env = dict(os.environ, DISPLAY=display)
+    deadline = time.monotonic() + within
+    while True:
+        found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if found.stdout.strip():
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"no window titled {title!r} appeared within {within:.0f} s")
+        time.sleep(1)
+    time.sleep(3)  # let Tk finish drawing
+    subprocess.run(["import", "-display", display, "-window", "root", str(path)], check=True, timeout=60)
+
+
+def _drawn_pixels(path: Path) -> int:
+    """Pixels that are not the empty screen's black: a window with text has thousands."""
+    from PIL import Image
+    with Image.open(path) as image:
+        return sum(image.convert("L").histogram()[17:])

@@ -1,0 +1,134 @@
+"""Publishing Worker App installers, picking the latest, serving it and judging a worker's app version."""
+
+import hashlib
+from datetime import datetime, timezone
+
+import pytest
+
+from webapp.clock import freeze
+from webapp.extensions import db
+from webapp.models import AppRelease, StoredFile
+from webapp.services import Conflict, NotFound, ServiceError, releases, storage
+
+
+def fake_installer(tmp_path, version="0.1.0", body=b"installer bytes", name=None):
+    path = tmp_path / (name or f"PictorWorkerSetup-{version}.exe")
+    path.write_bytes(b"MZ" + body)
+    return path
+
+
+def test_publish_stores_the_file_and_records_the_release(ctx, tmp_path):
+    path = fake_installer(tmp_path, "1.2.3")
+    release = releases.publish(path)
+
+    data = path.read_bytes()
+    assert (release.version, release.platform, release.filename) == ("1.2.3", "windows", "PictorWorkerSetup-1.2.3.exe")
+    assert release.sha256 == hashlib.sha256(data).hexdigest() and release.size == len(data)
+    assert storage.path_for(release.sha256).read_bytes() == data
+    assert db.session.get(StoredFile, release.sha256).size == len(data)
+    db.session.expire_all()
+    assert db.session.get(AppRelease, release.id).version == "1.2.3"  # committed
+
+
+def test_publishing_the_same_file_again_changes_nothing(ctx, tmp_path):
+    path = fake_installer(tmp_path)
+    first = releases.publish(path)
+    again = releases.publish(path)
+    assert again.id == first.id
+    assert db.session.query(AppRelease).count() == 1
+
+
+def test_a_different_file_under_a_published_version_is_refused(ctx, tmp_path):
+    releases.publish(fake_installer(tmp_path, body=b"first build"))
+    (tmp_path / "rebuilt").mkdir()
+    other = fake_installer(tmp_path / "rebuilt", body=b"second build")
+    with pytest.raises(Conflict) as exc:
+        releases.publish(other)
+    assert exc.value.status == 409 and "0.1.0" in exc.value.message
+    assert db.session.query(AppRelease).count() == 1
+    assert not storage.path_for(hashlib.sha256(other.read_bytes()).hexdigest()).exists()
+
+
+def test_version_comes_from_the_name_or_must_be_given(ctx, tmp_path):
+    odd = fake_installer(tmp_path, name="setup.exe")
+    with pytest.raises(ServiceError) as exc:
+        releases.publish(odd)
+    assert exc.value.code == "bad_version"
+    assert releases.publish(odd, version="2.0.0").filename == "PictorWorkerSetup-2.0.0.exe"
+
+
+def test_only_windows_programs_are_published(ctx, tmp_path):
+    path = tmp_path / "PictorWorkerSetup-0.1.0.exe"
+    path.write_bytes(b"#!/bin/sh\necho not an installer\n")
+    with pytest.raises(ServiceError) as exc:
+        releases.publish(path)
+    assert exc.value.code == "not_an_installer"
+    assert db.session.query(AppRelease).count() == 0
+
+
+def test_latest_release_is_the_highest_version_not_the_newest_row(ctx, tmp_path):
+    assert releases.latest_release() is None and releases.latest_version() is None
+    freeze(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    releases.publish(fake_installer(tmp_path, "0.10.0", body=b"a"))
+    freeze(datetime(2026, 2, 1, tzinfo=timezone.utc))
+    releases.publish(fake_installer(tmp_path, "0.9.2", body=b"b"))
+    releases.publish(fake_installer(tmp_path, "0.10.0rc1", body=b"c"))
+    assert releases.latest_version() == "0.10.0"
+    assert releases.latest_release(platform="linux") is None
+
+
+@pytest.mark.parametrize("older, newer", [("0.9.2", "0.10.0"), ("1.0.0rc1", "1.0.0"), ("1.0", "1.0.1"),
+                                          ("1.9", "2"), ("1.0.0", "1.0.0+local")])
+def test_version_order(older, newer):
+    assert releases.version_key(older) < releases.version_key(newer)
+    assert releases.version_key("1.0") == releases.version_key("1.0.0")
+
+
+def test_is_current_compares_with_the_latest_release(ctx, tmp_path):
+    assert releases.is_current("0.1.0") is None  # nothing published: cannot tell
+    releases.publish(fake_installer(tmp_path, "0.2.0"))
+    assert releases.is_current("0.2.0") is True
+    assert releases.is_current("0.3.0") is True
+    assert releases.is_current("0.1.9") is False
+    assert releases.is_current(None) is None
+
+
+def test_download_response_sends_the_installer_with_its_name_and_hash(app, tmp_path):
+    with app.app_context():
+        release = releases.publish(fake_installer(tmp_path, "0.4.0", body=b"x" * 5000))
+        sha = release.sha256
+    with app.test_request_context("/download/windows"):
+        release = releases.latest_release()
+        response = releases.download_response(release)
+        response.direct_passthrough = False
+        assert response.status_code == 200
+        assert response.get_data() == b"MZ" + b"x" * 5000
+        assert "attachment" in response.headers["Content-Disposition"]
+        assert "PictorWorkerSetup-0.4.0.exe" in response.headers["Content-Disposition"]
+        assert response.headers["X-Checksum-SHA256"] == sha
+        assert response.get_etag()[0] == sha
+    with app.test_request_context("/download/windows", headers={"If-None-Match": f'"{sha}"'}):
+        response = releases.download_response(releases.latest_release())
+        assert response.status_code == 304
+
+
+def test_download_of_a_lost_file_is_a_404_not_a_crash(app, tmp_path):
+    with app.app_context():
+        release = releases.publish(fake_installer(tmp_path))
+        storage.delete_blob(release.sha256)
+    with app.test_request_context("/download/windows"):
+        with pytest.raises(NotFound):
+            releases.download_response(releases.latest_release())
+
+
+def test_publish_installer_command(app, tmp_path):
+    from webapp.cli import publish_installer
+    path = fake_installer(tmp_path, "3.1.4")
+    result = app.test_cli_runner().invoke(publish_installer, [str(path)])
+    assert result.exit_code == 0, result.output
+    assert "3.1.4" in result.output and hashlib.sha256(path.read_bytes()).hexdigest() in result.output
+    with app.app_context():
+        assert releases.latest_version() == "3.1.4"
+    bad = fake_installer(tmp_path, name="installer.exe")
+    result = app.test_cli_runner().invoke(publish_installer, [str(bad)])
+    assert result.exit_code != 0 and "version" in result.output

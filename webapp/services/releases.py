@@ -1,0 +1,126 @@
+"""Worker App builds the portal serves: publish a built installer, find the latest, send it, judge a version."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from flask import Response, send_file
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import AppRelease
+from . import Conflict, NotFound, ServiceError, storage
+
+WINDOWS = "windows"
+INSTALLER_NAME = "PictorWorkerSetup-{version}.exe"
+# What installer/build.py writes: PictorWorkerSetup-<tray_client.__version__>.exe
+INSTALLER_NAME_RE = re.compile(r"^PictorWorkerSetup-(?P<version>[0-9][0-9A-Za-z.+-]{0,31})\.exe$")
+VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+-]{0,31}$")  # fits AppRelease.version and the hello report
+EXE_MIMETYPE = "application/vnd.microsoft.portable-executable"
+CHUNK = 1024 * 1024
+
+
+def version_key(version: str) -> tuple:
+    """Order versions numerically (0.10.0 > 0.9.2); a pre-release sorts before its release (1.0.0rc1 < 1.0.0)."""
+    match = re.match(r"^(\d+(?:\.\d+)*)(.*)$", version.strip())
+    if not match:
+        return ((), 0, version)
+    numbers = tuple(int(n) for n in match.group(1).split("."))
+    while len(numbers) > 1 and numbers[-1] == 0:  # 1.0 == 1.0.0
+        numbers = numbers[:-1]
+    suffix = match.group(2).lstrip(".-")
+    return (numbers, 0 if suffix and not suffix.startswith("+") else 1, suffix)
+
+
+def version_from_filename(name: str) -> str | None:
+    match = INSTALLER_NAME_RE.match(name)
+    return match.group("version") if match else None
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def get_release(version: str, platform: str = WINDOWS) -> AppRelease | None:
+    return db.session.execute(
+        db.select(AppRelease).where(AppRelease.version == version, AppRelease.platform == platform)
+    ).scalar_one_or_none()
+
+
+def publish(path: str | Path, version: str | None = None, platform: str = WINDOWS) -> AppRelease:
+    """Copy a built installer into storage and record it as a release (committed).
+
+    The version defaults to the one in the file name. Publishing the same file again returns the
+    existing release; a different file under a version already published is refused, because
+    providers may already have installed the first one under that number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ServiceError("not_found", f"{path} is not a file.")
+    version = version or version_from_filename(path.name)
+    if not version or not VERSION_RE.match(version):
+        raise ServiceError("bad_version", f"Cannot tell the version of {path.name}: name it "
+                           f"{INSTALLER_NAME.format(version='1.2.3')} or pass the version.")
+    with path.open("rb") as f:
+        if f.read(2) != b"MZ":
+            raise ServiceError("not_an_installer", f"{path.name} is not a Windows program.")
+    sha256 = _sha256_of(path)
+    existing = db.session.execute(db.select(AppRelease).where(AppRelease.version == version)).scalar_one_or_none()
+    if existing is not None:
+        if existing.sha256 == sha256 and existing.platform == platform:
+            return existing
+        raise Conflict("version_exists", f"Version {version} is already published as a different file "
+                       f"(sha256 {existing.sha256[:12]}...): raise tray_client.__version__ and build again.")
+    with path.open("rb") as f:
+        stored = storage.put_stream(f, max_bytes=path.stat().st_size, expected_sha256=sha256)
+    release = AppRelease(version=version, platform=platform, filename=INSTALLER_NAME.format(version=version),
+                         sha256=stored.sha256, size=stored.size)
+    db.session.add(release)
+    try:
+        db.session.commit()
+    except IntegrityError:  # published by someone else in the meantime
+        db.session.rollback()
+        raise Conflict("version_exists", f"Version {version} was published meanwhile.")
+    return release
+
+
+def latest_release(platform: str = WINDOWS) -> AppRelease | None:
+    """The release with the highest version (releases are few: ordering them in Python is fine)."""
+    rows = db.session.execute(db.select(AppRelease).where(AppRelease.platform == platform)).scalars().all()
+    return max(rows, key=lambda r: (version_key(r.version), r.created_at, r.id), default=None)
+
+
+def latest_version(platform: str = WINDOWS) -> str | None:
+    release = latest_release(platform)
+    return release.version if release else None
+
+
+def is_current(app_version: str | None, platform: str = WINDOWS) -> bool | None:
+    """Whether a worker's reported app version is the latest published one or newer; None = cannot tell."""
+    latest = latest_version(platform)
+    if latest is None or not app_version:
+        return None
+    return version_key(app_version) >= version_key(latest)
+
+
+def serialize(release: AppRelease) -> dict:
+    return {"version": release.version, "platform": release.platform, "filename": release.filename,
+            "sha256": release.sha256, "size": release.size,
+            "created_at": release.created_at.isoformat() if release.created_at else None}
+
+
+def download_response(release: AppRelease) -> Response:
+    """The installer as a download (needs a request context), with its SHA-256 as ETag for caches."""
+    path = storage.path_for(release.sha256)
+    if not path.is_file():
+        raise NotFound("installer file (publish it again with `pictor-portal publish-installer`)")
+    response = send_file(path, mimetype=EXE_MIMETYPE, as_attachment=True, download_name=release.filename,
+                         etag=release.sha256, conditional=True, max_age=3600)
+    response.headers["X-Checksum-SHA256"] = release.sha256
+    return response
