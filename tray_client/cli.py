@@ -1,0 +1,319 @@
+"""`pictor-worker`: pair, run (headless or once), bench, speedtest, status and gui."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from . import config as config_mod
+from .api import PortalClient, PortalError, PortalUnreachable
+
+# Exit codes shared with Engine.run(): 0 ok, 1 task failed (--once), 2 usage or configuration,
+# 3 portal unreachable, 4 refused by the portal (token or pairing code), 5 already running.
+from .engine import EXIT_ALREADY_RUNNING, EXIT_AUTH, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE  # noqa: F401
+
+log = logging.getLogger("tray_client")
+
+
+def _common(command):
+    """--config and --data-dir on every subcommand (they may also come before the subcommand)."""
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Config file with the server URL and this worker's token "
+                       "[default: your user config folder]")
+    @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                  help="Folder for the input cache, queued updates, logs and work files")
+    @click.pass_context
+    @functools.wraps(command)
+    def wrapper(ctx, config_path, data_dir, **kwargs):
+        parent = ctx.obj or {}
+        return command(config_path=config_path or parent.get("config_path"),
+                       data_dir=data_dir or parent.get("data_dir"), **kwargs)
+    return wrapper
+
+
+def _load(config_path, data_dir) -> config_mod.WorkerConfig:
+    try:
+        return config_mod.load(config_path, data_dir)
+    except config_mod.ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _fail(message: str, code: int):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _paired(cfg: config_mod.WorkerConfig) -> config_mod.WorkerConfig:
+    if not cfg.paired:
+        _fail(f"this worker is not paired ({cfg.path} has no credentials): run "
+              "`pictor-worker pair CODE --server URL` or `pictor-worker pair --config FILE`", EXIT_USAGE)
+    return cfg
+
+
+def _setup_logging(cfg: config_mod.WorkerConfig | None, to_stdout: bool, verbose: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in list(root.handlers):
+        if getattr(handler, "_pictor", False):  # ours from an earlier call; leave others' alone
+            root.removeHandler(handler)
+            handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if to_stdout:
+        handler: logging.Handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(fmt)
+        handler._pictor = True
+        root.addHandler(handler)
+    else:
+        errors = logging.StreamHandler(sys.stderr)
+        errors.setLevel(logging.WARNING)
+        errors.setFormatter(fmt)
+        errors._pictor = True
+        root.addHandler(errors)
+    if cfg is not None:
+        cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(cfg.logs_dir / "worker.log", maxBytes=5 * 2**20,
+                                                            backupCount=3, encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        file_handler._pictor = True
+        root.addHandler(file_handler)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _teardown_logging() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_pictor", False):
+            root.removeHandler(handler)
+            handler.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pictor-worker")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), hidden=True)
+@click.pass_context
+def main(ctx, config_path, data_dir):
+    """Pictor Worker App: earn by rendering on this machine's idle CPU/GPU."""
+    ctx.obj = {"config_path": config_path, "data_dir": data_dir}
+
+
+# --- pair ---------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("code", required=False)
+@click.option("--server", help="The portal's address, e.g. https://portal.example.com")
+@_common
+def pair(config_path, data_dir, code, server):
+    """Pair with the portal: `pair CODE --server URL`, or `pair --config FILE` to import the config
+    file downloaded from the portal."""
+    if code:
+        cfg = _load(config_path, data_dir)
+        server = server or cfg.server_url
+        if not server:
+            _fail("give the portal's address: pictor-worker pair CODE --server https://...", EXIT_USAGE)
+        try:
+            server = config_mod.normalize_server_url(server)
+        except config_mod.ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        client = PortalClient(server)
+        try:
+            doc = client.pair(code.strip())
+        except PortalUnreachable as exc:
+            _fail(str(exc), EXIT_UNREACHABLE)
+        except PortalError as exc:
+            _fail(f"pairing refused: {exc.message}", EXIT_AUTH)
+        # The portal may know itself by another address than we reached it at: keep ours.
+        doc = {**doc, "server_url": server}
+        try:
+            config_mod.import_document(doc, cfg, "the portal's answer")
+        except config_mod.ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        click.echo(f"Paired as worker {cfg.worker_id} with {cfg.server_url}; credentials saved to {cfg.path}")
+        return
+    if not config_path:
+        _fail("give a pairing code (pair CODE --server URL) or a config file (pair --config FILE)", EXIT_USAGE)
+    _import_config_file(Path(config_path), data_dir)
+
+
+def _import_config_file(source: Path, data_dir) -> None:
+    try:
+        doc = json.loads(source.read_text(encoding="utf-8"))
+        fields = config_mod.parse_document(doc, str(source))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {source}: {exc}", EXIT_USAGE)
+    except config_mod.ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    client = PortalClient(fields["server_url"], fields["token"])
+    try:
+        client.settings()  # proves the token works before we rely on it
+    except PortalUnreachable as exc:
+        _fail(f"{exc}; the file was not imported", EXIT_UNREACHABLE)
+    except PortalError as exc:
+        _fail(f"the portal refused this config ({exc.message}): download a fresh one", EXIT_AUTH)
+    target = _load(None, data_dir)  # the default location, so a plain `pictor-worker run` finds it
+    config_mod.import_document(doc, target, str(source))
+    if sys.platform != "win32" and source.resolve() != target.path.resolve():
+        try:
+            os.chmod(source, 0o600)  # the downloaded copy holds the same token
+        except OSError:
+            pass
+    click.echo(f"Imported worker {target.worker_id} of {target.server_url} into {target.path}")
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--headless", is_flag=True, help="No desktop UI; log to stdout (for services and farms)")
+@click.option("--once", is_flag=True, help="Process at most one task, then exit (tests, cron)")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging")
+@_common
+def run(config_path, data_dir, headless, once, verbose):
+    """Connect to the portal and work: claim tasks, render, upload, earn."""
+    from .engine import Engine, EngineError
+    cfg = _paired(_load(config_path, data_dir))
+    _setup_logging(cfg, to_stdout=headless, verbose=verbose)
+    try:
+        engine = Engine(cfg)
+    except EngineError as exc:
+        _fail(str(exc), exc.exit_code)
+    signals = {"count": 0}
+
+    def on_signal(signum, _frame):
+        signals["count"] += 1
+        log.info("signal %s: %s", signum, "stopping" if signals["count"] == 1 else "handing back now")
+        engine.stop(hand_back=None if signals["count"] == 1 else True)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGINT", "SIGBREAK", "SIGHUP"):
+        if hasattr(signal, name):
+            previous[name] = signal.signal(getattr(signal, name), on_signal)
+    log.info("Pictor Worker %s starting (data in %s)", __version__, cfg.data_dir)
+    try:
+        code = engine.run(once=once)
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+        _teardown_logging()
+    snap = engine.snapshot()
+    if code and snap.get("error"):
+        click.echo(f"Error: {snap['error']}", err=True)
+    sys.exit(code)
+
+
+# --- bench and speedtest -----------------------------------------------------------------------------
+
+@main.command()
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 10), help="Renders; the fastest counts")
+@click.option("--no-post", is_flag=True, help="Only print the score; do not send it to the portal")
+@_common
+def bench(config_path, data_dir, repeat, no_post):
+    """Render the benchmark scene and report the Bench Score."""
+    from . import bench as bench_mod, hardware
+    cfg = _load(config_path, data_dir)
+    _setup_logging(None, to_stdout=False, verbose=False)
+    report = hardware.probe(cfg.data_dir, cfg.settings.get("blender_path"))
+    backend = cfg.settings.get("gpu_backend") or hardware.suggested_gpu_backend(report)
+    click.echo(f"Rendering the benchmark scene on {backend or 'the CPU'}...")
+    try:
+        outcome = bench_mod.run(cfg, backend, repeat)
+    except bench_mod.BenchmarkError as exc:
+        _fail(str(exc), 1)
+    details = outcome["details"]
+    click.echo(f"Bench Score: {outcome['score']} ({details['seconds']:.2f} s; reference "
+               f"{details['reference_seconds']:.2f} s = 1000)")
+    if no_post:
+        return
+    if not cfg.paired:
+        click.echo("Not paired: the score was not sent (pair first, or use --no-post).", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        PortalClient(cfg.server_url, cfg.token).benchmark(outcome["score"], details)
+    except PortalUnreachable as exc:
+        _fail(str(exc), EXIT_UNREACHABLE)
+    except PortalError as exc:
+        _fail(f"the portal refused the score: {exc.message}", EXIT_AUTH if exc.status in (401, 403) else 1)
+    click.echo("Sent to the portal.")
+
+
+@main.command()
+@_common
+def speedtest(config_path, data_dir):
+    """Measure download and upload speed to the portal and report them."""
+    from . import speedtest as speed
+    cfg = _paired(_load(config_path, data_dir))
+    try:
+        result = speed.run(PortalClient(cfg.server_url, cfg.token))
+    except PortalUnreachable as exc:
+        _fail(str(exc), EXIT_UNREACHABLE)
+    except PortalError as exc:
+        _fail(exc.message, EXIT_AUTH if exc.status in (401, 403) else 1)
+    click.echo(f"Download {result['download_mbps']:.1f} Mbit/s, upload {result['upload_mbps']:.1f} Mbit/s")
+
+
+# --- status and gui -------------------------------------------------------------------------------------
+
+@main.command()
+@_common
+def status(config_path, data_dir):
+    """Show the pairing, what the worker is doing, the cache size and queued updates."""
+    import psutil
+    from .cache import InputCache
+    from .outbox import Outbox
+    cfg = _load(config_path, data_dir)
+    click.echo(f"Config:        {cfg.path}")
+    click.echo(f"Server:        {cfg.server_url or 'not paired'}")
+    click.echo(f"Worker ID:     {cfg.worker_id if cfg.worker_id is not None else '-'}")
+    state = "not running"
+    try:
+        doc = json.loads((cfg.data_dir / "status.json").read_text())
+        if psutil.pid_exists(int(doc.get("pid", -1))) and doc.get("message") != "stopped":
+            state = doc.get("state", "unknown")
+            if doc.get("task_id") is not None:
+                state += f" (task {doc['task_id']} of job {doc.get('job_id')}, {doc.get('progress', 0):.0%})"
+            age = time.time() - float(doc.get("updated_at", 0))
+            state += f", updated {int(age)} s ago"
+            if doc.get("error"):
+                state += f"; error: {doc['error']}"
+    except (OSError, ValueError, TypeError):
+        pass
+    click.echo(f"State:         {state}")
+    click.echo(f"Data folder:   {cfg.data_dir}")
+    size = InputCache(cfg.cache_dir, int(cfg.settings["cache_max_bytes"])).total_bytes() \
+        if cfg.cache_dir.exists() else 0
+    click.echo(f"Cache:         {size / 2**20:.1f} MiB of {int(cfg.settings['cache_max_bytes']) / 2**30:.1f} GiB")
+    pending = 0
+    if cfg.outbox_path.exists():
+        outbox = Outbox(cfg.outbox_path)
+        pending = len(outbox)
+        outbox.close()
+    click.echo(f"Outbox:        {pending} update(s) waiting for the portal")
+
+
+@main.command()
+@_common
+def gui(config_path, data_dir):
+    """Open the tray icon and window (the desktop UI)."""
+    import importlib
+    import importlib.util
+    if importlib.util.find_spec("tray_client.ui") is None:
+        _fail("the desktop UI is not installed in this copy of the Worker App; use "
+              "`pictor-worker run --headless`", EXIT_USAGE)
+    try:
+        ui = importlib.import_module("tray_client.ui")
+    except Exception as exc:  # no Tk, no display: pystray raises non-ImportErrors
+        _fail(f"the desktop UI cannot start here: {exc}", EXIT_USAGE)
+    sys.exit(ui.main(config_path=config_path, data_dir=data_dir) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,173 @@
+"""Where the Worker App keeps its credentials (owner-only JSON) and its data (cache, outbox, logs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+
+APP_NAME = "pictor-worker"
+CONFIG_FILE_NAME = "worker.json"
+DEFAULT_CACHE_MAX_BYTES = 10 * 1024**3
+
+# Provider-editable settings kept beside the credentials, with their defaults.
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "blender_path": None,  # a Blender the provider picked; None = search PATH and install locations
+    "cache_max_bytes": DEFAULT_CACHE_MAX_BYTES,
+    "auto_benchmark": True,  # run the benchmark once when the portal has no Bench Score for us
+    "auto_speedtest": True,  # measure the connection once when the portal has no figures for us
+    "gpu_backend": None,  # "CUDA", "OPTIX", "HIP": None = what the hardware probe suggests
+}
+
+
+class ConfigError(Exception):
+    """The config file is missing something or is not ours; the message says what to do."""
+
+
+def default_config_path() -> Path:
+    return platformdirs.user_config_path(APP_NAME, appauthor=False) / CONFIG_FILE_NAME
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+def normalize_server_url(url: str) -> str:
+    """'https://portal.example/' or '.../api/v1' -> 'https://portal.example' (the API root is added later)."""
+    url = (url or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{url!r} is not a server URL: use e.g. https://portal.example.com")
+    path = parts.path.rstrip("/")
+    if path.endswith("/api/v1"):
+        path = path[: -len("/api/v1")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+@dataclass
+class WorkerConfig:
+    """The paired identity (server, worker id, token) plus local settings and the data folder."""
+
+    path: Path
+    data_dir: Path
+    server_url: str | None = None
+    worker_id: int | None = None
+    token: str | None = None
+    settings: dict[str, Any] = field(default_factory=lambda: dict(SETTINGS_DEFAULTS))
+    data_dir_explicit: bool = False  # given by --data-dir or the file: saved back into the file
+
+    @property
+    def paired(self) -> bool:
+        return bool(self.server_url and self.token)
+
+    # Everything the engine writes lives under data_dir.
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox.sqlite3"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.json"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.cache_dir, self.logs_dir, self.work_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"server_url": self.server_url, "worker_id": self.worker_id,
+                               "token": self.token}
+        if self.data_dir_explicit:
+            doc["data_dir"] = str(self.data_dir)
+        changed = {k: v for k, v in self.settings.items() if SETTINGS_DEFAULTS.get(k, object()) != v}
+        if changed:
+            doc["settings"] = changed
+        return doc
+
+    def save(self) -> None:
+        write_private(self.path, json.dumps(self.to_document(), indent=2) + "\n")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically (a crash never leaves half a token)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.unlink()  # O_CREAT keeps an existing file's mode: start from nothing
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    # On Windows the mode only toggles read-only; the file sits in the user's own profile folder,
+    # which other users cannot read by default.
+    os.replace(tmp, path)
+    if sys.platform != "win32":
+        os.chmod(path, 0o600)
+
+
+def parse_document(doc: Any, source: str = "config") -> dict[str, Any]:
+    """Check a config document (ours, or the one the portal hands out) and return its clean fields."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source} is not a JSON object")
+    missing = [k for k in ("server_url", "token") if not doc.get(k)]
+    if missing:
+        raise ConfigError(f"{source} lacks {', '.join(missing)}: download the worker's config "
+                          "file from the portal again")
+    worker_id = doc.get("worker_id")
+    if worker_id is not None and (type(worker_id) is not int or worker_id <= 0):
+        raise ConfigError(f"{source} has an invalid worker_id")
+    if not isinstance(doc["token"], str):
+        raise ConfigError(f"{source} has an invalid token")
+    return {"server_url": normalize_server_url(doc["server_url"]), "worker_id": worker_id,
+            "token": doc["token"].strip()}
+
+
+def load(config_path: str | os.PathLike | None = None,
+         data_dir: str | os.PathLike | None = None) -> WorkerConfig:
+    """The config at config_path (default: the user's config folder); unpaired when it is absent."""
+    path = Path(config_path).expanduser() if config_path else default_config_path()
+    doc: dict[str, Any] = {}
+    if path.exists():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path} is not a JSON object")
+    explicit = data_dir is not None or bool(doc.get("data_dir"))
+    chosen = Path(data_dir or doc.get("data_dir") or default_data_dir()).expanduser()
+    cfg = WorkerConfig(path=path, data_dir=chosen, data_dir_explicit=explicit)
+    if doc.get("token") or doc.get("server_url"):
+        cfg.__dict__.update(parse_document(doc, str(path)))
+    settings = doc.get("settings") or {}
+    if isinstance(settings, dict):
+        cfg.settings.update({k: v for k, v in settings.items() if k in SETTINGS_DEFAULTS})
+    return cfg
+
+
+def import_document(doc: Any, cfg: WorkerConfig, source: str = "config file") -> WorkerConfig:
+    """Take the server, worker id and token from doc (a pairing answer or a downloaded file) and save."""
+    cfg.__dict__.update(parse_document(doc, source))
+    cfg.save()
+    return cfg

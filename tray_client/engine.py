@@ -1,0 +1,838 @@
+"""The worker loop and its state: hello, heartbeats, claim, download, run, report, upload, complete.
+
+No UI imports: the tray app and the headless CLI both drive this class and read its one state object
+(snapshot() or the events queue)."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import os
+import queue
+import shutil
+import stat
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from . import __version__, compliance, hardware
+from .api import PortalClient, PortalError, PortalUnreachable, retry_later
+from .cache import InputCache, InputHashMismatch
+from .config import WorkerConfig
+from .outbox import Outbox
+from .runners import RUNNERS, UnknownJobType, get_runner
+from .runners.base import Progress, RunFailed, RunnerSettings
+
+log = logging.getLogger(__name__)
+
+# Exit codes of Engine.run() and so of `pictor-worker run`.
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1  # --once: the task ran and failed
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3  # --once: the portal did not answer
+EXIT_AUTH = 4  # the portal refused our token: pair again
+EXIT_ALREADY_RUNNING = 5
+
+SHUTDOWN_REASON = "worker shutting down"
+SPEEDTEST_EVERY_S = 7 * 24 * 3600  # connections change rarely; a week-old figure is still telling
+RESTART_REASON = "the worker app restarted while running this task; it could not be resumed"
+
+
+class State(str, enum.Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+    PAUSED = "paused"
+    ERROR = "error"
+    OFFLINE = "offline"
+
+
+class EngineError(Exception):
+    """The engine cannot start (another one owns the data folder, not paired...)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class EngineState:
+    """Everything a UI shows about the worker; copied out whole by Engine.snapshot()."""
+
+    state: str = State.OFFLINE.value
+    message: str = "starting"
+    online: bool = False
+    paused: bool = False
+    error: str | None = None  # a condition the provider must fix (no renderer, disk full, token)
+    server_url: str | None = None
+    worker_id: int | None = None
+    # The current task.
+    job_id: int | None = None
+    job_type: str | None = None
+    software: str | None = None
+    task_id: int | None = None
+    progress: float = 0.0
+    progress_message: str = ""
+    eta_s: float | None = None
+    started_at: float | None = None  # epoch seconds
+    reward_estimate: str | None = None
+    # Market and history.
+    bid: str | None = None
+    average_bid: str | None = None
+    bench_score: int | None = None
+    estimated_earning_per_hour: str | None = None
+    last_error: str | None = None  # the last task failure, for the Computing tab
+    last_reward: str | None = None
+    earned_session: str = "0"
+    tasks_completed: int = 0
+    tasks_failed: int = 0
+    outbox_pending: int = 0
+    job_types: list[str] = field(default_factory=list)
+
+
+class _InstanceLock:
+    """One engine per data folder: the OS drops the lock when the process dies, however it dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+                self.handle.seek(0)
+                msvcrt.locking(self.handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+                fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            self.handle = None
+            return False
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing releases flock / msvcrt locks
+            self.handle = None
+
+
+def _rmtree(path: Path) -> None:
+    def writable(func, p, _exc):  # cached inputs are read-only; Windows refuses to delete them
+        with contextlib.suppress(OSError):
+            os.chmod(p, stat.S_IWUSR | stat.S_IRUSR)
+            func(p)
+    if path.exists():
+        shutil.rmtree(path, onerror=writable)
+
+
+def _money(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
+class Engine:
+    """One worker: call run() (blocking) or start() (a thread); stop(), pause(), resume() from anywhere.
+
+    on_event is called from the engine's own threads; a Tk UI should rather drain `events` with
+    after() on its main thread. Every event carries the whole state (snapshot())."""
+
+    def __init__(self, cfg: WorkerConfig, *, client: PortalClient | None = None,
+                 probe: Callable[..., dict[str, Any]] = hardware.probe,
+                 runner_factory: Callable[..., Any] = get_runner,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 progress_interval: float = 2.0, idle_backoff: tuple[float, float] = (1.0, 30.0),
+                 finish_grace_s: float = 30.0):
+        if not cfg.paired:
+            raise EngineError("this worker is not paired: run `pictor-worker pair CODE --server URL`")
+        self.cfg = cfg
+        self.client = client or PortalClient(cfg.server_url, cfg.token)
+        self.probe = probe
+        self.runner_factory = runner_factory
+        self.on_event = on_event
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
+        self.progress_interval = progress_interval
+        self.idle_backoff = idle_backoff
+        self.finish_grace_s = finish_grace_s
+        self.heartbeat_s = 15.0
+        self.latest_app_version: str | None = None
+        self.hardware: dict[str, Any] = {}
+        self.gpu_backend: str | None = None
+
+        self._state = EngineState(server_url=cfg.server_url, worker_id=cfg.worker_id)
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._paused = threading.Event()
+        self._cancel = threading.Event()  # the portal wants the current task stopped
+        self._hand_back = threading.Event()  # we are shutting down: give the task back
+        self._heartbeat_stop = threading.Event()
+        self._bench_requested = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_progress_event = 0.0
+        self._latest: Progress | None = None
+        self._instance_lock = _InstanceLock(cfg.data_dir / "engine.lock")
+        self.exit_code: int | None = None
+        self._opened = False
+        self._disk_error: str | None = None
+        self.cache: InputCache | None = None
+        self.outbox: Outbox | None = None
+
+    # --- the state object and events ---------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return asdict(self._state)
+
+    def _update(self, kind: str = "state", **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._state, key, value)
+            self._state.state = self._derived_state().value
+            if self.outbox is not None:
+                self._state.outbox_pending = len(self.outbox)
+            snapshot = asdict(self._state)
+        self._emit(kind, snapshot)
+
+    def _derived_state(self) -> State:
+        s = self._state
+        if s.task_id is not None:
+            return State.BUSY
+        if not s.online:
+            return State.OFFLINE
+        if s.error:
+            return State.ERROR
+        if s.paused:
+            return State.PAUSED
+        return State.IDLE
+
+    def _emit(self, kind: str, snapshot: dict[str, Any], **detail: Any) -> None:
+        event = {"kind": kind, "state": snapshot, **detail}
+        while True:
+            try:
+                self.events.put_nowait(event)
+                break
+            except queue.Full:  # nobody drains it (headless): keep the newest
+                with contextlib.suppress(queue.Empty):
+                    self.events.get_nowait()
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a UI bug must not stop the worker
+                log.exception("event callback failed")
+        if kind in ("state", "task_started", "task_finished"):
+            self._write_status(snapshot)
+
+    def _write_status(self, snapshot: dict[str, Any]) -> None:
+        """What `pictor-worker status` prints while this engine runs."""
+        with contextlib.suppress(OSError):
+            tmp = self.cfg.data_dir / "status.json.tmp"
+            tmp.write_text(json.dumps({**snapshot, "pid": os.getpid(), "updated_at": time.time()}))
+            os.replace(tmp, self.cfg.data_dir / "status.json")
+
+    # --- controls (any thread) ---------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run, name="pictor-engine", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop(self, hand_back: bool | None = None) -> None:
+        """Stop claiming and exit. The current task is handed back, unless hand_back is None and the
+        task is nearly done: then it may finish within finish_grace_s."""
+        first = not self._stop.is_set()
+        self._stop.set()
+        self._wake.set()
+        snap = self.snapshot()
+        if snap["task_id"] is None:
+            return
+        nearly_done = snap["progress"] >= 0.95 or (snap["eta_s"] is not None
+                                                   and snap["eta_s"] <= self.finish_grace_s / 2)
+        if hand_back or (hand_back is None and not (first and nearly_done)):
+            log.info("handing task %s back to the portal", snap["task_id"])
+            self._hand_back.set()
+        else:
+            log.info("task %s is nearly done: finishing it before exiting", snap["task_id"])
+            timer = threading.Timer(self.finish_grace_s, self._hand_back.set)
+            timer.daemon = True
+            timer.start()
+
+    def pause(self) -> None:
+        """Take no new tasks; a running task finishes."""
+        self._paused.set()
+        self._wake.set()
+        self._update(paused=True, message="paused: no new tasks")
+
+    def resume(self) -> None:
+        self._paused.clear()
+        self._wake.set()
+        self._update(paused=False, message="looking for work")
+
+    def request_benchmark(self) -> None:
+        """Run the benchmark between tasks (never beside one: it would skew both)."""
+        self._bench_requested.set()
+        self._wake.set()
+
+    def set_bid(self, bid: str | None) -> dict[str, Any]:
+        """Set the custom bid (USD per compute hour, a decimal string) or None for the network average."""
+        if bid is not None:
+            value = _money(bid)
+            if value is None or value <= 0 or value > 1000:
+                raise ValueError("the bid must be a number of USD per hour above 0 and at most 1000")
+            bid = str(value)
+        answer = self.client.update_settings({"bid": bid})
+        self._apply_market(answer)
+        return answer
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self, once: bool = False) -> int:
+        """Work until stop() (or, with once, after at most one task). Returns an exit code."""
+        code = self.open(once)
+        if code is not None:
+            self.exit_code = code
+            self.close()
+            return code
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="pictor-heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            self.exit_code = self._loop(once)
+        finally:
+            self._heartbeat_stop.set()
+            heartbeat.join(timeout=5)
+            self.close()
+        return self.exit_code
+
+    def open(self, once: bool = False) -> int | None:
+        """Take the data folder, report what the last run left, and say hello; an exit code on failure.
+
+        run() calls it; so can a tool that feeds tasks to process() itself (bench/worker_overhead.py)."""
+        self.cfg.ensure_dirs()
+        if not self._instance_lock.acquire():
+            self._update(error=f"another Pictor Worker is running with {self.cfg.data_dir}")
+            return EXIT_ALREADY_RUNNING
+        self._opened = True
+        try:
+            self.cache = InputCache(self.cfg.cache_dir, int(self.cfg.settings["cache_max_bytes"]))
+            self.cache.remove_partial_downloads()
+            self.outbox = Outbox(self.cfg.outbox_path, self.cfg.data_dir / "outbox-files")
+            self._recover_previous_run()
+            return self._hello_until_ready(once)
+        except EngineError as exc:
+            self._update(error=str(exc))
+            return exc.exit_code
+
+    def close(self) -> None:
+        """Deliver what can be delivered, then let go of the data folder."""
+        if not self._opened:
+            return
+        self._opened = False
+        if self.outbox is not None:
+            if len(self.outbox):
+                self._flush()
+            self._update(online=False, message="stopped")
+            outbox, self.outbox = self.outbox, None
+            outbox.close()
+        else:
+            self._update(online=False, message="stopped")
+        self._instance_lock.release()
+
+    def _loop(self, once: bool) -> int:
+        delay = self.idle_backoff[0]
+        while not self._stop.is_set():
+            if self.outbox is not None and len(self.outbox):
+                self._flush()
+            if self._bench_requested.is_set():
+                self._bench_requested.clear()
+                self._benchmark()
+                continue
+            if self._paused.is_set():
+                self._update(message="paused: no new tasks")
+                self._sleep(self.heartbeat_s)
+                continue
+            try:
+                task, retry_after = self.client.claim()
+            except (PortalUnreachable, PortalError) as exc:
+                code = self._portal_problem(exc, "claim")
+                if code is not None:
+                    return code
+                if once and retry_later(exc):
+                    return EXIT_UNREACHABLE
+                self._sleep(delay)
+                delay = min(delay * 2, self.idle_backoff[1])
+                continue
+            self._update(online=True)
+            if task is None:
+                if once:
+                    log.info("no task waiting")
+                    return EXIT_OK
+                # Retry-After is the portal's floor; idle for longer, we ask less and less often.
+                wait = min(max(retry_after, delay), 300.0) if retry_after is not None else delay
+                self._update(message="waiting for work")
+                self._sleep(wait)
+                delay = min(max(delay, self.idle_backoff[0]) * 2, self.idle_backoff[1])
+                continue
+            delay = self.idle_backoff[0]  # work is flowing: ask again right away
+            outcome = self.process(task)
+            if once:
+                return EXIT_OK if outcome == "completed" else EXIT_TASK_FAILED
+        return EXIT_OK
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(max(0.0, seconds))
+        self._wake.clear()
+
+    def _portal_problem(self, exc: Exception, what: str) -> int | None:
+        """Show what went wrong; an exit code when there is no point going on."""
+        if retry_later(exc):
+            log.warning("%s: portal unreachable: %s", what, exc)
+            self._update(online=False, message=f"portal unreachable: {exc}"[:200])
+            return None
+        assert isinstance(exc, PortalError)
+        if exc.status in (401, 403):
+            self._update(online=False, error="the portal refused this worker's token: pair the worker again")
+            return EXIT_AUTH
+        log.warning("%s refused: %s", what, exc)
+        self._update(online=True, message=f"{what}: {exc.message}"[:200])
+        return None
+
+    # --- start-up ----------------------------------------------------------------------------
+
+    def _recover_previous_run(self) -> None:
+        """A task the last run was working on cannot be resumed: report it failed, never drop it."""
+        self._kill_leftovers()
+        try:
+            previous = json.loads(self.cfg.state_path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if isinstance(previous, dict) and previous.get("task_id") is not None:
+            task_id = int(previous["task_id"])
+            if not self.outbox.has_final(task_id):
+                log.warning("task %s was running when the app stopped: reporting it failed", task_id)
+                self.outbox.put_fail(task_id, RESTART_REASON, retryable=True, kind="crash")
+        self._clear_task_file()
+        for leftover in self.cfg.work_dir.glob("task-*"):
+            _rmtree(leftover)
+
+    def _kill_leftovers(self) -> None:
+        """Renderers of a crashed run keep going in their own process group: stop them."""
+        work = str(self.cfg.work_dir.resolve())
+        for proc in psutil.process_iter(["pid", "cwd"]):
+            cwd = proc.info.get("cwd") or ""
+            if proc.pid != os.getpid() and cwd.startswith(work + os.sep):
+                log.warning("stopping process %s left over from the previous run", proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+
+    def hello_report(self) -> dict[str, Any]:
+        settings = self.cfg.settings
+        self.hardware = self.probe(self.cfg.data_dir, settings.get("blender_path"))
+        self.gpu_backend = settings.get("gpu_backend") or hardware.suggested_gpu_backend(self.hardware)
+        renderers = self.hardware.get("renderers") or {}
+        job_types = [t for t, needs in (("render", "blender"), ("upscale", "realesrgan"))
+                     if needs in renderers and t in RUNNERS]
+        cpu = self.hardware.get("cpu") or {}
+        return {
+            "app_version": __version__,
+            "os": self.hardware.get("os"),
+            "hostname": self.hardware.get("hostname"),
+            "cpu": cpu.get("brand") if isinstance(cpu, dict) else cpu,
+            "cpu_details": cpu if isinstance(cpu, dict) else {},
+            "ram_mb": self.hardware.get("ram_mb"),
+            "disk_free_mb": self.hardware.get("disk_free_mb"),
+            "gpus": self.hardware.get("gpus") or [],
+            "renderers": renderers,
+            "capabilities": {"job_types": job_types, "gpu": bool(self.gpu_backend),
+                             "devices": ["CPU"] + ([self.gpu_backend] if self.gpu_backend else [])},
+            "compliance": self._compliance(),
+            "state": "error" if self._renderer_problem(renderers) else "idle",
+            "message": self._renderer_problem(renderers) or "",
+        }
+
+    def _compliance(self) -> list[dict[str, str]]:
+        return compliance.run_all(config_path=self.cfg.path, server=self.cfg.server_url,
+                                  data_dir=self.cfg.data_dir,
+                                  cache_max_bytes=int(self.cfg.settings["cache_max_bytes"]),
+                                  hardware=self.hardware, latest_app_version=self.latest_app_version,
+                                  blender_path=self.cfg.settings.get("blender_path"))
+
+    def _hello_until_ready(self, once: bool) -> int | None:
+        delay = self.idle_backoff[0]
+        report = self.hello_report()
+        job_types = report["capabilities"]["job_types"]
+        self._update(job_types=job_types, error=self._renderer_problem(report["renderers"]))
+        while not self._stop.is_set():
+            try:
+                answer = self.client.hello(report)
+                break
+            except (PortalUnreachable, PortalError) as exc:
+                code = self._portal_problem(exc, "hello")
+                if code is not None:
+                    return code
+                if once and retry_later(exc):
+                    return EXIT_UNREACHABLE
+                self._sleep(delay)
+                delay = min(delay * 2, self.idle_backoff[1])
+        else:
+            return EXIT_OK
+        self._apply_hello(answer)
+        latest = answer.get("latest_app_version")
+        if latest and latest != self.latest_app_version:
+            # The app-version check needs the portal's answer: tell it the corrected results.
+            self.latest_app_version = latest
+            report["compliance"] = self._compliance()
+            with contextlib.suppress(PortalUnreachable, PortalError):
+                self._apply_hello(self.client.hello(report))
+        self._update(online=True, message="connected")
+        log.info("connected to %s as worker %s; job types: %s", self.cfg.server_url,
+                 self._state.worker_id, ", ".join(job_types) or "none")
+        if len(self.outbox):
+            self._flush()  # updates from the last run, before anything new
+        self._first_run_measurements(answer)
+        return None
+
+    def _renderer_problem(self, renderers: dict[str, Any]) -> str | None:
+        if "blender" not in renderers:
+            where = self.cfg.settings.get("blender_path")
+            return (f"Blender not found{' at ' + where if where else ''}: install Blender or set "
+                    "blender_path in Settings; render jobs are not offered to this worker")
+        if "realesrgan" not in renderers:
+            return "Real-ESRGAN is not installed: upscale jobs are not offered to this worker"
+        return None
+
+    def _apply_hello(self, answer: dict[str, Any]) -> None:
+        for key in ("heartbeat_seconds", "heartbeat_interval"):
+            if isinstance(answer.get(key), (int, float)) and answer[key] > 0:
+                self.heartbeat_s = float(answer[key])
+        if isinstance(answer.get("worker_id"), int):
+            self._update(worker_id=answer["worker_id"])
+        self._apply_market(answer)
+
+    def _apply_market(self, answer: dict[str, Any]) -> None:
+        """Bid, average bid, Bench Score and earning estimate from any answer that carries them."""
+        source = answer.get("settings") if isinstance(answer.get("settings"), dict) else answer
+        changes: dict[str, Any] = {}
+        for key in ("bid", "average_bid", "bench_score"):
+            if key in source:
+                changes[key] = source[key]
+        estimate = source.get("estimated_earning_per_hour")
+        if isinstance(estimate, dict):
+            estimate = estimate.get("amount") or estimate.get("usd") or estimate.get("micros")
+        if estimate is not None:
+            changes["estimated_earning_per_hour"] = str(estimate)
+        if changes:
+            self._update(**changes)
+
+    def _first_run_measurements(self, answer: dict[str, Any]) -> None:
+        """Bench Score and connection speed, measured once when the portal has none yet."""
+        settings = self.cfg.settings
+        if settings.get("auto_benchmark") and answer.get("bench_score") is None and "render" in self._state.job_types:
+            self._bench_requested.set()
+        marker = self.cfg.data_dir / "speedtest.json"
+        try:
+            last = json.loads(marker.read_text()).get("at", 0)
+        except (OSError, ValueError, AttributeError):
+            last = 0
+        if settings.get("auto_speedtest") and time.time() - last > SPEEDTEST_EVERY_S:
+            from . import speedtest
+            try:
+                result = speedtest.run(self.client)
+                log.info("speed test: %.1f Mbit/s down, %.1f Mbit/s up", result["download_mbps"],
+                         result["upload_mbps"])
+                marker.write_text(json.dumps({"at": time.time(), "download_mbps": result["download_mbps"],
+                                              "upload_mbps": result["upload_mbps"]}))
+            except (PortalUnreachable, PortalError, OSError) as exc:
+                log.warning("speed test failed: %s", exc)
+
+    def _benchmark(self) -> None:
+        from . import bench
+        self._update(message="running the benchmark")
+        try:
+            outcome = bench.run_and_post(self.client, self.cfg, gpu_backend=self.gpu_backend)
+            self._update(bench_score=outcome["score"], message=f"Bench Score {outcome['score']}")
+            if isinstance(outcome.get("answer"), dict):
+                self._apply_market(outcome["answer"])
+        except Exception as exc:
+            log.warning("benchmark failed: %s", exc)
+            self._update(message=f"benchmark failed: {exc}"[:200])
+
+    # --- heartbeats --------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while not self._heartbeat_stop.wait(self.heartbeat_s):
+            self.heartbeat()
+
+    def heartbeat(self) -> None:
+        snap = self.snapshot()
+        if snap["task_id"] is not None:
+            state = "busy"
+        elif snap["error"]:
+            state = "error"
+        elif snap["paused"]:
+            state = "paused"
+        else:
+            state = "idle"
+        message = snap["error"] if state == "error" else (snap["progress_message"] or snap["message"])
+        report = {"state": state, "message": (message or "")[:500], "task_id": snap["task_id"],
+                  "progress": snap["progress"] if snap["task_id"] is not None else None}
+        try:
+            answer = self.client.heartbeat(report)
+        except (PortalUnreachable, PortalError) as exc:
+            self._portal_problem(exc, "heartbeat")
+            return
+        was_offline = not snap["online"]
+        self._update(online=True)
+        self._apply_market(answer)
+        for key in ("heartbeat_seconds", "heartbeat_interval"):
+            if isinstance(answer.get(key), (int, float)) and answer[key] > 0:
+                self.heartbeat_s = float(answer[key])
+        if was_offline:
+            self._wake.set()  # the portal is back: replay queued updates now
+
+    # --- one task ------------------------------------------------------------------------------
+
+    def process(self, task: dict[str, Any]) -> str:
+        """Run one claimed task to its end; returns completed, failed, canceled or handed_back."""
+        task_id = int(task["id"])
+        self._cancel.clear()
+        self._latest = None
+        self._write_task_file(task)
+        self._update("task_started", job_id=task.get("job_id"), job_type=task.get("type"),
+                     software=task.get("software"), task_id=task_id, progress=0.0, eta_s=None,
+                     progress_message="downloading inputs", started_at=time.time(),
+                     reward_estimate=task.get("reward_estimate"), message=f"running task {task_id}")
+        log.info("task %s (job %s, %s): started", task_id, task.get("job_id"), task.get("type"))
+        workdir = self.cfg.work_dir / f"task-{task_id}"
+        outcome = "failed"
+        try:
+            outcome = self._execute(task, workdir)
+        except Exception as exc:  # our own bug: the task must still be reported, not dropped
+            log.exception("task %s: internal error", task_id)
+            outcome = self._report_failure(task_id, RunFailed(
+                "crash", f"internal error in the worker app: {exc}"[:300],
+                traceback.format_exc()[-4096:], retryable=True))
+        finally:
+            self._clear_task_file()
+            _rmtree(workdir)
+            with self._lock:
+                done = self._state.tasks_completed + (outcome == "completed")
+                failed = self._state.tasks_failed + (outcome == "failed")
+            self._update("task_finished", job_id=None, job_type=None, software=None, task_id=None,
+                         progress=0.0, eta_s=None, progress_message="", started_at=None,
+                         reward_estimate=None, tasks_completed=done, tasks_failed=failed,
+                         message=f"task {task_id} {outcome}")
+            log.info("task %s: %s", task_id, outcome)
+        return outcome
+
+    def _execute(self, task: dict[str, Any], workdir: Path) -> str:
+        task_id = int(task["id"])
+        settings = RunnerSettings(blender_path=self.cfg.settings.get("blender_path"),
+                                  gpu_backend=self.gpu_backend)
+        try:
+            runner = self.runner_factory(task.get("type"), settings)
+            params = runner.validate(task.get("params"))
+        except UnknownJobType as exc:
+            return self._report_failure(task_id, RunFailed("unknown_job_type", str(exc), retryable=False))
+        except RunFailed as exc:  # InvalidParams: nothing runs
+            return self._report_failure(task_id, exc)
+        _rmtree(workdir)
+        workdir.mkdir(parents=True)
+        try:
+            inputs, hashes = self._download_inputs(task, workdir / "inputs")
+        except InputHashMismatch as exc:
+            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=True))
+        except RunFailed as exc:
+            return self._report_failure(task_id, exc)
+        except ValueError as exc:  # not a SHA-256: the portal sent something we cannot check
+            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=False))
+        except PortalError as exc:
+            if exc.status in (404, 409, 410):  # canceled or given to someone else meanwhile
+                log.info("task %s is no longer ours (%s)", task_id, exc.message)
+                return "canceled"
+            return self._report_failure(task_id, RunFailed("bad_input", f"could not download inputs: "
+                                                                        f"{exc.message}", retryable=True))
+        except PortalUnreachable as exc:
+            return self._report_failure(task_id, RunFailed("network", f"could not download inputs: {exc}",
+                                                           retryable=True))
+        except OSError as exc:
+            return self._disk_failure(task_id, exc)
+        if self._hand_back.is_set():
+            return self._give_back(task_id)
+
+        done = threading.Event()
+        reporter = threading.Thread(target=self._report_progress_loop, args=(task_id, done),
+                                    name="pictor-progress", daemon=True)
+        with self.cache.pinned(hashes):
+            reporter.start()
+            try:
+                result = runner.run(params, inputs, workdir, on_progress=self._on_progress,
+                                    should_stop=self._should_stop)
+            except RunFailed as exc:
+                if self._cancel.is_set():
+                    return "canceled"  # the portal asked for it: nothing to report
+                if self._hand_back.is_set():
+                    return self._give_back(task_id)
+                if exc.kind == "renderer_missing":
+                    self._update(error=exc.message)
+                return self._report_failure(task_id, exc)
+            finally:
+                done.set()
+                reporter.join(timeout=10)
+        if self._cancel.is_set():
+            return "canceled"
+        try:
+            outputs = self.outbox.stage_outputs(task_id, result.outputs)
+        except OSError as exc:
+            return self._disk_failure(task_id, exc)
+        self.outbox.put_complete(task_id, outputs, result.compute_seconds)
+        self._clear_task_file()  # from here on the outbox owns the task
+        self._update(progress=1.0, eta_s=0.0, progress_message="uploading outputs")
+        report = self._flush()
+        if rejection := report.rejection_for(task_id, "complete"):
+            self._update(last_error=f"task {task_id}: the portal refused the result: {rejection.message}")
+            return "failed"
+        if self._disk_error and self._state.error == self._disk_error:
+            self._update(error=None)  # there was room again for a whole task
+        self._disk_error = None
+        return "completed"
+
+    def _should_stop(self) -> bool:
+        return self._cancel.is_set() or self._hand_back.is_set()
+
+    def _download_inputs(self, task: dict[str, Any], folder: Path) -> tuple[dict[str, Path], list[str]]:
+        inputs: dict[str, Path] = {}
+        hashes: list[str] = []
+        listed = task.get("inputs") or []
+        for item in listed:
+            name, sha = item["name"], item["sha256"]
+            # A plain file name only: a name with a path in it must not escape the folder.
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise RunFailed("bad_input", f"input name {name!r} is not a plain file name", retryable=False)
+            url = item.get("url") or self.client.input_url(task["id"], name)
+            if url.startswith("/"):
+                url = self.cfg.server_url + url
+            self._update(progress_message=f"downloading {name}")
+            self.cache.fetch(sha, lambda dest, url=url: self.client.download(url, dest), name=name,
+                             size=item.get("size"))
+            hashes.append(sha)
+            inputs[name] = self.cache.link_into(sha, folder / name)
+        return inputs, hashes
+
+    def _on_progress(self, progress: Progress) -> None:
+        """Called by the runner for every line that moves progress: keep it cheap."""
+        self._latest = progress
+        now = time.monotonic()
+        with self._lock:
+            self._state.progress = progress.fraction
+            self._state.eta_s = progress.eta_s
+            self._state.progress_message = progress.message
+        if now - self._last_progress_event >= 0.25:
+            self._last_progress_event = now
+            self._emit("task_progress", self.snapshot())
+
+    def _report_progress_loop(self, task_id: int, done: threading.Event) -> None:
+        while not done.wait(self.progress_interval):
+            progress = self._latest or Progress(0.0, None, "starting")
+            keep_running = self._send_progress(task_id, progress)
+            if keep_running is False and not self._cancel.is_set():
+                log.info("task %s: the portal says stop (canceled or reassigned): stopping it", task_id)
+                self._cancel.set()
+
+    def _send_progress(self, task_id: int, progress: Progress) -> bool | None:
+        """Send progress now when nothing is queued ahead of it, else queue it behind the rest."""
+        if not len(self.outbox):
+            try:
+                keep = self.client.progress(task_id, progress.fraction, progress.eta_s, progress.message)
+                if not self._state.online:
+                    self._update(online=True)
+                return keep
+            except (PortalUnreachable, PortalError) as exc:
+                if not retry_later(exc):
+                    log.warning("progress of task %s refused: %s", task_id, exc)
+                    return None
+                self._update(online=False, message=f"portal unreachable: {exc}"[:200])
+        self.outbox.put_progress(task_id, progress.fraction, progress.eta_s, progress.message)
+        report = self._flush()
+        answer = report.answer_for(task_id, "progress")
+        return answer if isinstance(answer, bool) else None
+
+    def _report_failure(self, task_id: int, failure: RunFailed) -> str:
+        log.warning("task %s failed (%s): %s", task_id, failure.kind, failure.message)
+        self.outbox.put_fail(task_id, failure.message, failure.log_tail or "", failure.retryable, failure.kind)
+        self._clear_task_file()
+        self._update(last_error=f"task {task_id}: {failure.message}"[:300])
+        self._flush()
+        return "failed"
+
+    def _give_back(self, task_id: int) -> str:
+        log.info("task %s: handing it back (%s)", task_id, SHUTDOWN_REASON)
+        self.outbox.put_hand_back(task_id, SHUTDOWN_REASON)
+        self._clear_task_file()
+        self._flush()
+        return "handed_back"
+
+    def _disk_failure(self, task_id: int, exc: OSError) -> str:
+        message = f"cannot write to {self.cfg.data_dir}: {exc.strerror or exc}"
+        if getattr(exc, "errno", None) == 28:  # ENOSPC
+            message = f"disk full at {self.cfg.data_dir}: free space or lower the cache size"
+        self._update(error=message)
+        self._disk_error = message
+        return self._report_failure(task_id, RunFailed("disk", message, retryable=True))
+
+    def _flush(self):
+        report = self.outbox.flush(self.client)
+        with self._lock:
+            earned = _money(self._state.earned_session) or Decimal(0)
+            last_reward = self._state.last_reward
+            for entry, answer in report.delivered:
+                if entry.kind == "complete" and isinstance(answer, dict):
+                    reward = _money(answer.get("reward"))
+                    if reward is not None:
+                        earned += reward
+                        last_reward = str(answer.get("reward"))
+        changes: dict[str, Any] = {"earned_session": str(earned), "last_reward": last_reward}
+        blocked = report.blocked
+        if isinstance(blocked, PortalUnreachable) or (isinstance(blocked, PortalError)
+                                                      and blocked.status in (502, 503, 504)):
+            changes.update(online=False, message=f"portal unreachable; {report.pending} update(s) "
+                                                 "queued on disk")
+        elif blocked is not None:
+            changes["message"] = f"{report.pending} update(s) waiting: {blocked}"[:200]
+        if report.delivered and "online" not in changes:
+            changes["online"] = True
+        self._update(**changes)
+        return report
+
+    # --- the task file: what survives a crash ------------------------------------------------
+
+    def _write_task_file(self, task: dict[str, Any]) -> None:
+        doc = {"task_id": int(task["id"]), "job_id": task.get("job_id"), "claimed_at": time.time(),
+               "pid": os.getpid()}
+        tmp = self.cfg.state_path.with_name("state.json.tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.cfg.state_path)
+
+    def _clear_task_file(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.cfg.state_path.unlink()
