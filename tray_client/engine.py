@@ -42,6 +42,7 @@ EXIT_UNREACHABLE = 3  # --once: the portal did not answer
 EXIT_AUTH = 4  # the portal refused our token: pair again
 EXIT_ALREADY_RUNNING = 5
 
+MAX_BID = 100  # USD per hour; the portal refuses more
 SHUTDOWN_REASON = "worker shutting down"
 SPEEDTEST_EVERY_S = 7 * 24 * 3600  # connections change rarely; a week-old figure is still telling
 RESTART_REASON = "the worker app restarted while running this task; it could not be resumed"
@@ -298,8 +299,8 @@ class Engine:
         """Set the custom bid (USD per compute hour, a decimal string) or None for the network average."""
         if bid is not None:
             value = _money(bid)
-            if value is None or value <= 0 or value > 1000:
-                raise ValueError("the bid must be a number of USD per hour above 0 and at most 1000")
+            if value is None or not 0 < value <= MAX_BID:
+                raise ValueError(f"the bid must be a number of USD per hour above 0 and at most {MAX_BID}")
             bid = str(value)
         answer = self.client.update_settings({"bid": bid})
         self._apply_market(answer)

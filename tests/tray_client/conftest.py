@@ -1,12 +1,12 @@
 """Fixtures for the Worker App's runners: the real Blender and Real-ESRGAN, and tiny scenes made
 by Blender itself. Without the tools the tests skip, unless CI demands them."""
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
 from tray_client.runners.blender import find_blender
 from tray_client.runners.realesrgan import realesrgan_version
 
@@ -14,12 +14,8 @@ DATA = Path(__file__).parent / "data"
 
 
 def require(available, reason: str):
-    """Skip on a laptop without the tool; fail where PICTOR_REQUIRE_SYSTEM_DEPS=1 (CI installs it)."""
-    if available:
-        return available
-    if os.environ.get("PICTOR_REQUIRE_SYSTEM_DEPS") == "1":
-        pytest.fail(f"{reason} (PICTOR_REQUIRE_SYSTEM_DEPS=1: it must be installed)")
-    pytest.skip(reason)
+    """The tool, or tests.conftest.missing(reason): skip on a laptop, fail in CI."""
+    return available or missing(reason)
 
 
 @pytest.fixture(scope="session")

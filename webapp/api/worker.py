@@ -9,8 +9,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import money
 from ..extensions import db, limiter
-from ..models import AppRelease, JobInput, Task
-from ..services import ServiceError, dispatch, ledger, market, presence, storage
+from ..models import JobInput, Task
+from ..services import ServiceError, dispatch, ledger, market, presence, releases, storage
 from . import bp, error, json_body, worker_token_required
 
 JSON_MAX_BYTES = 1024 * 1024  # the largest JSON a worker sends is a complete's output list
@@ -32,12 +32,6 @@ def _iso(moment):
 
 def _server_url() -> str:
     return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
-
-
-def _latest_app_version() -> str | None:
-    return db.session.execute(
-        db.select(AppRelease.version).order_by(AppRelease.created_at.desc(), AppRelease.id.desc()).limit(1)
-    ).scalar_one_or_none()
 
 
 def task_payload(task: Task) -> dict:
@@ -100,7 +94,7 @@ def worker_hello():
         "bench_score": worker.bench_score,
         "wallet_address": worker.wallet_address,
         "country": worker.country,
-        "latest_app_version": _latest_app_version(),
+        "latest_app_version": releases.latest_version(),
     })
 
 

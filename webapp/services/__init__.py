@@ -1,5 +1,17 @@
 """The domain: plain functions over the models, shared by pages, the JSON API and the scheduler."""
 
+from dataclasses import dataclass
+
+
+@dataclass
+class Page:
+    """One page of a list: what pages and the API's {items, page, pages, total} are made from."""
+    items: list
+    page: int
+    pages: int
+    total: int
+    per_page: int = 25
+
 
 class ServiceError(Exception):
     """A rule said no. `code` is the short machine name, `message` tells the user what to do."""

@@ -7,7 +7,6 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO, Iterator
 
@@ -20,7 +19,7 @@ from ..clock import utcnow
 from ..extensions import db
 from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, StoredFile, Task, TaskOutput,
                       TaskStatus)
-from . import Conflict, NotFound, ServiceError, storage
+from . import Conflict, NotFound, Page, ServiceError, storage
 
 # --- The rules of a job spec (SPEC section 8, "Job spec") -------------------------------------------
 NAME_MAX = 120
@@ -83,14 +82,6 @@ class InputError(ServiceError):
     def __init__(self, code: str, message: str, field: str, status: int = 400):
         super().__init__(code, message, status)
         self.field = field
-
-
-@dataclass
-class Page:
-    items: list
-    page: int
-    pages: int
-    total: int
 
 
 # --- Validation -------------------------------------------------------------------------------------
@@ -555,7 +546,7 @@ def list_jobs(owner_id: int, status: str | None = None, page: int = 1, per_page:
     items = list(db.session.execute(
         query.order_by(Job.created_at.desc(), Job.id.desc()).limit(per_page).offset((page - 1) * per_page)
     ).scalars())
-    return Page(items, page, pages, total)
+    return Page(items, page, pages, total, per_page)
 
 
 def _progress_expr():

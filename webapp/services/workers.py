@@ -2,7 +2,6 @@
 
 import math
 import unicodedata
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
@@ -14,7 +13,7 @@ from ..extensions import db
 from ..models import Job, Task, TaskStatus, Worker, WorkerState, WorkerStatus
 from ..money import fmt
 from ..security import new_pairing_code, new_token, normalize_pairing_code, token_hash
-from . import NotFound, ServiceError
+from . import NotFound, Page, ServiceError
 
 NAME_MAX = 80
 PER_PAGE_MAX = 100
@@ -41,15 +40,6 @@ TASK_STATUS_RANK = {
     TaskStatus.COMPLETED: 3,
     TaskStatus.CANCELED: 4,
 }
-
-
-@dataclass
-class Page:
-    items: list
-    page: int
-    pages: int
-    total: int
-    per_page: int = 25
 
 
 # --- settings -------------------------------------------------------------------------------------
