@@ -23,8 +23,10 @@ def fmt(micros: int | None) -> str:
     return str((Decimal(micros or 0) / MICROS).quantize(Decimal("0.000001")))
 
 
-def usd(micros: int | None, places: int = 2) -> str:
-    """micro-USD -> "$1.25" for pages."""
+def usd(micros: int | None, places: int | None = None) -> str:
+    """micro-USD -> "$1.25" for pages; amounts under a cent get 4 places so a small reward isn't "$0.00"."""
+    if places is None:
+        places = 4 if 0 < abs(micros or 0) < MICROS // 100 else 2
     q = Decimal(1).scaleb(-places)
     amount = (Decimal(micros or 0) / MICROS).quantize(q, rounding=ROUND_HALF_UP)
     return f"-${-amount:,}" if amount < 0 else f"${amount:,}"
