@@ -27,6 +27,7 @@ install-test: $(BIN)/python
 static: static/js/htmx.min.js
 static/js/htmx.min.js: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
+	mkdir -p $(@D)
 	cp node_modules/htmx.org/dist/htmx.min.js $@
 
 db: install
