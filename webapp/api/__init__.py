@@ -38,6 +38,13 @@ def _unauthorized(message: str):
     return response
 
 
+def _end_auth_transaction() -> None:
+    """Writes start with SQLite's write lock held (webapp.database); release it before the view reads
+    a request body that may be a large upload, so other writers don't wait on the network."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        db.session.commit()
+
+
 def user_token_required(view):
     """A personal API token (provider and creator APIs); sets g.user."""
     @wraps(view)
@@ -60,6 +67,7 @@ def user_token_required(view):
             db.session.execute(db.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
             db.session.commit()
         g.user = row.user
+        _end_auth_transaction()
         return view(*args, **kwargs)
     return wrapper
 
@@ -77,6 +85,7 @@ def worker_token_required(view):
         if worker is None:
             return _unauthorized("This worker token is unknown or the worker was deleted: pair the app again.")
         g.worker = worker
+        _end_auth_transaction()
         return view(*args, **kwargs)
     return wrapper
 
