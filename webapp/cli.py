@@ -59,12 +59,26 @@ def create_token(email, name):
 @click.option("--email", default="demo@example.com", show_default=True)
 @click.option("--password", default="demo-password", show_default=True)
 @click.option("--workers", default=36, show_default=True)
+@click.option("--live", is_flag=True, help="keep the demo's connected workers heartbeating until Ctrl+C")
 @with_appcontext
-def demo(email, password, workers):
+def demo(email, password, workers, live):
     """Seed a realistic demo account: workers in every status, months of tasks, earnings, mining."""
+    import time
+
+    from .extensions import db
     from .services import demo as demo_service
     user = demo_service.seed(email, password, workers=workers)
     click.echo(f"Demo account ready: {user.email} / {password}")
+    email = user.email
+    if live:
+        click.echo("Keeping the demo workers alive (Ctrl+C to stop)...")
+        try:
+            while True:
+                demo_service.pulse(email)
+                db.session.remove()
+                time.sleep(5)
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command("serve")
