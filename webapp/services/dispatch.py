@@ -139,9 +139,9 @@ def _not_yours() -> Conflict:
                                         "finished or given to another worker): stop working on it.")
 
 
-def running_task_of(worker: Worker, task_id: int) -> Task:
+def running_task_of(worker: Worker, task_id: int, lock: bool = False) -> Task:
     """The worker's own running task; 404 for tasks it never held, 409 for ones it no longer holds."""
-    task = _load_task(worker.id, task_id)
+    task = _load_task(worker.id, task_id, lock=lock)
     if task.status != TaskStatus.RUNNING or task.worker_id != worker.id:
         raise _not_yours()
     return task
@@ -400,9 +400,7 @@ def hand_back_task(worker: Worker, task_id: int, reason: str | None = None, now:
     worker_id = worker.id
     begin_write_transaction(db.session)
     try:
-        task = _load_task(worker_id, task_id, lock=True)
-        if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
-            raise _not_yours()
+        task = running_task_of(worker, task_id, lock=True)
         _hand_back(task, worker_id, reason if isinstance(reason, str) else None, now)
         jobs.roll_up_status(task.job)
         db.session.commit()
@@ -520,9 +518,7 @@ def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: in
     worker_id = worker.id
     begin_write_transaction(db.session)
     try:
-        task = _load_task(worker_id, task_id, lock=True)
-        if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
-            raise _not_yours()
+        task = running_task_of(worker, task_id, lock=True)
         # Two workers may upload the same bytes at once: the blob's row is created once, quietly.
         insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
         db.session.execute(insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
