@@ -174,8 +174,21 @@ def test_rename(app, api):
     assert response.status_code == 200 and response.get_json()["name"] == "new name"
     assert api.get(f"/workers/{body['id']}").get_json()["name"] == "new name"
     assert_error(api.patch(f"/workers/{body['id']}", json={"name": ""}), 400, "invalid_name")
-    assert_error(api.patch(f"/workers/{body['id']}", json={}), 400, "invalid_name")
+    assert_error(api.patch(f"/workers/{body['id']}", json={}), 400, "nothing_to_change")
     assert api.get(f"/workers/{body['id']}").get_json()["name"] == "new name"
+
+
+def test_provider_sets_and_clears_the_location(app, api):
+    body = create(api)
+    url = f"/workers/{body['id']}"
+    response = api.patch(url, json={"location": "  Berlin, DE "})
+    assert response.status_code == 200 and response.get_json()["location"] == "Berlin, DE"
+    # A bad name refuses the whole change: the location stays as it was.
+    assert_error(api.patch(url, json={"name": "", "location": "Paris"}), 400, "invalid_name")
+    assert_error(api.patch(url, json={"location": "x" * 129}), 400, "invalid_location")
+    assert_error(api.patch(url, json={"location": 12}), 400, "invalid_location")
+    assert api.get(url).get_json()["location"] == "Berlin, DE"
+    assert api.patch(url, json={"location": ""}).get_json()["location"] is None
 
 
 def test_delete_revokes_the_worker_token(app, api, client):

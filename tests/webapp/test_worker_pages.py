@@ -122,11 +122,26 @@ def test_workers_are_scoped_to_their_owner(app, client, auth):
                 f"/workers/{other}/tasks/1/log", "/workers/999999"):
         assert client.get(url).status_code == 404, url
     for url in (f"/workers/{other}/rename", f"/workers/{other}/delete", f"/workers/{other}/pairing-code",
-                f"/workers/{other}/config.json"):
-        assert client.post(url, data={"name": "mine now"}).status_code == 404, url
+                f"/workers/{other}/config.json", f"/workers/{other}/location"):
+        assert client.post(url, data={"name": "mine now", "location": "mine"}).status_code == 404, url
     with app.app_context():
         worker = db.session.get(Worker, other)
         assert worker.name == "Eve's node" and worker.deleted_at is None
+
+
+def test_location_set_by_the_provider_wins_over_the_ip(app, signed_in):
+    worker_id = add_worker(app, country="Germany")
+    assert "(from the worker's IP address)" in signed_in.get(f"/workers/{worker_id}").get_data(as_text=True)
+    response = signed_in.post(f"/workers/{worker_id}/location", data={"location": "Rack 4, Lyon"},
+                              follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "Location saved." in page and "Rack 4, Lyon" in page and "(set by you)" in page
+    page = signed_in.post(f"/workers/{worker_id}/location", data={"location": "x" * 200},
+                          follow_redirects=True).get_data(as_text=True)
+    assert "Could not set the location" in page
+    signed_in.post(f"/workers/{worker_id}/location", data={"location": ""})
+    with app.app_context():
+        assert db.session.get(Worker, worker_id).location_override is None
 
 
 def test_pages_need_a_login(client):

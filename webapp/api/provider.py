@@ -75,7 +75,15 @@ def provider_get_worker(worker_id: int):
 @user_token_required
 def provider_update_worker(worker_id: int):
     worker = worker_service.get_worker(g.user.id, worker_id)
-    worker_service.rename(worker, _name_from_body())
+    data = json_body()
+    if "name" not in data and "location" not in data:
+        raise ServiceError("nothing_to_change", "Send {\"name\": ...} and/or {\"location\": ...} (empty clears it).")
+    if "name" in data:
+        worker_service.clean_name(data["name"])  # check both fields before changing either
+    if "location" in data:
+        worker_service.set_location(worker, data["location"])
+    if "name" in data:
+        worker_service.rename(worker, data["name"])
     return jsonify(worker_service.serialize(worker))
 
 
@@ -180,9 +188,13 @@ OPENAPI_PATHS = {
         "parameters": [_WORKER_ID],
         "get": {"operationId": "getWorker", "tags": ["provider"], "security": _SECURITY, "summary": "One worker",
                 "responses": {"200": _json(_ref("Worker"), "The worker"), **_errors(401, 404)}},
-        "patch": {"operationId": "renameWorker", "tags": ["provider"], "security": _SECURITY,
-                  "summary": "Rename a worker", "requestBody": _NAME_BODY,
-                  "responses": {"200": _json(_ref("Worker"), "The renamed worker"), **_errors(400, 401, 404)}},
+        "patch": {"operationId": "updateWorker", "tags": ["provider"], "security": _SECURITY,
+                  "summary": "Rename a worker and/or set its location (overrides the IP lookup; empty clears it)",
+                  "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                      "type": "object", "minProperties": 1, "additionalProperties": True, "properties": {
+                          "name": {"type": "string", "minLength": 1, "maxLength": worker_service.NAME_MAX},
+                          "location": {"type": "string", "maxLength": worker_service.LOCATION_MAX}}}}}},
+                  "responses": {"200": _json(_ref("Worker"), "The updated worker"), **_errors(400, 401, 404)}},
         "delete": {"operationId": "deleteWorker", "tags": ["provider"], "security": _SECURITY,
                    "summary": "Delete a worker: its token stops working, its running task is handed back",
                    "responses": {"204": {"description": "Deleted"}, **_errors(401, 404)}},

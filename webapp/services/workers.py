@@ -54,6 +54,9 @@ def _pairing_minutes() -> int:
 
 # --- names ----------------------------------------------------------------------------------------
 
+LOCATION_MAX = 128
+
+
 def clean_name(name) -> str:
     """A worker name: 1..80 printable characters after stripping, or a 400 that says what is wrong."""
     if not isinstance(name, str):
@@ -328,6 +331,22 @@ def rename(worker: Worker, name: str) -> Worker:
     name = clean_name(name)
     begin_write_transaction(db.session)
     worker.name = name
+    db.session.commit()
+    return worker
+
+
+def set_location(worker: Worker, location) -> Worker:
+    """The provider's own location label, shown instead of the country looked up from the worker's IP;
+    an empty one clears it."""
+    if location is not None and not isinstance(location, str):
+        raise ServiceError("invalid_location", "A location is text, e.g. \"Berlin, DE\"; empty clears it.")
+    location = (location or "").strip()
+    if len(location) > LOCATION_MAX:
+        raise ServiceError("invalid_location", f"A location has at most {LOCATION_MAX} characters.")
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in location):
+        raise ServiceError("invalid_location", "A location cannot contain control characters or line breaks.")
+    begin_write_transaction(db.session)
+    worker.location_override = location or None
     db.session.commit()
     return worker
 

@@ -180,6 +180,30 @@ def rename(worker_id):
     return redirect(_safe_next(url_for("workers.index")))
 
 
+class WorkerLocationForm(FlaskForm):
+    location = StringField("Location", validators=[
+        Length(max=worker_service.LOCATION_MAX, message="A location has at most 128 characters.")])
+
+
+@bp.post("/<int:worker_id>/location")
+@login_required
+def set_location(worker_id):
+    """The provider's own location label (e.g. a farm's site), overriding the IP lookup; empty clears it."""
+    worker = _owned(worker_id)
+    form = WorkerLocationForm()
+    try:
+        if not form.validate_on_submit():
+            raise ServiceError("invalid_location", "; ".join(e for errs in form.errors.values() for e in errs))
+        worker_service.set_location(worker, form.location.data)
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(f"Could not set the location: {exc.message}", "error")
+    else:
+        flash("Location saved." if worker.location_override else "Location cleared: it follows the worker's IP.",
+              "success")
+    return redirect(url_for("workers.detail", worker_id=worker.id))
+
+
 @bp.post("/<int:worker_id>/delete")
 @login_required
 def delete(worker_id):
