@@ -26,6 +26,10 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 }
 
 
+# The top-level keys of worker.json this version reads; others are kept as they are.
+DOCUMENT_KEYS = frozenset({"server_url", "worker_id", "token", "data_dir", "settings", "ui"})
+
+
 class ConfigError(Exception):
     """The config file is missing something or is not ours; the message says what to do."""
 
@@ -61,6 +65,9 @@ class WorkerConfig:
     token: str | None = None
     settings: dict[str, Any] = field(default_factory=lambda: dict(SETTINGS_DEFAULTS))
     data_dir_explicit: bool = False  # given by --data-dir or the file: saved back into the file
+    ui: dict[str, Any] = field(default_factory=dict)  # the desktop UI's own preferences, kept as they are
+    # Top-level keys this version does not know (a newer app wrote them): written back untouched.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def paired(self) -> bool:
@@ -92,13 +99,15 @@ class WorkerConfig:
             path.mkdir(parents=True, exist_ok=True)
 
     def to_document(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"server_url": self.server_url, "worker_id": self.worker_id,
+        doc: dict[str, Any] = {**self.extra, "server_url": self.server_url, "worker_id": self.worker_id,
                                "token": self.token}
         if self.data_dir_explicit:
             doc["data_dir"] = str(self.data_dir)
         changed = {k: v for k, v in self.settings.items() if SETTINGS_DEFAULTS.get(k, object()) != v}
         if changed:
             doc["settings"] = changed
+        if self.ui:
+            doc["ui"] = self.ui
         return doc
 
     def save(self) -> None:
@@ -163,6 +172,9 @@ def load(config_path: str | os.PathLike | None = None,
     settings = doc.get("settings") or {}
     if isinstance(settings, dict):
         cfg.settings.update({k: v for k, v in settings.items() if k in SETTINGS_DEFAULTS})
+    if isinstance(doc.get("ui"), dict):
+        cfg.ui = doc["ui"]
+    cfg.extra = {k: v for k, v in doc.items() if k not in DOCUMENT_KEYS}
     return cfg
 
 

@@ -97,6 +97,10 @@ class EngineState:
     tasks_failed: int = 0
     outbox_pending: int = 0
     job_types: list[str] = field(default_factory=list)
+    # The benchmark: idle (none asked for since start), queued (runs between tasks), running, done
+    # (bench_score is its result) or failed (benchmark_error says why).
+    benchmark: str = "idle"
+    benchmark_error: str | None = None
 
 
 class _InstanceLock:
@@ -186,6 +190,9 @@ class Engine:
         self._hand_back = threading.Event()  # we are shutting down: give the task back
         self._heartbeat_stop = threading.Event()
         self._bench_requested = threading.Event()
+        self._hello_lock = threading.Lock()  # one renderer probe and hello at a time
+        self._hello_generation = 0  # a newer refresh_hello() supersedes an older one still retrying
+        self._renderer_error: str | None = None  # the error we set for a missing renderer, to clear it
         self._thread: threading.Thread | None = None
         self._last_progress_event = 0.0
         self._latest: Progress | None = None
@@ -292,8 +299,55 @@ class Engine:
 
     def request_benchmark(self) -> None:
         """Run the benchmark between tasks (never beside one: it would skew both)."""
+        if self.snapshot()["benchmark"] != "running":
+            self._update(benchmark="queued", benchmark_error=None)
         self._bench_requested.set()
         self._wake.set()
+
+    def set_blender_path(self, path: str | None) -> threading.Thread:
+        """Use the Blender at path (None: search for it again), save it, and tell the portal now."""
+        self.cfg.settings["blender_path"] = path or None
+        self.cfg.save()
+        return self.refresh_hello()
+
+    def refresh_hello(self) -> threading.Thread:
+        """Probe the renderers again and say hello with what is found, on a thread of its own (the probe
+        runs Blender; the portal may be slow). Clears a "not found" error once the renderer is there, so
+        the portal offers its jobs without a restart. Returns the thread (tests join it)."""
+        with self._lock:
+            self._hello_generation += 1
+            generation = self._hello_generation
+        thread = threading.Thread(target=self._refresh_hello, args=(generation,), name="pictor-hello",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _refresh_hello(self, generation: int) -> None:
+        delay = self.idle_backoff[0]
+        while not self._stop.is_set() and generation == self._hello_generation:
+            with self._hello_lock:
+                if generation != self._hello_generation:
+                    return
+                report = self.hello_report()
+                self._apply_renderers(report)
+                # Hello counts as a heartbeat: report what the engine is doing now, not "just started".
+                report["state"], report["message"] = self._presence()
+                try:
+                    answer = self.client.hello(report)
+                except (PortalUnreachable, PortalError) as exc:
+                    self._portal_problem(exc, "hello")
+                    if not retry_later(exc):  # refused: sending the same report again will not help
+                        return
+                else:
+                    if not self._stop.is_set():  # a stopped engine stays offline
+                        self._update(online=True)
+                    self._apply_hello(answer)
+                    log.info("renderers probed again; job types: %s",
+                             ", ".join(self.snapshot()["job_types"]) or "none")
+                    return
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.idle_backoff[1])
 
     def set_bid(self, bid: str | None) -> dict[str, Any]:
         """Set the custom bid (USD per compute hour, a decimal string) or None for the network average."""
@@ -478,11 +532,22 @@ class Engine:
                                   hardware=self.hardware, latest_app_version=self.latest_app_version,
                                   blender_path=self.cfg.settings.get("blender_path"))
 
+    def _apply_renderers(self, report: dict[str, Any]) -> None:
+        """Job types and the renderer error from a fresh hello report; other errors stay as they are."""
+        problem = self._renderer_problem(report["renderers"])
+        changes: dict[str, Any] = {"job_types": report["capabilities"]["job_types"]}
+        with self._lock:
+            current = self._state.error
+        if current is None or current == self._renderer_error:
+            changes["error"] = problem
+            self._renderer_error = problem
+        self._update(**changes)
+
     def _hello_until_ready(self, once: bool) -> int | None:
         delay = self.idle_backoff[0]
         report = self.hello_report()
         job_types = report["capabilities"]["job_types"]
-        self._update(job_types=job_types, error=self._renderer_problem(report["renderers"]))
+        self._apply_renderers(report)
         while not self._stop.is_set():
             try:
                 answer = self.client.hello(report)
@@ -549,7 +614,7 @@ class Engine:
         """Bench Score and connection speed, measured once when the portal has none yet."""
         settings = self.cfg.settings
         if settings.get("auto_benchmark") and answer.get("bench_score") is None and "render" in self._state.job_types:
-            self._bench_requested.set()
+            self.request_benchmark()
         marker = self.cfg.data_dir / "speedtest.json"
         try:
             last = json.loads(marker.read_text()).get("at", 0)
@@ -568,15 +633,17 @@ class Engine:
 
     def _benchmark(self) -> None:
         from . import bench
-        self._update(message="running the benchmark")
+        self._update(message="running the benchmark", benchmark="running", benchmark_error=None)
         try:
             outcome = bench.run_and_post(self.client, self.cfg, gpu_backend=self.gpu_backend)
-            self._update(bench_score=outcome["score"], message=f"Bench Score {outcome['score']}")
             if isinstance(outcome.get("answer"), dict):
                 self._apply_market(outcome["answer"])
+            self._update(bench_score=outcome["score"], message=f"Bench Score {outcome['score']}",
+                         benchmark="done")
         except Exception as exc:
             log.warning("benchmark failed: %s", exc)
-            self._update(message=f"benchmark failed: {exc}"[:200])
+            self._update(message=f"benchmark failed: {exc}"[:200], benchmark="failed",
+                         benchmark_error=(str(exc) or exc.__class__.__name__)[:300])
 
     # --- heartbeats --------------------------------------------------------------------------
 
@@ -584,8 +651,9 @@ class Engine:
         while not self._heartbeat_stop.wait(self.heartbeat_s):
             self.heartbeat()
 
-    def heartbeat(self) -> None:
-        snap = self.snapshot()
+    def _presence(self, snap: dict[str, Any] | None = None) -> tuple[str, str]:
+        """(state, message) as the portal's heartbeat and hello want them."""
+        snap = snap or self.snapshot()
         if snap["task_id"] is not None:
             state = "busy"
         elif snap["error"]:
@@ -595,7 +663,12 @@ class Engine:
         else:
             state = "idle"
         message = snap["error"] if state == "error" else (snap["progress_message"] or snap["message"])
-        report = {"state": state, "message": (message or "")[:500], "task_id": snap["task_id"],
+        return state, (message or "")[:500]
+
+    def heartbeat(self) -> None:
+        snap = self.snapshot()
+        state, message = self._presence(snap)
+        report = {"state": state, "message": message, "task_id": snap["task_id"],
                   "progress": snap["progress"] if snap["task_id"] is not None else None}
         try:
             answer = self.client.heartbeat(report)
@@ -695,6 +768,7 @@ class Engine:
                 if self._hand_back.is_set():
                     return self._give_back(task_id)
                 if exc.kind == "renderer_missing":
+                    self._renderer_error = exc.message  # refresh_hello() clears it once Blender is back
                     self._update(error=exc.message)
                 return self._report_failure(task_id, exc)
             finally:

@@ -70,3 +70,25 @@ def test_a_corrupt_config_file_is_a_config_error(tmp_path):
     path.write_text("{not json")
     with pytest.raises(config.ConfigError, match="cannot read"):
         config.load(path)
+
+
+def test_the_ui_section_and_keys_from_a_newer_app_survive_a_save(tmp_path):
+    path = tmp_path / "worker.json"
+    path.write_text(json.dumps({"server_url": "http://127.0.0.1:5000", "token": "t",
+                                "ui": {"idle_only": True, "idle_minutes": 7, "theme": "dark"},
+                                "telemetry": {"opt_in": False},
+                                "settings": {"blender_path": "/opt/blender/blender", "retired": 1}}))
+    cfg = config.load(path)
+    assert cfg.ui == {"idle_only": True, "idle_minutes": 7, "theme": "dark"}
+    cfg.ui["idle_minutes"] = 9
+    cfg.settings["auto_benchmark"] = False
+    cfg.save()
+    saved = json.loads(path.read_text())
+    assert saved["ui"] == {"idle_only": True, "idle_minutes": 9, "theme": "dark"}
+    assert saved["telemetry"] == {"opt_in": False}
+    assert saved["settings"] == {"blender_path": "/opt/blender/blender", "auto_benchmark": False}
+    assert (saved["server_url"], saved["token"]) == ("http://127.0.0.1:5000", "t")
+    # A fresh config has no ui section until the UI stores something in it.
+    fresh = config.load(tmp_path / "new.json")
+    fresh.save()
+    assert "ui" not in json.loads((tmp_path / "new.json").read_text())

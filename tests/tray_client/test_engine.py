@@ -356,3 +356,83 @@ def test_an_input_name_with_a_path_is_refused_before_any_download(cfg, client):
     assert "not a plain file name" in fail[2] and fail[3] is False
     assert "download" not in client.names() and FakeRunner.runs == []
     assert not (cfg.data_dir.parent / ".bashrc").exists()
+
+
+def test_the_benchmark_status_is_part_of_the_state(cfg, client, monkeypatch):
+    from tray_client import bench
+    outcomes = [RuntimeError("Blender crashed while rendering the benchmark scene"), 1234]
+    seen = []
+
+    def fake_bench(client_, cfg_, gpu_backend=None, repeat=1):
+        seen.append(engine.snapshot()["benchmark"])  # what a UI sees while it runs
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return {"score": outcome, "details": {}, "answer": {"bench_score": outcome}}
+    monkeypatch.setattr(bench, "run_and_post", fake_bench)
+    events = []
+    engine = make_engine(cfg, client, on_event=events.append)
+    assert engine.snapshot()["benchmark"] == "idle"
+    engine.request_benchmark()
+    assert engine.snapshot()["benchmark"] == "queued"  # at once: the UI can show it before the loop runs
+    engine.run(once=True)
+    snap = engine.snapshot()
+    assert seen == ["running"]
+    assert snap["benchmark"] == "failed" and "Blender crashed" in snap["benchmark_error"]
+    assert snap["bench_score"] == 1000  # the portal's score from hello is kept
+
+    events.clear()
+    engine.request_benchmark()
+    assert engine.snapshot()["benchmark_error"] is None
+    engine.run(once=True)
+    statuses = [e["state"]["benchmark"] for e in events]
+    assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "done"
+    done = next(e["state"] for e in events if e["state"]["benchmark"] == "done")
+    assert done["bench_score"] == 1234 and done["benchmark_error"] is None  # score and status together
+
+
+def blender_probe(data_dir=None, blender_path=None):
+    """Blender is found only where the provider points (as when it is installed somewhere unusual)."""
+    found = probe()
+    renderers = {"realesrgan": found["renderers"]["realesrgan"]}
+    if blender_path == "/opt/blender/blender":
+        renderers["blender"] = {"version": "3.4.1", "path": blender_path}
+    return {**found, "renderers": renderers}
+
+
+def test_choosing_blender_clears_the_error_and_tells_the_portal_without_a_restart(cfg, client):
+    engine = make_engine(cfg, client, probe=blender_probe)
+    thread = run_in_thread(engine)
+    try:
+        wait_until(lambda: engine.snapshot()["message"] == "waiting for work")
+        assert "Blender not found" in engine.snapshot()["error"] and engine.snapshot()["state"] == "error"
+        assert engine.snapshot()["job_types"] == ["upscale"]
+
+        engine.set_blender_path("/opt/blender/blender").join(10)
+        snap = engine.snapshot()
+        assert snap["error"] is None and snap["state"] == "idle" and snap["job_types"] == ["render", "upscale"]
+        hello = [c[1] for c in client.calls if c[0] == "hello"][-1]
+        assert hello["capabilities"]["job_types"] == ["render", "upscale"]
+        assert (hello["state"], hello["message"]) == ("idle", "waiting for work")  # not "just started"
+        assert hello["renderers"]["blender"]["path"] == "/opt/blender/blender"
+        assert config.load(cfg.path).settings["blender_path"] == "/opt/blender/blender"  # saved
+
+        # Another kind of error is not the renderer's to clear; a hello during a task says busy.
+        engine._update(error="disk full at /data: free space or lower the cache size", task_id=7)
+        engine.refresh_hello().join(10)
+        assert engine.snapshot()["error"].startswith("disk full")
+        assert [c[1] for c in client.calls if c[0] == "hello"][-1]["state"] == "busy"
+        engine._update(error=None, task_id=None)
+
+        # Pointed somewhere wrong again: the error is back, and a portal that is down gets it later.
+        client.unreachable = True
+        refresh = engine.set_blender_path("/nowhere/blender")
+        wait_until(lambda: "Blender not found at /nowhere/blender" in (engine.snapshot()["error"] or ""))
+        hellos = client.names().count("hello")
+        client.unreachable = False
+        refresh.join(10)
+        assert client.names().count("hello") == hellos + 1
+        assert [c[1] for c in client.calls if c[0] == "hello"][-1]["capabilities"]["job_types"] == ["upscale"]
+    finally:
+        engine.stop()
+        thread.join(10)

@@ -99,6 +99,59 @@ def test_autostart_writes_and_removes_an_xdg_desktop_file(tmp_path, monkeypatch)
     assert not system.autostart_enabled()
 
 
+def test_windows_autostart_uses_the_installed_launcher_when_there_is_one():
+    app = r"C:\Users\Ann Lee\AppData\Local\Programs\PictorWorker"
+    installed = {app + r"\Python\pythonw.exe", app + r"\pictor_worker_gui.pyw"}
+    # The installed app, as the installer's own Run entry starts it (plus a non-default config).
+    command = system.autostart_command(app + r"\Python\python.exe", "win32", installed.__contains__,
+                                       config_path=r"D:\cfg\worker.json")
+    assert command == [app + r"\Python\pythonw.exe", app + r"\pictor_worker_gui.pyw",
+                       "--config", r"D:\cfg\worker.json"]
+    assert system.subprocess.list2cmdline(command) == (
+        f'"{app}\\Python\\pythonw.exe" "{app}\\pictor_worker_gui.pyw" --config D:\\cfg\\worker.json')
+    # A developer's venv on Windows: no launcher beside it, so the module under pythonw.
+    venv = r"C:\src\pictor\.venv\Scripts"
+    command = system.autostart_command(venv + r"\python.exe", "win32", {venv + r"\pythonw.exe"}.__contains__)
+    assert command == [venv + r"\pythonw.exe", "-m", "tray_client", "gui"]
+    # Linux: the venv's pictor-worker script when there is one.
+    assert system.autostart_command("/opt/venv/bin/python", "linux", {"/opt/venv/bin/pictor-worker"}.__contains__,
+                                    data_dir="/srv/data") == ["/opt/venv/bin/pictor-worker", "gui",
+                                                              "--data-dir", "/srv/data"]
+    assert system.autostart_command("/usr/bin/python3", "linux", lambda _p: False) == [
+        "/usr/bin/python3", "-m", "tray_client", "gui"]
+
+
+def test_the_benchmark_status_comes_from_the_engine_state():
+    vm = ViewModel("https://portal.example", 7)
+
+    def event(**state):
+        return vm.apply_event({"kind": "state", "state": {"state": "idle", "online": True, "task_id": None,
+                                                          "bench_score": 900, **state}})
+    event(benchmark="idle")
+    assert not vm.bench_running and vm.headline()[0] == "Waiting for work"
+    vm.bench_requested = True  # the button: shown at once, before the engine's event arrives
+    assert vm.bench_running and vm.bench_text()[1] == "Starting the benchmark…"
+    event(benchmark="queued", task_id=5, state="busy")
+    assert not vm.bench_requested and vm.bench_running
+    assert vm.bench_text()[1].startswith("Queued")
+    event(benchmark="running", message="Bench Score 900")  # whatever the message, the field decides
+    assert vm.bench_running and vm.headline()[0] == "Running the benchmark"
+    assert vm.bench_text()[1].startswith("Running the benchmark")
+    event(benchmark="failed", benchmark_error="Blender crashed", message="looking for work")
+    assert not vm.bench_running and vm.feedback["bench"] == ("error", "The benchmark failed: Blender crashed")
+    assert vm.bench_text()[1] == "The benchmark failed: Blender crashed"
+    assert vm.headline()[0] == "Waiting for work"
+    # One the engine starts by itself (first run) shows too, and its result is announced.
+    event(benchmark="queued")
+    assert vm.bench_running
+    event(benchmark="running")
+    event(benchmark="done", bench_score=1234)
+    assert not vm.bench_running and vm.feedback["bench"] == ("ok", "New Bench Score: 1234")
+    assert vm.bench_text() == ("1234", "New Bench Score: 1234")
+    event(benchmark="done", bench_score=1234)  # later events change nothing
+    assert vm.feedback["bench"] == ("ok", "New Bench Score: 1234")
+
+
 def test_idle_detection_says_why_it_is_unavailable(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.setattr(system.sys, "platform", "linux")
@@ -178,7 +231,7 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
     cfg = config_mod.load(config_path, data_dir)
     engine = Engine(cfg, progress_interval=0.5, idle_backoff=(0.2, 1.0))
     idle = {"seconds": 5.0}  # seconds since the last keyboard or mouse input, as the OS would say
-    controller = Controller(engine, cfg, prefs_path=tmp_path / "ui.json", idle_probe=(lambda: idle["seconds"], ""))
+    controller = Controller(engine, cfg, idle_probe=(lambda: idle["seconds"], ""))
     controller.IDLE_CHECK_S = 0.2
     vm = controller.vm
     job = portal.submit_render(scene, (1, 1), samples=400)
@@ -222,7 +275,9 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
 
         # "Work only when idle": input seen -> paused by the rule; idle long enough -> resumed.
         assert controller.set_idle_only(True, "2") is None
-        assert json.loads((tmp_path / "ui.json").read_text()) == {"idle_only": True, "idle_minutes": 2}
+        assert json.loads(config_path.read_text())["ui"] == {"idle_only": True, "idle_minutes": 2}
+        assert Controller(engine, config_mod.load(config_path, data_dir),
+                          idle_probe=(lambda: 0.0, "")).vm.prefs == {"idle_only": True, "idle_minutes": 2}
         pump_until(controller, lambda v: v.state == "paused", what="paused while in use")
         assert vm.paused_by_idle and "2 min without keyboard or mouse input" in vm.headline()[1]
         idle["seconds"] = 121.0
@@ -272,6 +327,39 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
         controller.stop(lambda: stopped.append(True))
         pump_until(controller, lambda v: stopped, what="the engine to stop")
         assert vm.stopping and engine.snapshot()["message"] == "stopped"
+    finally:
+        engine.stop(hand_back=True)
+        engine.join(30)
+
+
+def test_choosing_blender_in_settings_clears_the_error_on_the_portal(portal, blender, realesrgan, tmp_path):
+    worker, config_path, data_dir = pair_worker(portal, tmp_path, "ui-blender-path")
+    cfg = config_mod.load(config_path, data_dir)
+    nowhere = str(tmp_path / "nowhere" / "blender")
+    cfg.settings["blender_path"] = nowhere
+    engine = Engine(cfg, idle_backoff=(0.2, 1.0))
+    engine.pause()  # only the renderer state matters here: no task from another test's job
+    controller = Controller(engine, cfg, idle_probe=(None, "not measured in this test"))
+    vm = controller.vm
+    engine.start()
+    try:
+        pump_until(controller, lambda v: v.snapshot.get("online") and v.state == "error", what="Blender not found")
+        assert "Blender not found" in vm.headline()[1]
+        assert portal.api("GET", f"/workers/{worker['id']}")["status"] == "error"
+
+        controller.set_blender_path(str(tmp_path / "still-nowhere"))
+        controller.wait_idle()
+        assert vm.feedback["renderer"][0] == "error" and cfg.settings["blender_path"] == nowhere
+
+        # The real Blender: saved, probed again and told to the portal, with no restart.
+        controller.set_blender_path(str(blender))
+        pump_until(controller, lambda v: v.state == "paused", what="the error to clear")
+        assert vm.feedback["renderer"][0] == "ok", vm.feedback
+        portal.wait_for(lambda: portal.api("GET", f"/workers/{worker['id']}")["status"] == "paused",
+                        what="the portal to see Blender")
+        assert json.loads(config_path.read_text())["settings"]["blender_path"] == str(blender)
+        pump_until(controller, lambda v: str(blender) in v.renderer_rows()[0][1], what="the renderer row")
+        assert "render" in engine.snapshot()["job_types"]
     finally:
         engine.stop(hand_back=True)
         engine.join(30)

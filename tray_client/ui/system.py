@@ -9,30 +9,47 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable
 
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
 RUN_VALUE = "PictorWorker"  # the name the Windows installer uses too: one entry, whoever writes it
 DESKTOP_FILE = "pictor-worker.desktop"
+LAUNCHER = "pictor_worker_gui.pyw"  # the installer's launcher: in the app folder, above its Python folder
 
 
 # --- start with the system ------------------------------------------------------------------------
 
 def launch_command(config_path: Path | None = None, data_dir: Path | None = None) -> list[str]:
     """How to start this copy of the app's GUI from a login script."""
-    folder = Path(sys.executable).parent
-    if sys.platform == "win32":
-        pythonw = folder / "pythonw.exe"
-        argv = [str(pythonw if pythonw.exists() else sys.executable), "-m", "tray_client", "gui"]
-    else:
-        script = folder / "pictor-worker"
-        argv = [str(script), "gui"] if script.exists() else [sys.executable, "-m", "tray_client", "gui"]
+    return autostart_command(sys.executable, sys.platform, os.path.exists, config_path, data_dir)
+
+
+def autostart_command(executable: str, platform: str, exists: Callable[[str], bool],
+                      config_path: Path | str | None = None, data_dir: Path | str | None = None) -> list[str]:
+    """The command line that starts the GUI of the app running under executable (pure: `exists` answers
+    for the file system, so Windows layouts are checked anywhere).
+
+    The Windows installer puts Python in <app>\\Python and its launcher <app>\\pictor_worker_gui.pyw
+    beside it (installer/pictor_worker.nsi): that launcher logs to a file and shows a message box when
+    the app cannot start, where plain pythonw.exe would fail silently at every sign-in."""
+    args = []
     if config_path is not None:
-        argv += ["--config", str(config_path)]
+        args += ["--config", str(config_path)]
     if data_dir is not None:
-        argv += ["--data-dir", str(data_dir)]
-    return argv
+        args += ["--data-dir", str(data_dir)]
+    if platform == "win32":
+        exe = PureWindowsPath(executable)
+        pythonw = exe.with_name("pythonw.exe")
+        python = str(pythonw) if exists(str(pythonw)) else executable
+        launcher = exe.parent.parent / LAUNCHER
+        if exists(str(launcher)):
+            return [python, str(launcher), *args]  # the launcher adds "gui" itself
+        return [python, "-m", "tray_client", "gui", *args]
+    script = PurePosixPath(executable).with_name("pictor-worker")
+    if exists(str(script)):
+        return [str(script), "gui", *args]
+    return [executable, "-m", "tray_client", "gui", *args]
 
 
 def autostart_desktop_path() -> Path:

@@ -6,7 +6,6 @@ tests drive both with a real engine against a real portal."""
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import re
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..api import PortalClient, PortalError, PortalUnreachable
-from ..config import WorkerConfig, write_private
+from ..config import WorkerConfig
 from . import system
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ POOL_RE = re.compile(r"^([a-z][a-z0-9+.-]{0,31}://)?[A-Za-z0-9.-]{1,200}:\d{1,5}
 STATE_TITLES = {"idle": "Idle", "busy": "Computing", "paused": "Paused", "error": "Needs attention",
                 "offline": "Offline"}
 JOB_TYPE_NAMES = {"render": "3D rendering", "upscale": "AI upscaling"}
-BENCH_RUNNING_MESSAGE = "running the benchmark"  # the engine's message while it benchmarks
+BENCH_ACTIVE = ("queued", "running")  # the engine's `benchmark` values while one is on its way
 
 
 class InvalidInput(ValueError):
@@ -203,12 +202,13 @@ class ViewModel:
                                       if reward else f"Task {task} done"))
         if snap.get("tasks_failed", 0) > before.get("tasks_failed", 0):
             notes.append(Notification("Task failed", snap.get("last_error") or "A task failed."))
-        if self.bench_requested and (snap.get("bench_score") != before.get("bench_score")
-                                     or str(snap.get("message", "")).startswith("benchmark failed")):
+        bench = snap.get("benchmark")
+        if bench in BENCH_ACTIVE:
+            self.bench_requested = False  # the engine has it: its own field says how it goes from here
+        elif bench in ("done", "failed") and before.get("benchmark") in BENCH_ACTIVE:
             self.bench_requested = False
-            failed = str(snap.get("message", "")).startswith("benchmark failed")
-            self.feedback["bench"] = ("error", snap["message"]) if failed else \
-                ("ok", f"New Bench Score: {snap.get('bench_score')}")
+            self.feedback["bench"] = ("ok", f"New Bench Score: {snap.get('bench_score')}") if bench == "done" \
+                else ("error", f"The benchmark failed: {snap.get('benchmark_error') or 'see the log file'}")
         for key in ("bid", "average_bid", "bench_score"):
             if snap.get(key) is not None and self.settings.get(key) != snap.get(key):
                 self.settings[key] = snap[key]
@@ -293,7 +293,7 @@ class ViewModel:
             return "Needs attention", text
         if state == "offline":
             message = str(s.get("message") or "")
-            if message in ("starting", "") or message.startswith("running the"):
+            if message in ("starting", "") or s.get("benchmark") == "running":
                 return "Connecting…", f"Checking this computer and connecting to {self.server_url}."
             if message == "stopped":
                 return "Stopped", "The worker has stopped; start the app again to earn."
@@ -302,7 +302,7 @@ class ViewModel:
                     else " Finished work is kept and sent when it is back.")
             return ("Offline", f"Cannot reach the portal at {self.server_url}. Check your internet connection;"
                                f" the app keeps retrying.{keep}")
-        if str(s.get("message", "")) == BENCH_RUNNING_MESSAGE:
+        if s.get("benchmark") == "running":
             return "Running the benchmark", "Measuring this computer's speed: tasks resume in a minute."
         return ("Waiting for work", "Connected. Tasks start automatically when the network has some; "
                                     "a lower bid (Settings) attracts more jobs.")
@@ -425,8 +425,8 @@ class ViewModel:
     def bench_text(self) -> tuple[str, str]:
         """(score, status) for "Your Bench Score"."""
         score = str(self.bench_score) if self.bench_score else "Not measured yet"
-        if self.bench_requested:
-            if self.snapshot.get("message") == BENCH_RUNNING_MESSAGE:
+        if self.bench_running:
+            if self.snapshot.get("benchmark") == "running":
                 return score, "Running the benchmark: rendering a fixed scene…"
             if self.busy:
                 return score, "Queued: the benchmark runs when the current task is done."
@@ -440,7 +440,8 @@ class ViewModel:
 
     @property
     def bench_running(self) -> bool:
-        return self.bench_requested
+        """Asked for (by the button, or by the engine on a first start) and not finished yet."""
+        return self.bench_requested or self.snapshot.get("benchmark") in BENCH_ACTIVE
 
     def renderer_rows(self) -> list[tuple[str, str]]:
         renderers = self.hardware.get("renderers") if self.hardware else None
@@ -494,14 +495,13 @@ class Controller:
     IDLE_CHECK_S = 10.0
 
     def __init__(self, engine, cfg: WorkerConfig, vm: ViewModel | None = None,
-                 client: PortalClient | None = None, prefs_path: Path | None = None,
+                 client: PortalClient | None = None,
                  idle_probe: tuple[Callable[[], float] | None, str] | None = None):
         self.engine = engine
         self.cfg = cfg
         self.vm = vm or ViewModel(cfg.server_url, cfg.worker_id)
         # Its own session: the engine's is busy with long downloads and uploads.
         self.client = client or PortalClient(cfg.server_url, cfg.token, timeout=(5.0, 15.0), attempts=2)
-        self.prefs_path = prefs_path or cfg.path.with_name("ui.json")
         self._results: queue.Queue[tuple[Callable[..., None], Any, BaseException | None]] = queue.Queue()
         self._running: set[str] = set()
         self._hardware_seen: dict[str, Any] | None = None
@@ -709,12 +709,17 @@ class Controller:
                 self.vm.feedback["renderer"] = ("error", str(error))
                 return
             path, version = result
-            self.cfg.settings["blender_path"] = str(path) if wanted else None
-            self.cfg.save()
+            try:
+                # Saves it, probes again and tells the portal (off this thread): render jobs come now.
+                self.engine.set_blender_path(str(path) if wanted else None)
+            except OSError as exc:
+                self.vm.feedback["renderer"] = ("error", f"Not saved: {exc}")
+                return
+            # Shown at once; the engine's new hardware report replaces it when its probe is done.
             renderers = dict(self.vm.hardware.get("renderers") or {})
             renderers["blender"] = {"path": str(path), "version": version}
             self.vm.hardware = {**self.vm.hardware, "renderers": renderers}
-            self.vm.feedback["renderer"] = ("ok", f"Using Blender {version}: the next task renders with it.")
+            self.vm.feedback["renderer"] = ("ok", f"Using Blender {version}, and the portal is told.")
         self._background("renderer", work, done)
 
     def set_autostart(self, enabled: bool) -> None:
@@ -789,24 +794,21 @@ class Controller:
             self.engine.join(timeout)
         self._background("stop", work, lambda _r, _e: done())
 
-    # --- preferences kept by the UI ------------------------------------------------------------
+    # --- preferences kept by the UI (the config file's "ui" section) ----------------------------
 
     def _load_prefs(self) -> None:
-        try:
-            doc = json.loads(self.prefs_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return
-        if isinstance(doc, dict):
-            if isinstance(doc.get("idle_only"), bool):
-                self.vm.prefs["idle_only"] = doc["idle_only"] and self.vm.idle_available
-            if isinstance(doc.get("idle_minutes"), int) and 1 <= doc["idle_minutes"] <= 240:
-                self.vm.prefs["idle_minutes"] = doc["idle_minutes"]
+        doc = self.cfg.ui
+        if isinstance(doc.get("idle_only"), bool):
+            self.vm.prefs["idle_only"] = doc["idle_only"] and self.vm.idle_available
+        if isinstance(doc.get("idle_minutes"), int) and 1 <= doc["idle_minutes"] <= 240:
+            self.vm.prefs["idle_minutes"] = doc["idle_minutes"]
 
     def _save_prefs(self) -> None:
+        self.cfg.ui.update(self.vm.prefs)
         try:
-            write_private(self.prefs_path, json.dumps(self.vm.prefs, indent=2) + "\n")
+            self.cfg.save()
         except OSError as exc:
-            log.warning("cannot save %s: %s", self.prefs_path, exc)
+            log.warning("cannot save %s: %s", self.cfg.path, exc)
 
 
 def _default_config_path() -> Path:
