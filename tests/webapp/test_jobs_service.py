@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing
+from webapp import money
 from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import Job, JobInput, JobStatus, StoredFile, Task, TaskOutput, TaskStatus, User
@@ -137,7 +138,12 @@ def test_render_spec_rejects_each_bad_field(ctx, field, value):
     {"format": "OPEN_EXR", "engine": "BLENDER_WORKBENCH", "device": "gpu"},
 ])
 def test_render_spec_accepts_the_edges(ctx, changes):
-    jobs.validate_render_spec(render_spec(**changes))
+    spec = jobs.validate_render_spec(render_spec(**changes))
+    for key, value in changes.items():
+        if key == "max_price":  # normalised to the six-place decimal string of the JSON API
+            assert spec[key] == money.fmt(money.to_micros(value))
+        else:
+            assert spec[key] == (int(value) if isinstance(value, str) and value.isdigit() else value)
 
 
 def test_reversed_range_is_explained(ctx):
