@@ -429,13 +429,9 @@ class Engine:
             try:
                 task, retry_after = self.client.claim()
             except (PortalUnreachable, PortalError) as exc:
-                code = self._portal_problem(exc, "claim")
+                code, delay = self._back_off(exc, "claim", once, delay)
                 if code is not None:
                     return code
-                if once and retry_later(exc):
-                    return EXIT_UNREACHABLE
-                self._sleep(delay)
-                delay = min(delay * 2, self.idle_backoff[1])
                 continue
             self._update(online=True)
             if task is None:
@@ -457,6 +453,17 @@ class Engine:
     def _sleep(self, seconds: float) -> None:
         self._wake.wait(max(0.0, seconds))
         self._wake.clear()
+
+    def _back_off(self, exc: Exception, what: str, once: bool, delay: float) -> tuple[int | None, float]:
+        """After a failed call: an exit code when there is no point going on (or, with --once, when the
+        portal is down), else wait `delay` and return the doubled delay for the next try."""
+        code = self._portal_problem(exc, what)
+        if code is None and once and retry_later(exc):
+            code = EXIT_UNREACHABLE
+        if code is None:
+            self._sleep(delay)
+            delay = min(delay * 2, self.idle_backoff[1])
+        return code, delay
 
     def _portal_problem(self, exc: Exception, what: str) -> int | None:
         """Show what went wrong; an exit code when there is no point going on."""
@@ -553,13 +560,9 @@ class Engine:
                 answer = self.client.hello(report)
                 break
             except (PortalUnreachable, PortalError) as exc:
-                code = self._portal_problem(exc, "hello")
+                code, delay = self._back_off(exc, "hello", once, delay)
                 if code is not None:
                     return code
-                if once and retry_later(exc):
-                    return EXIT_UNREACHABLE
-                self._sleep(delay)
-                delay = min(delay * 2, self.idle_backoff[1])
         else:
             return EXIT_OK
         self._apply_hello(answer)

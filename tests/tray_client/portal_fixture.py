@@ -125,13 +125,18 @@ class Portal:
         return response.content
 
     def wait_for(self, predicate, timeout: float = 60, interval: float = 0.3, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_for(predicate, timeout, interval, what)
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.3, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy (returned), or fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pair_worker(portal: Portal, home: Path, name: str = "test-node") -> tuple[dict, Path, Path]:

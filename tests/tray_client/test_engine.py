@@ -16,7 +16,7 @@ from tray_client.engine import (EXIT_ALREADY_RUNNING, EXIT_AUTH, EXIT_OK, EXIT_T
 from tray_client.outbox import Outbox
 from tray_client.runners import UnknownJobType
 from tray_client.runners.base import InvalidParams, Progress, RunFailed, RunResult
-from tests.tray_client.portal_fixture import FakeClient
+from tests.tray_client.portal_fixture import FakeClient, wait_for
 
 BLEND = b"BLENDER-v304 fake scene"
 SHA = hashlib.sha256(BLEND).hexdigest()
@@ -107,13 +107,9 @@ def run_in_thread(engine):
     return thread
 
 
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    raise AssertionError("condition not reached")
+def wait_until(predicate):
+    """The fake portal answers at once: poll fast, give up after 10 s."""
+    return wait_for(predicate, timeout=10.0, interval=0.01)
 
 
 def test_a_task_is_downloaded_run_uploaded_and_completed(cfg, client):

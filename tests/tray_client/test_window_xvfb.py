@@ -17,7 +17,7 @@ import pytest
 from tray_client.ui.icons import colour
 from tray_client.ui.window import ERROR, PROGRESS
 
-from .portal_fixture import WORKER
+from .portal_fixture import WORKER, wait_for
 from .ui_helpers import (ARTIFACTS, Display, FakeSystemTray, count_colour, differs, hex_rgb, shared_portal)
 
 MAIN_TITLE = "^Pictor Worker$"
@@ -33,16 +33,6 @@ def display():
 @pytest.fixture(scope="module")
 def portal(request, tmp_path_factory):
     return shared_portal(request, tmp_path_factory)
-
-
-def wait_for(predicate, timeout=60.0, interval=0.25, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_the_desktop_app_pairs_renders_and_syncs_settings(display, portal, scene, tmp_path):
