@@ -8,23 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import create_token, missing
+from tests.conftest import create_token
 from webapp.api import openapi
 from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import Job, JobInput, StoredFile, Task, TaskStatus
 
-from .blend_fixture import FAKE_BLEND, finish_task, image_bytes, make_blends, zip_bytes
+from .blend_fixture import FAKE_BLEND, finish_task, image_bytes, zip_bytes
 
 NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="session")
-def real_blend(tmp_path_factory):
-    blends = make_blends(tmp_path_factory.mktemp("api-blends"))
-    if blends is None:
-        missing("Blender is not installed (Debian package 'blender')")
-    return blends["compressed"]
 
 
 def _client(client, token):
@@ -73,8 +65,8 @@ def test_submit_render_job_returns_201_and_the_job(api):
     assert api.get(f"/jobs/{job['id']}").get_json()["tasks"] == job["tasks"]
 
 
-def test_real_compressed_blend_is_accepted_through_the_api(api, real_blend):
-    response = submit_render(api, blend=real_blend.read_bytes(), filename="scene.blend")
+def test_real_compressed_blend_is_accepted_through_the_api(api, real_blends):
+    response = submit_render(api, blend=real_blends["compressed"].read_bytes(), filename="scene.blend")
     assert response.status_code == 201, response.get_json()
 
 

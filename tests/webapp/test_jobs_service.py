@@ -9,24 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing
 from webapp import money
 from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import Job, JobInput, JobStatus, StoredFile, Task, TaskOutput, TaskStatus, User
 from webapp.services import Conflict, ServiceError, accounts, jobs, storage, thumbnails
 
-from .blend_fixture import FAKE_BLEND, finish_task, image_bytes, make_blends, zip_bytes
+from .blend_fixture import FAKE_BLEND, finish_task, image_bytes, zip_bytes
 
 NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="session")
-def real_blends(tmp_path_factory):
-    blends = make_blends(tmp_path_factory.mktemp("blends"))
-    if blends is None:
-        missing("Blender is not installed (Debian package 'blender')")
-    return blends
 
 
 @pytest.fixture

@@ -1,0 +1,16 @@
+"""Fixtures for the portal's tests beyond tests/conftest.py."""
+
+import pytest
+
+from tests.conftest import missing
+
+from .blend_fixture import make_blends
+
+
+@pytest.fixture(scope="session")
+def real_blends(tmp_path_factory):
+    """Plain and compressed .blend files saved by the real Blender, made once per run."""
+    blends = make_blends(tmp_path_factory.mktemp("blends"))
+    if blends is None:
+        missing("Blender is not installed (Debian package 'blender')")
+    return blends
