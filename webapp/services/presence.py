@@ -113,15 +113,23 @@ def close_stale_intervals(now: datetime | None = None) -> int:
 
 def current_uptime_seconds(worker: Worker, now: datetime | None = None) -> int:
     """Continuous online time of the worker's open interval; 0 when it is offline."""
+    return current_uptimes([worker.id], now)[worker.id]
+
+
+def current_uptimes(worker_ids: list[int], now: datetime | None = None) -> dict[int, int]:
+    """current_uptime_seconds() for a page of workers, in one query."""
     now = now or utcnow()
-    latest = db.session.execute(
-        db.select(PresenceInterval.started_at, PresenceInterval.ended_at)
-        .where(PresenceInterval.worker_id == worker.id)
-        .order_by(PresenceInterval.ended_at.desc()).limit(1)
-    ).first()
-    if latest is None or latest.ended_at < now - _offline_after():
-        return 0
-    return max(0, int((now - latest.started_at).total_seconds()))
+    result = dict.fromkeys(worker_ids, 0)
+    if not worker_ids:
+        return result
+    latest_end = {}
+    for worker_id, started, ended in db.session.execute(
+            db.select(PresenceInterval.worker_id, PresenceInterval.started_at, PresenceInterval.ended_at)
+            .where(PresenceInterval.worker_id.in_(worker_ids), PresenceInterval.ended_at >= now - _offline_after())):
+        if ended > latest_end.get(worker_id, ended - timedelta(microseconds=1)):  # the open one: latest end
+            latest_end[worker_id] = ended
+            result[worker_id] = max(0, int((now - started).total_seconds()))
+    return result
 
 
 def uptime_percent(worker_ids: list[int], now: datetime | None = None, days: int = 30) -> dict[int, float]:

@@ -373,12 +373,15 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat() if value else None
 
 
-def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float | None = None) -> dict:
+def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float | None = None,
+              uptime_seconds: int | None = None) -> dict:
     """The SPEC's Worker shape (provider API); money as decimal strings."""
     from . import presence
     now = now or utcnow()
     if uptime_percent is None:
         uptime_percent = presence.uptime_percent([worker.id], now=now).get(worker.id, 0.0)
+    if uptime_seconds is None:
+        uptime_seconds = presence.current_uptime_seconds(worker, now=now)
     return {
         "id": worker.id,
         "name": worker.name,
@@ -395,7 +398,7 @@ def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float
         "ram_mb": worker.ram_mb,
         "earnings": fmt(worker.earnings_micros),
         "compute_seconds": round(worker.compute_seconds or 0.0, 3),
-        "uptime_seconds": int(presence.current_uptime_seconds(worker, now=now)),
+        "uptime_seconds": int(uptime_seconds),
         "uptime_percent_30d": round(float(uptime_percent), 2),
         "bid": fmt(worker.bid_micros) if worker.bid_micros is not None else None,
         "bench_score": worker.bench_score,
@@ -406,11 +409,12 @@ def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float
 
 
 def serialize_many(workers: list[Worker], now: datetime | None = None) -> list[dict]:
-    """serialize() for a page of workers with one uptime query for all of them."""
+    """serialize() for a page of workers with one query per uptime figure for all of them."""
     from . import presence
     now = now or utcnow()
-    percents = presence.uptime_percent([w.id for w in workers], now=now) if workers else {}
-    return [serialize(w, now, uptime_percent=percents.get(w.id, 0.0)) for w in workers]
+    ids = [w.id for w in workers]
+    percents, currents = presence.uptime_percent(ids, now=now), presence.current_uptimes(ids, now=now)
+    return [serialize(w, now, uptime_percent=percents[w.id], uptime_seconds=currents[w.id]) for w in workers]
 
 
 # --- a worker's tasks -----------------------------------------------------------------------------

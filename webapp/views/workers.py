@@ -99,22 +99,16 @@ def server_url() -> str:
     return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
 
 
-def row_view(worker, now, percent: float | None = None) -> dict:
-    """What one table row shows about a worker."""
-    if percent is None:
-        percent = presence.uptime_percent([worker.id], now=now).get(worker.id, 0.0)
-    status = worker_service.status_of(worker, now).value
-    return {
-        "worker": worker,
-        "status": status,
-        "uptime_seconds": 0 if status in ("offline", "pending") else presence.current_uptime_seconds(worker, now=now),
-        "uptime_percent": float(percent or 0.0),
-    }
-
-
 def _rows(items, now) -> list[dict]:
-    percents = presence.uptime_percent([w.id for w in items], now=now) if items else {}
-    return [row_view(w, now, percents.get(w.id, 0.0)) for w in items]
+    """What each table row shows about a worker, with one query per uptime figure for the page."""
+    ids = [w.id for w in items]
+    percents, currents = presence.uptime_percent(ids, now=now), presence.current_uptimes(ids, now=now)
+    rows = []
+    for worker in items:
+        status = worker_service.status_of(worker, now).value
+        rows.append({"worker": worker, "status": status, "uptime_percent": float(percents[worker.id] or 0.0),
+                     "uptime_seconds": 0 if status in ("offline", "pending") else currents[worker.id]})
+    return rows
 
 
 # --- Worker Management -------------------------------------------------------------------------------
@@ -170,7 +164,7 @@ def rename(worker_id):
         # The row, swapped in place; with its rename form still open when the name was refused.
         now = utcnow()
         response = current_app.make_response(render_template(
-            "workers/_row.html", row=row_view(worker, now), now=now, rename_error=error,
+            "workers/_row.html", row=_rows([worker], now)[0], now=now, rename_error=error,
             rename_value=form.name.data, next_url=_safe_next(url_for("workers.index")), delete_form=EmptyForm()))
         return response
     if error:
