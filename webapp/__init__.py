@@ -1,6 +1,5 @@
 """The Worker Portal application factory: wiring only."""
 
-import importlib
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -12,11 +11,6 @@ from .extensions import csrf, db, htmx, limiter, login_manager, migrate
 from .services import ServiceError
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Blueprint modules; each exposes `bp`. API modules add routes to webapp.api.bp.
-VIEW_MODULES = ["auth", "account", "main", "workers", "jobs"]
-API_MODULES = ["provider", "worker", "jobs", "openapi"]
-
 
 def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(ROOT / "instance"), instance_relative_config=True,
@@ -44,11 +38,12 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import models  # noqa: F401  (tables registered on db.metadata)
 
-    for name in VIEW_MODULES:
-        app.register_blueprint(importlib.import_module(f"webapp.views.{name}").bp)
+    from .views import account, auth, jobs, main, workers
+    for module in (auth, account, main, workers, jobs):
+        app.register_blueprint(module.bp)
+    # The API modules add their routes to one /api/v1 blueprint; openapi imports all of them.
     from .api import bp as api_bp
-    for name in API_MODULES:
-        importlib.import_module(f"webapp.api.{name}")
+    from .api import openapi  # noqa: F401
     app.register_blueprint(api_bp)
 
     from . import filters

@@ -31,7 +31,7 @@ JOBS = [
     PeriodicJob("lease_reaper", "dispatch:reap_expired_leases", 15),
     PeriodicJob("presence_sweep", "presence:close_stale_intervals", 60),
     PeriodicJob("daily_rollup", "stats:rollup_recent", 300),
-    PeriodicJob("output_retention", "jobs:purge_old_outputs", 3600),
+    PeriodicJob("output_retention", "outputs:purge_old_outputs", 3600),
 ]
 
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"

@@ -128,8 +128,8 @@ def test_detail_fragment_stops_polling_once_the_job_is_done(client, creator):
     with client.application.app_context():
         for task in db.session.execute(db.select(Task).where(Task.job_id == job_id)).scalars():
             finish_task(task, {f"frame_{task.seq:04d}.png": image_bytes(color=(task.seq, 0, 0))})
-        from webapp.services import jobs
-        jobs.roll_up_status(db.session.get(Job, job_id))
+        from webapp.services import dispatch
+        dispatch.roll_up_status(db.session.get(Job, job_id))
         db.session.commit()
     fragment = client.get(f"/jobs/{job_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "hx-trigger" not in fragment and "badge-completed" in fragment

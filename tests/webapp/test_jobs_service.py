@@ -13,7 +13,7 @@ from webapp import money
 from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import Job, JobInput, JobStatus, StoredFile, Task, TaskOutput, TaskStatus, User
-from webapp.services import Conflict, ServiceError, accounts, jobs, storage, thumbnails
+from webapp.services import Conflict, NotFound, ServiceError, accounts, dispatch, jobs, outputs, permissions, storage, thumbnails, uploads
 
 from .blend_fixture import FAKE_BLEND, finish_task, image_bytes, zip_bytes
 
@@ -184,22 +184,22 @@ def test_models_include_the_real_esrgan_pair_and_the_named_classical_fallback():
 # --- .blend files -----------------------------------------------------------------------------------
 
 def test_blend_header_check(monkeypatch):
-    assert jobs.check_blend_header(FAKE_BLEND) == "plain"
-    assert jobs.check_blend_header(gzip.compress(FAKE_BLEND)[:4096]) == "gzip"
+    assert uploads.check_blend_header(FAKE_BLEND) == "plain"
+    assert uploads.check_blend_header(gzip.compress(FAKE_BLEND)[:4096]) == "gzip"
     for junk in (b"hello, I am a text file", gzip.compress(b"not a blend at all"), image_bytes(), b"\x1f\x8bjunk"):
-        with pytest.raises(jobs.InputError) as exc:
-            jobs.check_blend_header(junk)
+        with pytest.raises(uploads.InputError) as exc:
+            uploads.check_blend_header(junk)
         assert exc.value.code == "not_a_blend" and exc.value.field == "blend"
     zstd_text = b"\x28\xb5\x2f\xfd" + b"\x00" * 20
     monkeypatch.setitem(sys.modules, "zstandard", None)  # without the module only the magic is checked
-    assert jobs.check_blend_header(zstd_text) == "zstd"
+    assert uploads.check_blend_header(zstd_text) == "zstd"
 
 
 def test_zstd_blend_is_decompressed_when_zstandard_is_installed():
     zstandard = pytest.importorskip("zstandard")
-    assert jobs.check_blend_header(zstandard.ZstdCompressor().compress(FAKE_BLEND)) == "zstd"
-    with pytest.raises(jobs.InputError):
-        jobs.check_blend_header(zstandard.ZstdCompressor().compress(b"plain text, renamed to .blend"))
+    assert uploads.check_blend_header(zstandard.ZstdCompressor().compress(FAKE_BLEND)) == "zstd"
+    with pytest.raises(uploads.InputError):
+        uploads.check_blend_header(zstandard.ZstdCompressor().compress(b"plain text, renamed to .blend"))
 
 
 @pytest.mark.parametrize("kind", ["plain", "compressed"])
@@ -214,7 +214,7 @@ def test_real_blend_from_blender_is_accepted(app, user, real_blends, kind):
 
 def test_renamed_text_file_is_rejected_and_nothing_is_stored(app, user):
     before = snapshot(app)
-    with pytest.raises(jobs.InputError) as exc:
+    with pytest.raises(uploads.InputError) as exc:
         render_job(user, data=b"just some notes\n" * 100, filename="scene.blend")
     assert exc.value.code == "not_a_blend"
     assert snapshot(app) == before
@@ -247,9 +247,9 @@ def test_an_error_while_storing_rolls_back_rows_and_new_blob_files(app, user, mo
 
 
 def test_oversized_blend_is_refused_with_413(app, user, monkeypatch):
-    monkeypatch.setattr(jobs, "BLEND_MAX_BYTES", 100)
+    monkeypatch.setattr(uploads, "BLEND_MAX_BYTES", 100)
     before = snapshot(app)
-    with pytest.raises(jobs.InputError) as exc:
+    with pytest.raises(uploads.InputError) as exc:
         render_job(user)
     assert exc.value.status == 413 and exc.value.field == "blend"
     assert snapshot(app) == before
@@ -287,7 +287,7 @@ def test_identical_images_in_one_job_are_stored_once(app, user):
 ])
 def test_bad_images_are_rejected_and_nothing_is_stored(app, user, data, code):
     before = snapshot(app)
-    with pytest.raises(jobs.InputError) as exc:
+    with pytest.raises(uploads.InputError) as exc:
         jobs.submit_upscale_job(user, upscale_spec(),
                                 [("ok.png", io.BytesIO(image_bytes())), ("bad.png", io.BytesIO(data))])
     assert exc.value.code == code and exc.value.field == "images"
@@ -295,9 +295,9 @@ def test_bad_images_are_rejected_and_nothing_is_stored(app, user, data, code):
 
 
 def test_upload_needs_images_or_one_archive(user):
-    with pytest.raises(jobs.InputError):
+    with pytest.raises(uploads.InputError):
         jobs.submit_upscale_job(user, upscale_spec(), [])
-    with pytest.raises(jobs.InputError):
+    with pytest.raises(uploads.InputError):
         jobs.submit_upscale_job(user, upscale_spec(), [("a.png", io.BytesIO(image_bytes()))],
                                 ("a.zip", io.BytesIO(zip_bytes({"b.png": image_bytes()}))))
 
@@ -323,7 +323,7 @@ def test_zip_of_images_skips_folders_and_archiver_debris(user):
 ])
 def test_unsafe_or_bad_archives_are_rejected_and_nothing_is_stored(app, user, members, symlinks, code):
     before = snapshot(app)
-    with pytest.raises(jobs.InputError) as exc:
+    with pytest.raises(uploads.InputError) as exc:
         jobs.submit_upscale_job(user, upscale_spec(),
                                 archive=("a.zip", io.BytesIO(zip_bytes(members, symlinks=symlinks))))
     assert exc.value.code == code and exc.value.field == "archive", exc.value.message
@@ -333,17 +333,17 @@ def test_unsafe_or_bad_archives_are_rejected_and_nothing_is_stored(app, user, me
 def test_archive_limits_on_members_total_size_and_corruption(app, user, monkeypatch):
     before = snapshot(app)
     many = {f"{i}.png": image_bytes() for i in range(4)}
-    monkeypatch.setattr(jobs, "ARCHIVE_MAX_MEMBERS", 3)
-    with pytest.raises(jobs.InputError, match="entries"):
+    monkeypatch.setattr(uploads, "ARCHIVE_MAX_MEMBERS", 3)
+    with pytest.raises(uploads.InputError, match="entries"):
         jobs.submit_upscale_job(user, upscale_spec(), archive=("a.zip", io.BytesIO(zip_bytes(many))))
-    monkeypatch.setattr(jobs, "ARCHIVE_MAX_MEMBERS", 1000)
-    monkeypatch.setattr(jobs, "ARCHIVE_MAX_TOTAL", len(image_bytes()) * 2)
-    with pytest.raises(jobs.InputError) as exc:
+    monkeypatch.setattr(uploads, "ARCHIVE_MAX_MEMBERS", 1000)
+    monkeypatch.setattr(uploads, "ARCHIVE_MAX_TOTAL", len(image_bytes()) * 2)
+    with pytest.raises(uploads.InputError) as exc:
         jobs.submit_upscale_job(user, upscale_spec(),
                                 archive=("a.zip", io.BytesIO(zip_bytes(many, zipfile.ZIP_STORED))))
     assert exc.value.code == "archive_too_large" and exc.value.status == 413
     for junk in (b"PK\x03\x04 not really a zip", zip_bytes({"a.png": image_bytes()})[:-30]):
-        with pytest.raises(jobs.InputError) as exc:
+        with pytest.raises(uploads.InputError) as exc:
             jobs.submit_upscale_job(user, upscale_spec(), archive=("a.zip", io.BytesIO(junk)))
         assert exc.value.code == "bad_archive"
     assert snapshot(app) == before
@@ -355,7 +355,7 @@ def _statuses(job, *statuses):
     for task, status in zip(sorted(job.tasks, key=lambda t: t.seq), statuses):
         task.status = TaskStatus(status)
     db.session.flush()
-    return jobs.roll_up_status(job)
+    return dispatch.roll_up_status(job)
 
 
 def test_job_status_rolls_up_from_its_tasks(user):
@@ -417,8 +417,8 @@ def test_job_listing_is_owner_scoped_and_paged(app, user):
     page = jobs.list_jobs(user.id, per_page=2)
     assert (page.total, page.pages, len(page.items)) == (3, 2, 2)
     assert all(j.owner_id == user.id for j in page.items)
-    with pytest.raises(jobs.NotFound):
-        jobs.get_job(user.id, jobs.list_jobs(other.id).items[0].id)
+    with pytest.raises(NotFound):
+        permissions.owned_job(user.id, jobs.list_jobs(other.id).items[0].id)
 
 
 # --- Cancel and requeue -----------------------------------------------------------------------------
@@ -428,27 +428,27 @@ def test_cancel_stops_queued_tasks_and_cannot_be_repeated(user):
     a = sorted(job.tasks, key=lambda t: t.seq)[0]
     finish_task(a, {"frame_0001.png": image_bytes()})
     db.session.commit()
-    jobs.cancel(job)
+    dispatch.cancel(job)
     db.session.expire_all()
     assert job.status == JobStatus.CANCELED
     assert sorted(t.status.value for t in job.tasks) == ["canceled", "canceled", "completed"]
     with pytest.raises(Conflict):
-        jobs.cancel(job)
+        dispatch.cancel(job)
 
 
 def test_requeue_puts_failed_tasks_back(user):
     job = render_job(user)
     with pytest.raises(Conflict):
-        jobs.requeue_failed(job)
+        dispatch.requeue_failed(job)
     tasks = sorted(job.tasks, key=lambda t: t.seq)
     finish_task(tasks[0], {"frame_0001.png": image_bytes()})
     tasks[1].status, tasks[2].status = TaskStatus.FAILED, TaskStatus.FAILED
     tasks[1].message = "Blender crashed"
     db.session.flush()
-    jobs.roll_up_status(job)
+    dispatch.roll_up_status(job)
     db.session.commit()
     assert job.status == JobStatus.FAILED
-    assert jobs.requeue_failed(job) == 2
+    assert dispatch.requeue_failed(job) == 2
     db.session.expire_all()
     assert sorted(t.status.value for t in job.tasks) == ["completed", "queued", "queued"]
     assert job.status == JobStatus.RUNNING and job.finished_at is None
@@ -457,7 +457,7 @@ def test_requeue_puts_failed_tasks_back(user):
 # --- Outputs: zip, purge, thumbnails ----------------------------------------------------------------
 
 def _zip_of(job) -> zipfile.ZipFile:
-    pieces = list(jobs.stream_outputs_zip(job))
+    pieces = list(outputs.stream_outputs_zip(job))
     assert all(isinstance(p, bytes) and p for p in pieces)
     archive = zipfile.ZipFile(io.BytesIO(b"".join(pieces)))
     assert archive.testzip() is None
@@ -498,15 +498,15 @@ def test_purge_deletes_old_outputs_but_keeps_shared_blobs(app, user):
     db.session.commit()
     unique_sha = db.session.execute(db.select(TaskOutput.sha256).where(TaskOutput.name == "frame_0001b.png")).scalar()
     thumbnails.thumbnail(unique_sha)
-    assert jobs.purge_old_outputs(now=NOW) == 1
+    assert outputs.purge_old_outputs(now=NOW) == 1
     assert old.outputs_purged_at == NOW and recent.outputs_purged_at is None
     assert not storage.path_for(unique_sha).exists()
     assert storage.path_for(old.tasks[0].outputs[0].sha256).exists()  # still the recent job's output
     assert old.inputs[0].sha256 and storage.path_for(old.inputs[0].sha256).exists()  # inputs are not outputs
     assert not thumbnails._cache_path(unique_sha).exists()
-    assert jobs.purge_old_outputs(now=NOW) == 0
+    assert outputs.purge_old_outputs(now=NOW) == 0
     with pytest.raises(ServiceError) as exc:
-        jobs.stream_outputs_zip(old)
+        outputs.stream_outputs_zip(old)
     assert exc.value.status == 410
 
 
@@ -533,23 +533,23 @@ def test_the_whole_lifecycle_on_sqlite_and_postgresql(any_app):
         job = render_job(owner, render_spec(frame_end=4, chunk=2))
         duplicate = render_job(owner)
         assert duplicate.inputs[0].sha256 == job.inputs[0].sha256
-        with pytest.raises(jobs.InputError):
+        with pytest.raises(uploads.InputError):
             jobs.submit_upscale_job(owner, upscale_spec(),
                                     archive=("a.zip", io.BytesIO(zip_bytes({"../x.png": image_bytes()}))))
         first, second = sorted(job.tasks, key=lambda t: t.seq)
         finish_task(first, {"frame_0001.png": b"one", "frame_0002.png": b"two"}, reward_micros=70_000)
         db.session.flush()
-        assert jobs.roll_up_status(job) == JobStatus.RUNNING
+        assert dispatch.roll_up_status(job) == JobStatus.RUNNING
         finish_task(second, {"frame_0003.png": b"three"}, status="failed")
         db.session.flush()
-        assert jobs.roll_up_status(job) == JobStatus.FAILED
+        assert dispatch.roll_up_status(job) == JobStatus.FAILED
         db.session.commit()
         summary = jobs.job_summaries([job.id])[job.id]
         assert (summary["done"], summary["failed"], summary["total"], summary["cost_micros"]) == (1, 1, 2, 70_000)
         assert summary["progress"] == pytest.approx(0.5)
-        archive = zipfile.ZipFile(io.BytesIO(b"".join(jobs.stream_outputs_zip(job))))
+        archive = zipfile.ZipFile(io.BytesIO(b"".join(outputs.stream_outputs_zip(job))))
         assert sorted(archive.namelist()) == ["frame_0001.png", "frame_0002.png"]
-        assert jobs.purge_old_outputs(now=NOW + timedelta(days=31)) == 1
+        assert outputs.purge_old_outputs(now=NOW + timedelta(days=31)) == 1
         assert jobs.list_jobs(owner.id, status="failed").total == 1
 
 

@@ -8,6 +8,7 @@ import pytest
 from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import AppRelease, StoredFile
+from webapp import web
 from webapp.services import Conflict, NotFound, ServiceError, releases, storage
 
 
@@ -93,13 +94,13 @@ def test_is_current_compares_with_the_latest_release(ctx, tmp_path):
     assert releases.is_current(None) is None
 
 
-def test_download_response_sends_the_installer_with_its_name_and_hash(app, tmp_path):
+def test_installer_download_sends_the_installer_with_its_name_and_hash(app, tmp_path):
     with app.app_context():
         release = releases.publish(fake_installer(tmp_path, "0.4.0", body=b"x" * 5000))
         sha = release.sha256
     with app.test_request_context("/download/windows"):
         release = releases.latest_release()
-        response = releases.download_response(release)
+        response = web.installer_download(release)
         response.direct_passthrough = False
         assert response.status_code == 200
         assert response.get_data() == b"MZ" + b"x" * 5000
@@ -108,7 +109,7 @@ def test_download_response_sends_the_installer_with_its_name_and_hash(app, tmp_p
         assert response.headers["X-Checksum-SHA256"] == sha
         assert response.get_etag()[0] == sha
     with app.test_request_context("/download/windows", headers={"If-None-Match": f'"{sha}"'}):
-        response = releases.download_response(releases.latest_release())
+        response = web.installer_download(releases.latest_release())
         assert response.status_code == 304
 
 
@@ -118,7 +119,7 @@ def test_download_of_a_lost_file_is_a_404_not_a_crash(app, tmp_path):
         storage.delete_blob(release.sha256)
     with app.test_request_context("/download/windows"):
         with pytest.raises(NotFound):
-            releases.download_response(releases.latest_release())
+            web.installer_download(releases.latest_release())
 
 
 def test_publish_installer_command(app, tmp_path):

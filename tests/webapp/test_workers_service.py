@@ -10,7 +10,7 @@ from webapp.extensions import db
 from webapp.models import (Job, JobType, LedgerEntry, LedgerKind, Task, TaskStatus, User, Worker, WorkerState,
                            WorkerStatus)
 from webapp.security import token_hash
-from webapp.services import NotFound, ServiceError
+from webapp.services import NotFound, ServiceError, permissions
 from webapp.services import workers as ws
 
 NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
@@ -306,10 +306,10 @@ def test_get_worker_is_owner_scoped(user):
     mine = make_worker(user, "mine")
     theirs = make_worker(make_user("eve@example.com"), "theirs")
     gone = make_worker(user, "gone", deleted_at=NOW)
-    assert ws.get_worker(user.id, mine.id) is mine
+    assert permissions.owned_worker(user.id, mine.id) is mine
     for worker_id in (theirs.id, gone.id, 999999, 2**40, "abc"):
         with pytest.raises(NotFound):
-            ws.get_worker(user.id, worker_id)
+            permissions.owned_worker(user.id, worker_id)
 
 
 # --- delete ---------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_delete_revokes_token_hides_worker_keeps_history(user):
     with pytest.raises(ServiceError):
         ws.pair(code)
     with pytest.raises(NotFound):
-        ws.get_worker(user.id, worker.id)
+        permissions.owned_worker(user.id, worker.id)
     assert ws.list_workers(user.id, now=NOW).total == 0
     # The running task went back to the queue; the finished one and its ledger entry stay.
     assert db.session.get(Task, running.id).status == TaskStatus.QUEUED

@@ -3,22 +3,17 @@
 from datetime import timedelta
 from functools import wraps
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, request
 
 from ..clock import utcnow
 from ..extensions import csrf, db
 from ..models import ApiToken, Worker
 from ..security import token_hash
 from ..services import ServiceError
+from ..web import json_error as error
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # bearer tokens, not cookies: no CSRF exposure
-
-
-def error(code: str, message: str, status: int):
-    response = jsonify({"error": code, "message": message})
-    response.status_code = status
-    return response
 
 
 @bp.errorhandler(ServiceError)

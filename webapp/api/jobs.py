@@ -4,10 +4,10 @@ import json
 
 from flask import g, jsonify, request, url_for
 
-from . import bp, user_token_required
 from ..models import JobStatus
-from ..services import ServiceError, jobs
-from ..views.jobs import output_response, zip_response
+from .. import web
+from ..services import ServiceError, dispatch, jobs, permissions, uploads
+from . import bp, schema, user_token_required
 
 
 def _spec_from_request():
@@ -32,7 +32,7 @@ def _error_with_fields(exc: ServiceError):
     body = {"error": exc.code, "message": exc.message}
     if isinstance(exc, jobs.SpecError):
         body["fields"] = exc.errors
-    elif isinstance(exc, jobs.InputError):
+    elif isinstance(exc, uploads.InputError):
         body["fields"] = {exc.field: exc.message}
     return jsonify(body), exc.status
 
@@ -75,55 +75,51 @@ def list_jobs():
 @bp.get("/jobs/<int:job_id>")
 @user_token_required
 def get_job(job_id):
-    return jobs.serialize_job(jobs.get_job(g.user.id, job_id))
+    return jobs.serialize_job(permissions.owned_job(g.user.id, job_id))
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
 @user_token_required
 def cancel_job(job_id):
-    job = jobs.get_job(g.user.id, job_id)
-    jobs.cancel(job)
+    job = permissions.owned_job(g.user.id, job_id)
+    dispatch.cancel(job)
     return jobs.serialize_job(job)
 
 
 @bp.post("/jobs/<int:job_id>/requeue")
 @user_token_required
 def requeue_job(job_id):
-    job = jobs.get_job(g.user.id, job_id)
-    count = jobs.requeue_failed(job)
+    job = permissions.owned_job(g.user.id, job_id)
+    count = dispatch.requeue_failed(job)
     return dict(jobs.serialize_job(job), requeued=count)
 
 
 @bp.get("/jobs/<int:job_id>/outputs.zip")
 @user_token_required
 def job_outputs_zip(job_id):
-    return zip_response(jobs.get_job(g.user.id, job_id))
+    return web.job_outputs_zip(permissions.owned_job(g.user.id, job_id))
 
 
 @bp.get("/jobs/<int:job_id>/tasks/<int:task_id>/outputs/<path:name>")
 @user_token_required
 def job_output(job_id, task_id, name):
-    job = jobs.get_job(g.user.id, job_id)
-    return output_response(jobs.get_output(job, task_id, name), name)
+    _, output = permissions.job_output(g.user.id, job_id, task_id, name)
+    return web.stored_file_download(output.sha256, name)
 
 
 _SECURITY = [{"bearer": []}]
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
-def _ref(name):
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema, description):
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes):
-    words = {400: "Bad input (JSON {error, message, fields})", 401: "Missing or bad API token",
+_ERROR_TEXT = {400: "Bad input (JSON {error, message, fields})", 401: "Missing or bad API token",
              404: "No such job (or not yours)", 409: "Not possible in the job's state",
              410: "Outputs deleted after the retention period", 413: "Upload too large"}
-    return {str(c): _json(_ref("Error"), words[c]) for c in codes}
+
+
+def _errors(*codes: int) -> dict:
+    return schema.errors(_ERROR_TEXT, *codes)
 
 
 OPENAPI_COMPONENTS = {
@@ -152,7 +148,7 @@ OPENAPI_COMPONENTS = {
         },
     },
     "JobList": {"type": "object", "required": ["items", "page", "pages", "total"], "properties": {
-        "items": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
+        "items": {"type": "array", "items": schema.ref("Job")}, "page": {"type": "integer"},
         "pages": {"type": "integer"}, "total": {"type": "integer"}}},
 }
 
@@ -172,7 +168,7 @@ OPENAPI_PATHS = {
                                "description": "upscale: PNG, JPEG or WebP images (repeat the part)"},
                     "archive": {"type": "string", "format": "binary", "description": "upscale: one zip of images"},
                 }}}}},
-            "responses": {"201": _json(_ref("Job"), "The job, its tasks queued"), **_errors(400, 401, 413)},
+            "responses": {"201": schema.json_response(schema.ref("Job"), "The job, its tasks queued"), **_errors(400, 401, 413)},
         },
         "get": {
             "operationId": "listJobs", "tags": ["creator"], "security": _SECURITY,
@@ -182,26 +178,26 @@ OPENAPI_PATHS = {
                 {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
             ],
-            "responses": {"200": _json(_ref("JobList"), "One page of jobs"), **_errors(400, 401)},
+            "responses": {"200": schema.json_response(schema.ref("JobList"), "One page of jobs"), **_errors(400, 401)},
         },
     },
     "/jobs/{job_id}": {
         "parameters": [_JOB_ID],
         "get": {"operationId": "getJob", "tags": ["creator"], "security": _SECURITY,
                 "summary": "A job with per-task status, progress and outputs, and its cost so far",
-                "responses": {"200": _json(_ref("Job"), "The job"), **_errors(401, 404)}},
+                "responses": {"200": schema.json_response(schema.ref("Job"), "The job"), **_errors(401, 404)}},
     },
     "/jobs/{job_id}/cancel": {
         "parameters": [_JOB_ID],
         "post": {"operationId": "cancelJob", "tags": ["creator"], "security": _SECURITY,
                  "summary": "Cancel: queued tasks never start, running ones stop at their next progress report",
-                 "responses": {"200": _json(_ref("Job"), "The canceled job"), **_errors(401, 404, 409)}},
+                 "responses": {"200": schema.json_response(schema.ref("Job"), "The canceled job"), **_errors(401, 404, 409)}},
     },
     "/jobs/{job_id}/requeue": {
         "parameters": [_JOB_ID],
         "post": {"operationId": "requeueFailedTasks", "tags": ["creator"], "security": _SECURITY,
                  "summary": "Put the job's failed tasks back in the queue",
-                 "responses": {"200": _json({"allOf": [_ref("Job"), {"type": "object", "properties": {
+                 "responses": {"200": schema.json_response({"allOf": [schema.ref("Job"), {"type": "object", "properties": {
                      "requeued": {"type": "integer"}}}]}, "The job"), **_errors(401, 404, 409)}},
     },
     "/jobs/{job_id}/outputs.zip": {

@@ -1,15 +1,14 @@
 """The OpenAPI 3.0.3 document of the JSON API, merged from the paths each API module declares."""
 
-import importlib
 import re
 
 from flask import jsonify
 
-from . import bp
+from . import bp, jobs, provider, worker
 
 API_PREFIX = "/api/v1"
-# Modules that may expose OPENAPI_PATHS (and OPENAPI_COMPONENTS); a missing one adds nothing.
-SOURCES = ["webapp.api.provider", "webapp.api.worker", "webapp.api.jobs"]
+# The API modules, each declaring OPENAPI_PATHS (and OPENAPI_COMPONENTS) beside its routes.
+SOURCES = (provider, worker, jobs)
 
 _MONEY = {"type": "string", "description": "USD as a decimal string, never a float", "example": "0.125000"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -101,11 +100,7 @@ def _openapi_path(path: str) -> str:
 def build_document() -> dict:
     paths: dict = {}
     schemas = dict(SCHEMAS)
-    for name in SOURCES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
+    for module in SOURCES:
         for path, item in getattr(module, "OPENAPI_PATHS", {}).items():
             paths.setdefault(_openapi_path(path), {}).update(item)
         for schema_name, schema in getattr(module, "OPENAPI_COMPONENTS", {}).items():

@@ -3,13 +3,10 @@
 from flask import current_app, g, jsonify, request
 
 from ..clock import utcnow
-from ..services import ServiceError
+from ..services import ServiceError, permissions
 from ..services import workers as worker_service
-from . import bp, json_body, user_token_required
-
-
-def _server_url() -> str:
-    return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
+from ..web import server_url
+from . import bp, json_body, schema, user_token_required
 
 
 def _int_arg(name: str, default: int) -> int:
@@ -52,7 +49,7 @@ def provider_create_worker():
     body.update({
         "pairing_code": code,
         "pairing_expires_at": worker_service.iso(worker.pairing_expires_at),
-        "config": worker_service.worker_config(worker, token, _server_url()),
+        "config": worker_service.worker_config(worker, token, server_url()),
     })
     return jsonify(body), 201
 
@@ -68,13 +65,13 @@ def provider_list_workers():
 @bp.get("/workers/<int:worker_id>")
 @user_token_required
 def provider_get_worker(worker_id: int):
-    return jsonify(worker_service.serialize(worker_service.get_worker(g.user.id, worker_id)))
+    return jsonify(worker_service.serialize(permissions.owned_worker(g.user.id, worker_id)))
 
 
 @bp.patch("/workers/<int:worker_id>")
 @user_token_required
 def provider_update_worker(worker_id: int):
-    worker = worker_service.get_worker(g.user.id, worker_id)
+    worker = permissions.owned_worker(g.user.id, worker_id)
     data = json_body()
     if "name" not in data and "location" not in data:
         raise ServiceError("nothing_to_change", "Send {\"name\": ...} and/or {\"location\": ...} (empty clears it).")
@@ -90,14 +87,14 @@ def provider_update_worker(worker_id: int):
 @bp.delete("/workers/<int:worker_id>")
 @user_token_required
 def provider_delete_worker(worker_id: int):
-    worker_service.delete(worker_service.get_worker(g.user.id, worker_id))
+    worker_service.delete(permissions.owned_worker(g.user.id, worker_id))
     return "", 204
 
 
 @bp.post("/workers/<int:worker_id>/pairing-code")
 @user_token_required
 def provider_new_pairing_code(worker_id: int):
-    worker = worker_service.get_worker(g.user.id, worker_id)
+    worker = permissions.owned_worker(g.user.id, worker_id)
     code = worker_service.regenerate_pairing_code(worker)
     return jsonify({"worker_id": worker.id, "pairing_code": code,
                     "pairing_expires_at": worker_service.iso(worker.pairing_expires_at)}), 201
@@ -106,7 +103,7 @@ def provider_new_pairing_code(worker_id: int):
 @bp.get("/workers/<int:worker_id>/tasks")
 @user_token_required
 def provider_worker_tasks(worker_id: int):
-    worker = worker_service.get_worker(g.user.id, worker_id)
+    worker = permissions.owned_worker(g.user.id, worker_id)
     page = worker_service.list_tasks(worker, **_list_args())
     now = utcnow()
     return jsonify(_page_json(page, [worker_service.serialize_task(t, now) for t in page.items]))
@@ -115,24 +112,20 @@ def provider_worker_tasks(worker_id: int):
 @bp.get("/workers/<int:worker_id>/stats")
 @user_token_required
 def provider_worker_stats(worker_id: int):
-    worker = worker_service.get_worker(g.user.id, worker_id)
+    worker = permissions.owned_worker(g.user.id, worker_id)
     return jsonify(worker_service.stats_series(worker, request.args.get("period") or "week",
                                                request.args.get("from"), request.args.get("to")))
 
 
 # --- OpenAPI ------------------------------------------------------------------------------------------
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+_ERROR_TEXT = {400: "Bad input", 401: "Missing or unknown API token", 404: "Not found (or someone else's)"}
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "Bad input", 401: "Missing or unknown API token", 404: "Not found (or someone else's)"}
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    return schema.errors(_ERROR_TEXT, *codes)
 
 
 def _query(name: str, schema: dict, description: str) -> dict:
@@ -154,7 +147,7 @@ _PAGING = [
 
 def _list_of(name: str) -> dict:
     return {"type": "object", "required": ["items", "page", "pages", "total"], "properties": {
-        "items": {"type": "array", "items": _ref(name)}, "page": {"type": "integer"},
+        "items": {"type": "array", "items": schema.ref(name)}, "page": {"type": "integer"},
         "pages": {"type": "integer"}, "total": {"type": "integer"}, "per_page": {"type": "integer"}}}
 
 
@@ -168,10 +161,10 @@ OPENAPI_PATHS = {
             "operationId": "createWorker", "tags": ["provider"], "security": _SECURITY,
             "summary": "Create a worker: returns its one-time pairing code and config (token shown once)",
             "requestBody": _NAME_BODY,
-            "responses": {"201": _json({"allOf": [_ref("Worker"), {"type": "object", "properties": {
+            "responses": {"201": schema.json_response({"allOf": [schema.ref("Worker"), {"type": "object", "properties": {
                 "pairing_code": {"type": "string", "example": "ABCD-EF23"},
                 "pairing_expires_at": {"type": "string", "format": "date-time"},
-                "config": _ref("WorkerConfig")}}]}, "The new worker"), **_errors(400, 401)},
+                "config": schema.ref("WorkerConfig")}}]}, "The new worker"), **_errors(400, 401)},
         },
         "get": {
             "operationId": "listWorkers", "tags": ["provider"], "security": _SECURITY,
@@ -181,20 +174,20 @@ OPENAPI_PATHS = {
                 _query("status", {"type": "string", "enum": _WORKER_STATUSES}, "Only workers in this status"),
                 _query("sort", {"type": "string", "enum": list(worker_service.SORTS)}, "Sort key"),
             ],
-            "responses": {"200": _json(_list_of("Worker"), "One page of workers"), **_errors(400, 401)},
+            "responses": {"200": schema.json_response(_list_of("Worker"), "One page of workers"), **_errors(400, 401)},
         },
     },
     "/workers/{worker_id}": {
         "parameters": [_WORKER_ID],
         "get": {"operationId": "getWorker", "tags": ["provider"], "security": _SECURITY, "summary": "One worker",
-                "responses": {"200": _json(_ref("Worker"), "The worker"), **_errors(401, 404)}},
+                "responses": {"200": schema.json_response(schema.ref("Worker"), "The worker"), **_errors(401, 404)}},
         "patch": {"operationId": "updateWorker", "tags": ["provider"], "security": _SECURITY,
                   "summary": "Rename a worker and/or set its location (overrides the IP lookup; empty clears it)",
                   "requestBody": {"required": True, "content": {"application/json": {"schema": {
                       "type": "object", "minProperties": 1, "additionalProperties": True, "properties": {
                           "name": {"type": "string", "minLength": 1, "maxLength": worker_service.NAME_MAX},
                           "location": {"type": "string", "maxLength": worker_service.LOCATION_MAX}}}}}},
-                  "responses": {"200": _json(_ref("Worker"), "The updated worker"), **_errors(400, 401, 404)}},
+                  "responses": {"200": schema.json_response(schema.ref("Worker"), "The updated worker"), **_errors(400, 401, 404)}},
         "delete": {"operationId": "deleteWorker", "tags": ["provider"], "security": _SECURITY,
                    "summary": "Delete a worker: its token stops working, its running task is handed back",
                    "responses": {"204": {"description": "Deleted"}, **_errors(401, 404)}},
@@ -203,7 +196,7 @@ OPENAPI_PATHS = {
         "parameters": [_WORKER_ID],
         "post": {"operationId": "newPairingCode", "tags": ["provider"], "security": _SECURITY,
                  "summary": "A new one-time pairing code (the previous one stops working)",
-                 "responses": {"201": _json({"type": "object", "properties": {
+                 "responses": {"201": schema.json_response({"type": "object", "properties": {
                      "worker_id": {"type": "integer"}, "pairing_code": {"type": "string"},
                      "pairing_expires_at": {"type": "string", "format": "date-time"}}}, "The new code"),
                      **_errors(401, 404)}},
@@ -217,7 +210,7 @@ OPENAPI_PATHS = {
                     _query("status", {"type": "string", "enum": _TASK_STATUSES}, "Only tasks in this status"),
                     _query("sort", {"type": "string", "enum": list(worker_service.TASK_SORTS)}, "Sort key"),
                 ],
-                "responses": {"200": _json(_list_of("Task"), "One page of tasks"), **_errors(400, 401, 404)}},
+                "responses": {"200": schema.json_response(_list_of("Task"), "One page of tasks"), **_errors(400, 401, 404)}},
     },
     "/workers/{worker_id}/stats": {
         "parameters": [_WORKER_ID],
@@ -229,7 +222,7 @@ OPENAPI_PATHS = {
                     _query("from", {"type": "string", "format": "date"}, "First day of a custom period"),
                     _query("to", {"type": "string", "format": "date"}, "Last day of a custom period"),
                 ],
-                "responses": {"200": _json(_ref("WorkerStats"), "Totals and series"), **_errors(400, 401, 404)}},
+                "responses": {"200": schema.json_response(schema.ref("WorkerStats"), "Totals and series"), **_errors(400, 401, 404)}},
     },
 }
 

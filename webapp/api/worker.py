@@ -5,13 +5,14 @@ import re
 from urllib.parse import quote
 
 from flask import Response, current_app, g, jsonify, request, send_file
-from sqlalchemy.exc import IntegrityError
 
 from .. import money
 from ..extensions import db, limiter
 from ..models import JobInput, Task
 from ..services import ServiceError, dispatch, ledger, market, presence, releases, storage
-from . import bp, error, json_body, worker_token_required
+from ..web import json_error as error
+from ..web import server_url
+from . import bp, json_body, schema, worker_token_required
 
 JSON_MAX_BYTES = 1024 * 1024  # the largest JSON a worker sends is a complete's output list
 SPEEDTEST_MAX_BYTES = 50 * 1024 * 1024
@@ -30,10 +31,6 @@ def _iso(moment):
     return moment.isoformat() if moment else None
 
 
-def _server_url() -> str:
-    return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
-
-
 def task_payload(task: Task) -> dict:
     """The claimed-task JSON (SPEC 'Claimed task'), with the job's software and the bid it runs at."""
     names = list(task.input_names or [])
@@ -41,7 +38,7 @@ def task_payload(task: Task) -> dict:
         db.select(JobInput).where(JobInput.job_id == task.job_id, JobInput.name.in_(names))
     ).scalars().all() if names else []
     by_name = {row.name: row for row in rows}
-    base = _server_url()
+    base = server_url()
     estimate = dispatch.reward_estimate_micros(task)
     return {
         "id": task.id,
@@ -71,7 +68,7 @@ def worker_pair():
     if not isinstance(code, str) or not code.strip() or len(code) > 32:
         raise ServiceError("invalid_code", "Send the pairing code shown in the portal, e.g. {\"code\": \"ABCD-EFGH\"}.")
     worker, token = workers.pair(code)
-    return jsonify(workers.worker_config(worker, token, _server_url()))
+    return jsonify(workers.worker_config(worker, token, server_url()))
 
 
 @bp.post("/worker/hello")
@@ -162,18 +159,8 @@ def worker_task_output(task_id, name):
     limit = int(current_app.config["OUTPUT_MAX_BYTES"])
     if request.content_length is not None and request.content_length > limit:
         return error("too_large", f"Outputs are limited to {limit // (1024 * 1024)} MiB.", 413)
-    dispatch.running_task_of(g.worker, task_id)  # before reading a byte of the body
-    db.session.commit()  # end the read transaction: the upload may take minutes
     request.max_content_length = limit
-    stored = storage.put_stream(request.stream, limit, expected.lower())
-    sha256, size = stored.sha256, stored.size
-    # put_stream added the StoredFile row outside a write transaction; record_output redoes it inside one.
-    db.session.rollback()
-    try:
-        output = dispatch.record_output(g.worker, task_id, name, sha256, size)
-    except IntegrityError:
-        db.session.rollback()
-        return error("conflict", "The same output was uploaded twice at once: upload it again.", 409)
+    output = dispatch.store_output(g.worker, task_id, name, request.stream, expected, limit)
     return jsonify({"name": output.name, "sha256": output.sha256, "size": output.size}), 201
 
 
@@ -288,19 +275,15 @@ def worker_mining_report():
 
 # -- OpenAPI ---------------------------------------------------------------------------------------
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json_response(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+_ERROR_TEXT = {400: "Bad input", 401: "Missing or unknown worker token", 404: "No such task (or not this worker's)",
+            409: "The task is no longer running on this worker", 410: "The input is no longer stored",
+            413: "Body too large"}
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "Bad input", 401: "Missing or unknown worker token", 404: "No such task (or not this worker's)",
-            409: "The task is no longer running on this worker", 410: "The input is no longer stored",
-            413: "Body too large"}
-    return {str(code): _json_response(_ref("Error"), text[code]) for code in codes}
+    return schema.errors(_ERROR_TEXT, *codes)
 
 
 def _body(properties: dict, required=(), description: str | None = None) -> dict:
@@ -361,13 +344,13 @@ OPENAPI_PATHS = {
         "operationId": "pairWorker", "tags": ["worker"], "security": [],
         "summary": "Trade a one-time pairing code for the worker's config (server_url, worker_id, token)",
         "requestBody": _body({"code": {"type": "string", "example": "ABCD-EF23"}}, ["code"]),
-        "responses": {"200": _json_response({"type": "object", "properties": {
+        "responses": {"200": schema.json_response({"type": "object", "properties": {
             "server_url": {"type": "string"}, "worker_id": {"type": "integer"}, "token": {"type": "string"}}},
             "The config the app stores"), **_errors(400, 413),
-            "429": _json_response(_ref("Error"), "Too many tries")}}},
+            "429": schema.json_response(schema.ref("Error"), "Too many tries")}}},
     "/worker/hello": {"post": _op(
         "workerHello", "Report the machine (hardware, renderers, capabilities, compliance); counts as a heartbeat",
-        {"200": _json_response({"type": "object", "properties": {
+        {"200": schema.json_response({"type": "object", "properties": {
             "poll_seconds": {"type": "integer"}, "heartbeat_seconds": {"type": "integer"},
             "lease_seconds": {"type": "integer"}, "average_bid": _MONEY, "bid": _MONEY,
             "custom_bid": _MONEY_OR_NULL, "bench_score": {"type": "integer", "nullable": True},
@@ -389,12 +372,12 @@ OPENAPI_PATHS = {
                "message": {"type": "string"}}))},
     "/worker/heartbeat": {"post": _op(
         "workerHeartbeat", "I am alive, in this state",
-        {"200": _json_response(_OBJ, "Recorded"), **_errors(400, 401, 413)},
+        {"200": schema.json_response(_OBJ, "Recorded"), **_errors(400, 401, 413)},
         _body({"state": {"type": "string", "enum": ["idle", "busy", "paused", "error"]},
                "message": {"type": "string"}}, ["state"]))},
     "/worker/tasks/claim": {"post": _op(
         "claimTask", "Claim the next task this worker may run (atomic: no task is given twice)",
-        {"200": _json_response(_CLAIMED_TASK, "A task, leased to this worker"),
+        {"200": schema.json_response(_CLAIMED_TASK, "A task, leased to this worker"),
          "204": {"description": "Nothing to do now; poll again after Retry-After seconds"},
          **_errors(401)})},
     "/worker/tasks/{task_id}/inputs/{name}": {"parameters": [_TASK_ID, _FILE_NAME], "get": _op(
@@ -405,9 +388,9 @@ OPENAPI_PATHS = {
          **_errors(401, 404, 409, 410)})},
     "/worker/tasks/{task_id}/progress": {"parameters": [_TASK_ID], "post": _op(
         "reportProgress", "Report progress and extend the lease; 409 means stop (canceled or reassigned)",
-        {"200": _json_response({"type": "object", "properties": {"keep_running": {"type": "boolean"}}},
+        {"200": schema.json_response({"type": "object", "properties": {"keep_running": {"type": "boolean"}}},
                                "Keep going"),
-         "409": _json_response({"type": "object", "properties": {"keep_running": {"type": "boolean"},
+         "409": schema.json_response({"type": "object", "properties": {"keep_running": {"type": "boolean"},
                                                                   "error": {"type": "string"},
                                                                   "message": {"type": "string"}}}, "Stop the task"),
          **_errors(400, 401, 404, 413)},
@@ -416,40 +399,40 @@ OPENAPI_PATHS = {
                "message": {"type": "string", "nullable": True}}, ["progress"]))},
     "/worker/tasks/{task_id}/outputs/{name}": {"parameters": [_TASK_ID, _FILE_NAME], "put": _op(
         "uploadTaskOutput", "Upload one output file of this worker's running task (raw body)",
-        {"201": _json_response(_OUTPUT, "Stored"), **_errors(400, 401, 404, 409, 413)},
+        {"201": schema.json_response(_OUTPUT, "Stored"), **_errors(400, 401, 404, 409, 413)},
         _BINARY_BODY,
         parameters=[{"name": "X-Content-SHA256", "in": "header", "required": True,
                      "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
                      "description": "SHA-256 of the body; the upload is refused if it differs"}])},
     "/worker/tasks/{task_id}/complete": {"parameters": [_TASK_ID], "post": _op(
         "completeTask", "Finish the task: every declared output must be uploaded; idempotent",
-        {"200": _json_response({"type": "object", "properties": {"reward": _MONEY}}, "The reward credited"),
+        {"200": schema.json_response({"type": "object", "properties": {"reward": _MONEY}}, "The reward credited"),
          **_errors(400, 401, 404, 409, 413)},
         _body({"outputs": {"type": "array", "minItems": 1, "items": _OUTPUT},
                "compute_seconds": {"type": "number", "minimum": 0}}, ["outputs", "compute_seconds"]))},
     "/worker/tasks/{task_id}/fail": {"parameters": [_TASK_ID], "post": _op(
         "failTask", "The task failed here: retryable ones go back to the queue (never to this worker)",
-        {"200": _json_response({"type": "object", "properties": {"status": {"type": "string"}}},
+        {"200": schema.json_response({"type": "object", "properties": {"status": {"type": "string"}}},
                                "The task's new status"), **_errors(400, 401, 404, 409, 413)},
         _body({"reason": {"type": "string"}, "log_tail": {"type": "string"}, "retryable": {"type": "boolean"}},
               ["reason"]))},
     "/worker/tasks/{task_id}/hand-back": {"parameters": [_TASK_ID], "post": _op(
         "handBackTask", "Give a running task back unfinished (clean shutdown); not counted as a failure",
-        {"200": _json_response(_OBJ, "Back in the queue"), **_errors(400, 401, 404, 409, 413)},
+        {"200": schema.json_response(_OBJ, "Back in the queue"), **_errors(400, 401, 404, 409, 413)},
         {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {
             "reason": {"type": "string"}}}}}})},
     "/worker/settings": {
         "get": _op("getWorkerSettings", "Bid, wallet, mining config and estimates",
-                   {"200": _json_response(_SETTINGS, "Settings"), **_errors(401)}),
+                   {"200": schema.json_response(_SETTINGS, "Settings"), **_errors(401)}),
         "put": _op("updateWorkerSettings", "Change any of bid (null = network average), wallet_address, mining_config",
-                   {"200": _json_response(_SETTINGS, "Settings"), **_errors(400, 401, 413)},
+                   {"200": schema.json_response(_SETTINGS, "Settings"), **_errors(400, 401, 413)},
                    _body({"bid": {**_MONEY, "nullable": True, "description": "USD per hour, 0 < bid <= 100"},
                           "wallet_address": {"type": "string", "nullable": True},
                           "mining_config": _MINING_CONFIG})),
     },
     "/worker/benchmark": {"post": _op(
         "reportBenchmark", "Store the Bench Score (1000 = the reference machine)",
-        {"200": _json_response(_SETTINGS, "Settings with the new score"), **_errors(400, 401, 413)},
+        {"200": schema.json_response(_SETTINGS, "Settings with the new score"), **_errors(400, 401, 413)},
         _body({"score": {"type": "integer", "minimum": 1, "maximum": market.MAX_BENCH_SCORE},
                "details": _OBJ}, ["score"]))},
     "/worker/speedtest/download": {"get": _op(
@@ -460,17 +443,17 @@ OPENAPI_PATHS = {
                      "schema": {"type": "integer", "minimum": 1, "maximum": SPEEDTEST_MAX_BYTES}}])},
     "/worker/speedtest/upload": {"post": _op(
         "speedtestUpload", "Send bytes to time an upload; they are discarded",
-        {"200": _json_response({"type": "object", "properties": {"bytes": {"type": "integer"}}}, "Bytes received"),
+        {"200": schema.json_response({"type": "object", "properties": {"bytes": {"type": "integer"}}}, "Bytes received"),
          **_errors(401, 413)},
         _BINARY_BODY)},
     "/worker/speedtest/result": {"post": _op(
         "speedtestResult", "Store the measured speeds (Mbit/s)",
-        {"200": _json_response(_OBJ, "Stored"), **_errors(400, 401, 413)},
+        {"200": schema.json_response(_OBJ, "Stored"), **_errors(400, 401, 413)},
         _body({"download_mbps": {"type": "number", "minimum": 0}, "upload_mbps": {"type": "number", "minimum": 0}},
               ["download_mbps", "upload_mbps"]))},
     "/worker/mining/report": {"post": _op(
         "reportMining", "Report estimated mining earnings over a period",
-        {"201": _json_response({"type": "object", "properties": {"id": {"type": "integer"}, "earnings": _MONEY}},
+        {"201": schema.json_response({"type": "object", "properties": {"id": {"type": "integer"}, "earnings": _MONEY}},
                                "Booked"), **_errors(400, 401, 413)},
         _body({"coin": {"type": "string"}, "pool": {"type": "string"}, "hashrate": {"type": "number", "minimum": 0},
                "period_seconds": {"type": "integer", "minimum": 1}, "earnings": _MONEY},

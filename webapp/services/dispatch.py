@@ -15,7 +15,6 @@ import functools
 import math
 import re
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,8 +26,8 @@ from ..database import begin_write_transaction
 from ..extensions import db
 from ..models import (Job, JobStatus, JobType, StoredFile, Task, TaskEvent, TaskEventKind, TaskOutput, TaskStatus,
                       Worker)
-from . import Conflict, NotFound, ServiceError
-from . import jobs, ledger, market
+from . import Conflict, ServiceError
+from . import ledger, market, permissions, storage
 
 MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
@@ -40,7 +39,6 @@ MAX_ETA_SECONDS = 366 * 24 * 3600
 OUTPUT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 REAP_BATCH = 500
-MAX_ID = 2**63 - 1  # ids beyond a BIGINT cannot exist, and SQLite would refuse to even compare them
 
 FINISHED_JOB = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
 
@@ -112,27 +110,7 @@ def is_blocklisted(worker_id: int, job_id: int) -> bool:
     return count >= BLOCKLIST_FAILURES
 
 
-# -- ownership -------------------------------------------------------------------------------------
-
-def _ever_claimed(worker_id: int, task_id: int) -> bool:
-    return db.session.execute(
-        db.select(TaskEvent.id).where(TaskEvent.task_id == task_id, TaskEvent.kind == TaskEventKind.CLAIMED,
-                                      TaskEvent.worker_id == worker_id).limit(1)
-    ).first() is not None
-
-
-def _load_task(worker_id: int, task_id: int, lock: bool = False) -> Task:
-    """The task if this worker holds it or ever held it; anyone else's task is a 404."""
-    if not 0 < task_id <= MAX_ID:
-        raise NotFound("task")
-    stmt = db.select(Task).where(Task.id == task_id).execution_options(populate_existing=True)
-    if lock:
-        stmt = stmt.with_for_update(of=Task)
-    task = db.session.execute(stmt).scalar_one_or_none()
-    if task is None or (task.worker_id != worker_id and not _ever_claimed(worker_id, task_id)):
-        raise NotFound("task")
-    return task
-
+# -- ownership: permissions.task_of_worker answers which tasks a worker token reaches ---------------
 
 def _not_yours() -> Conflict:
     return Conflict("task_not_running", "This task is no longer running on this worker (it was canceled, "
@@ -141,10 +119,36 @@ def _not_yours() -> Conflict:
 
 def running_task_of(worker: Worker, task_id: int, lock: bool = False) -> Task:
     """The worker's own running task; 404 for tasks it never held, 409 for ones it no longer holds."""
-    task = _load_task(worker.id, task_id, lock=lock)
+    task = permissions.task_of_worker(worker.id, task_id, lock=lock)
     if task.status != TaskStatus.RUNNING or task.worker_id != worker.id:
         raise _not_yours()
     return task
+
+
+# -- a job's status follows its tasks -------------------------------------------------------------
+
+def roll_up_status(job: Job) -> JobStatus:
+    """A job's status follows its tasks: any running -> running; all done -> completed/failed/canceled."""
+    counts = dict(db.session.execute(
+        db.select(Task.status, db.func.count()).where(Task.job_id == job.id).group_by(Task.status)
+    ).all())
+    active = counts.get(TaskStatus.QUEUED, 0) + counts.get(TaskStatus.RUNNING, 0)
+    if job.status == JobStatus.CANCELED:
+        status = JobStatus.CANCELED
+    elif active:
+        started = counts.get(TaskStatus.RUNNING, 0) or any(
+            counts.get(s, 0) for s in (TaskStatus.COMPLETED, TaskStatus.FAILED))
+        status = JobStatus.RUNNING if started else JobStatus.QUEUED
+    elif counts.get(TaskStatus.FAILED, 0):
+        status = JobStatus.FAILED
+    elif counts.get(TaskStatus.COMPLETED, 0):
+        status = JobStatus.COMPLETED
+    else:
+        status = JobStatus.CANCELED
+    if status != job.status:
+        job.status = status
+        job.finished_at = utcnow() if status in FINISHED_JOB else None
+    return status
 
 
 # -- the task lifecycle ----------------------------------------------------------------------------
@@ -159,7 +163,7 @@ def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
     worker_id = worker.id
     capabilities = dict(worker.capabilities or {})
     bid = market.effective_bid_micros(worker, now)
-    price = market.price_per_bench_hour_micros(bid, worker.bench_score or market.UNBENCHED_SCORE)
+    price = market.worker_price_micros(worker, now)
 
     known = {t.value for t in JobType}
     types = [JobType(t) for t in capabilities.get("job_types") or () if t in known]
@@ -186,7 +190,7 @@ def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
     # A claim can only move a job from queued to running; once running, rolling up (a count over all
     # of the job's tasks) would change nothing, so the hot path skips it.
     if task.job.status != JobStatus.RUNNING:
-        jobs.roll_up_status(task.job)
+        roll_up_status(task.job)
     db.session.commit()
     return task
 
@@ -210,8 +214,7 @@ def report_progress(worker: Worker, task_id: int, progress, eta_s=None, message=
         raise ServiceError("invalid_message", "'message' must be a string.")
     message = (message or "").strip()[:MESSAGE_MAX] or None
     worker_id = worker.id
-    if not 0 < task_id <= MAX_ID:
-        raise NotFound("task")
+    task_id = permissions.valid_id(task_id, "task")
     begin_write_transaction(db.session)
     # One conditional UPDATE: it only lands while the task is still this worker's running task.
     result = db.session.execute(
@@ -224,7 +227,7 @@ def report_progress(worker: Worker, task_id: int, progress, eta_s=None, message=
         db.session.commit()
         return True
     try:
-        _load_task(worker_id, task_id)  # 404 when it was never this worker's
+        permissions.task_of_worker(worker_id, task_id)  # 404 when it was never this worker's
     finally:
         db.session.commit()
     return False
@@ -260,12 +263,6 @@ def check_output_name(name) -> str:
     return name
 
 
-def reward_micros(bid_micros: int, compute_seconds: float) -> int:
-    """bid (USD/hour) x compute hours, rounded half up to a whole micro-USD."""
-    seconds = Decimal(repr(float(compute_seconds)))
-    return int((Decimal(bid_micros) * seconds / 3600).to_integral_value(rounding=ROUND_HALF_UP))
-
-
 def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: datetime | None = None) -> int:
     """Finish the worker's running task once its declared outputs are all uploaded; returns the reward.
 
@@ -278,7 +275,7 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
     worker_id = worker.id
     begin_write_transaction(db.session)
     try:
-        task = _load_task(worker_id, task_id, lock=True)
+        task = permissions.task_of_worker(worker_id, task_id, lock=True)
         if task.status == TaskStatus.COMPLETED and task.worker_id == worker_id:
             reward = task.reward_micros or 0
             db.session.commit()
@@ -304,7 +301,7 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
         observed = max(0.0, (now - task.started_at).total_seconds()) if task.started_at else 0.0
         seconds = min(reported, observed)
         bid = task.bid_micros if task.bid_micros is not None else market.effective_bid_micros(worker, now)
-        reward = reward_micros(bid, seconds)
+        reward = ledger.task_reward_micros(bid, seconds)
         task.status = TaskStatus.COMPLETED
         task.progress = 1.0
         task.eta_seconds = None
@@ -318,7 +315,7 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
                           compute_seconds=seconds)
         db.session.add(TaskEvent(task_id=task_id, job_id=task.job_id, worker_id=worker_id,
                                  kind=TaskEventKind.COMPLETED, created_at=now))
-        jobs.roll_up_status(task.job)
+        roll_up_status(task.job)
         db.session.commit()
         return reward
     except IntegrityError:
@@ -364,7 +361,7 @@ def fail_task(worker: Worker, task_id: int, reason, log_tail=None, retryable=Tru
     worker_id = worker.id
     begin_write_transaction(db.session)
     try:
-        task = _load_task(worker_id, task_id, lock=True)
+        task = permissions.task_of_worker(worker_id, task_id, lock=True)
         if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
             if _failed_here_and_counting(worker_id, task_id):
                 status = task.status
@@ -385,7 +382,7 @@ def fail_task(worker: Worker, task_id: int, reason, log_tail=None, retryable=Tru
             _requeue(task)
             task.message = f"Retrying after a failure: {reason}"[:MESSAGE_MAX]
         ledger.bump_daily(worker_id, ledger.day_of(now), tasks_failed=1)
-        jobs.roll_up_status(task.job)
+        roll_up_status(task.job)
         status = task.status
         db.session.commit()
         return status
@@ -402,7 +399,7 @@ def hand_back_task(worker: Worker, task_id: int, reason: str | None = None, now:
     try:
         task = running_task_of(worker, task_id, lock=True)
         _hand_back(task, worker_id, reason if isinstance(reason, str) else None, now)
-        jobs.roll_up_status(task.job)
+        roll_up_status(task.job)
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -428,7 +425,7 @@ def requeue_worker_tasks(worker: Worker, reason: str, now: datetime | None = Non
     for task in tasks:
         _hand_back(task, worker_id, reason, now)
     for job in {task.job for task in tasks}:
-        jobs.roll_up_status(job)
+        roll_up_status(job)
     db.session.commit()
     return len(tasks)
 
@@ -448,7 +445,7 @@ def reap_expired_leases(now: datetime | None = None) -> int:
                                  reason=f"No progress for {lease_seconds()} s"))
         _requeue(task)
     for job in {task.job for task in tasks}:
-        jobs.roll_up_status(job)
+        roll_up_status(job)
     db.session.commit()
     return len(tasks)
 
@@ -477,9 +474,16 @@ def cancel_job(job: Job, now: datetime | None = None) -> int:
         task.finished_at = now
     job.status = JobStatus.CANCELED
     job.finished_at = now
-    jobs.roll_up_status(job)
+    roll_up_status(job)
     db.session.commit()
     return len(tasks)
+
+
+def cancel(job: Job, now: datetime | None = None) -> int:
+    """The creator's Cancel: like cancel_job, but a finished job is a Conflict (there is nothing to cancel)."""
+    if job.status in FINISHED_JOB:
+        raise Conflict("job_finished", f"The job is already {job.status.value}: there is nothing to cancel.")
+    return cancel_job(job, now)
 
 
 def requeue_failed(job: Job, now: datetime | None = None) -> int:
@@ -496,29 +500,47 @@ def requeue_failed(job: Job, now: datetime | None = None) -> int:
                              .execution_options(populate_existing=True)).scalar_one()
     if job.status == JobStatus.CANCELED:
         db.session.rollback()
-        raise Conflict("job_canceled", "This job was canceled; submit it again instead.")
+        raise Conflict("job_canceled", "The job was canceled; submit it again instead of requeueing.")
     tasks = db.session.execute(
         db.select(Task).where(Task.job_id == job_id, Task.status == TaskStatus.FAILED)
         .with_for_update(of=Task).execution_options(populate_existing=True)
     ).scalars().all()
+    if not tasks:
+        db.session.rollback()
+        raise Conflict("nothing_to_requeue", "The job has no failed tasks.")
     for task in tasks:
         db.session.add(TaskEvent(task_id=task.id, job_id=job_id, worker_id=None,
                                  kind=TaskEventKind.REQUEUED, created_at=now))
         _requeue(task)
-    jobs.roll_up_status(job)
+    roll_up_status(job)
     db.session.commit()
     return len(tasks)
 
 
 # -- outputs and estimates -------------------------------------------------------------------------
 
+def store_output(worker: Worker, task_id: int, name: str, stream, sha256: str, max_bytes: int) -> TaskOutput:
+    """Receive one output of the worker's running task: refused before a byte is read when the task is
+    not its own, stored content-addressed with its SHA-256 checked, then attached by record_output."""
+    check_output_name(name)
+    running_task_of(worker, task_id)
+    db.session.commit()  # end the read transaction: the upload may take minutes
+    stored = storage.put_stream(stream, max_bytes, sha256.lower())
+    # put_stream added the StoredFile row outside a write transaction; record_output redoes it inside one.
+    db.session.rollback()
+    try:
+        return record_output(worker, task_id, name, stored.sha256, stored.size)
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("conflict", "The same output was uploaded twice at once: upload it again.") from None
+
+
 def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: int) -> TaskOutput:
     """Attach an uploaded blob to the worker's running task under `name` (replacing an earlier upload)."""
     check_output_name(name)
-    worker_id = worker.id
     begin_write_transaction(db.session)
     try:
-        task = running_task_of(worker, task_id, lock=True)
+        running_task_of(worker, task_id, lock=True)
         # Two workers may upload the same bytes at once: the blob's row is created once, quietly.
         insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
         db.session.execute(insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
@@ -546,4 +568,4 @@ def reward_estimate_micros(task: Task) -> int | None:
     ).scalar_one()
     if mean is None or task.bid_micros is None:
         return None
-    return reward_micros(task.bid_micros, float(mean))
+    return ledger.task_reward_micros(task.bid_micros, float(mean))

@@ -1,27 +1,23 @@
-"""Jobs: submission, splitting into tasks, status roll-up, outputs, retention."""
+"""Jobs: a creator's submission validated and split into tasks, and what pages and the API show of a job.
 
-import io
+The files' own checks live in `uploads`, the finished outputs in `outputs`; a job's lifecycle after
+submission (claim, cancel, requeue, the status roll-up) belongs to `dispatch`, and its cost to `ledger`.
+"""
+
 import math
 import os
-import stat
-import tempfile
 import zipfile
-import zlib
-from datetime import datetime, timedelta
-from typing import BinaryIO, Iterator
+from datetime import datetime
+from typing import BinaryIO
 
 from flask import current_app
-from sqlalchemy.orm import selectinload
-from werkzeug.utils import secure_filename
 
 from .. import money
-from ..clock import utcnow
 from ..extensions import db
-from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, StoredFile, Task, TaskOutput,
-                      TaskStatus)
-from . import Conflict, NotFound, Page, ServiceError, storage
+from ..models import Job, JobInput, JobStatus, JobType, StoredFile, Task, TaskStatus
+from . import Page, ServiceError, ledger, market, outputs, storage, uploads
 
-# --- The rules of a job spec (SPEC section 8, "Job spec") -------------------------------------------
+# --- The rules of a job spec -------------------------------------------
 NAME_MAX = 120
 FRAME_MAX = 1_000_000
 CHUNK_MAX = 100
@@ -30,7 +26,6 @@ PRIORITY_MIN, PRIORITY_MAX = -10, 10
 MAX_PRICE_CAP_MICROS = money.to_micros("1000")  # USD per bench-hour: anything above is a typo
 MAX_TASKS = 2000  # per job: keeps the claim index, the job page and the zip reasonable
 MAX_FRAMES = 10_000  # per job, whatever the chunk
-PRICE_MARGIN = (5, 4)  # default max price = average bid x 1.25, so ordinary workers qualify
 
 ENGINES = {"CYCLES": "Cycles", "BLENDER_EEVEE": "EEVEE", "BLENDER_WORKBENCH": "Workbench"}
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "OPEN_EXR": ".exr"}
@@ -51,21 +46,7 @@ RENDER_KEYS = {"type", "name", "frame_start", "frame_end", "frame_step", "chunk"
                "resolution_percent", "format", "device", "priority", "max_price"}
 UPSCALE_KEYS = {"type", "name", "scale", "model", "device", "priority", "max_price"}
 
-# --- The rules of uploaded files ---------------------------------------------------------------------
-BLEND_MAX_BYTES = 500 * 1024 * 1024
-IMAGE_MAX_BYTES = 50 * 1024 * 1024
-IMAGE_MAX_SIDE = 4096
-IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
-MAX_IMAGES = 500  # also under the request's form-part limit; more images go in several jobs
-ARCHIVE_MAX_MEMBERS = 1000
-ARCHIVE_MAX_TOTAL = 1024 * 1024 * 1024  # uncompressed
-ARCHIVE_MAX_RATIO = 100  # images barely compress; a member shrunk 100x is a zip bomb
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-BLEND_MAGIC = b"BLENDER"
-
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
-FINISHED_JOB = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
 
 
 class SpecError(ServiceError):
@@ -75,13 +56,6 @@ class SpecError(ServiceError):
         self.errors = errors
         super().__init__("invalid_spec", "; ".join(f"{k}: {v}" for k, v in errors.items()))
 
-
-class InputError(ServiceError):
-    """An uploaded file is not acceptable; `field` names the upload (blend, images, archive)."""
-
-    def __init__(self, code: str, message: str, field: str, status: int = 400):
-        super().__init__(code, message, status)
-        self.field = field
 
 
 # --- Validation -------------------------------------------------------------------------------------
@@ -128,7 +102,7 @@ def _common(spec, kind: str, allowed: set, errors: dict) -> dict:
            "priority": _int(spec, "priority", errors, PRIORITY_MIN, PRIORITY_MAX, 0)}
     max_price = spec.get("max_price")
     if max_price in (None, ""):
-        out["max_price"] = money.fmt(default_max_price_micros())
+        out["max_price"] = money.fmt(market.default_max_price_micros())
     else:
         try:
             micros = money.to_micros(max_price)
@@ -143,17 +117,6 @@ def _common(spec, kind: str, allowed: set, errors: dict) -> dict:
             else:
                 out["max_price"] = money.fmt(micros)
     return out
-
-
-def default_max_price_micros(now=None) -> int:
-    """A margin over the network's average bid, as a price per bench-hour at bench score 1000."""
-    try:
-        from . import market
-        bid = market.average_bid_micros(now)
-    except (ImportError, AttributeError):  # the market module may not exist yet
-        bid = money.to_micros(current_app.config["DEFAULT_BID"])
-    num, den = PRICE_MARGIN
-    return bid * num // den  # at score 1000, price per bench-hour == bid
 
 
 def validate_render_spec(spec) -> dict:
@@ -211,183 +174,6 @@ def software_label(spec: dict) -> str:
     return f"Real-ESRGAN x{spec['scale']}"
 
 
-# --- File checks ------------------------------------------------------------------------------------
-
-def check_blend_header(head: bytes) -> str:
-    """'plain', 'gzip' or 'zstd' when `head` (the file's first bytes) starts a .blend; else InputError.
-
-    Blender 3.x compresses with gzip, 4.x and later with Zstandard. The zstd case is checked in full
-    only when the optional `zstandard` module is installed; without it the magic number is accepted
-    and the worker's Blender is the final judge.
-    """
-    def bad():
-        return InputError("not_a_blend", "This is not a Blender file (no BLENDER header): upload the .blend "
-                          "you saved from Blender.", "blend")
-    if head.startswith(BLEND_MAGIC):
-        return "plain"
-    if head.startswith(GZIP_MAGIC):
-        try:
-            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 64)
-        except zlib.error:
-            raise bad() from None
-        if inner.startswith(BLEND_MAGIC):
-            return "gzip"
-        raise bad()
-    if head.startswith(ZSTD_MAGIC):
-        try:
-            import zstandard
-        except ImportError:
-            return "zstd"
-        try:
-            inner = zstandard.ZstdDecompressor().decompressobj().decompress(head)
-        except zstandard.ZstdError:
-            raise bad() from None
-        if inner[:len(BLEND_MAGIC)] == BLEND_MAGIC or len(inner) < len(BLEND_MAGIC):
-            return "zstd"
-        raise bad()
-    raise bad()
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream that replays bytes already read from its head, then reads on: no seek needed."""
-
-    def __init__(self, head: bytes, rest: BinaryIO):
-        self.head, self.rest = head, rest
-
-    def readable(self):
-        return True
-
-    def read(self, size=-1):
-        if self.head:
-            if size is None or size < 0:
-                data, self.head = self.head + self.rest.read(), b""
-                return data
-            data, self.head = self.head[:size], self.head[size:]
-            return data
-        return self.rest.read(size)
-
-
-def _input_name(filename: str | None, default_stem: str, suffix: str) -> str:
-    """A safe file name ending in `suffix` (no paths, ASCII, at most 100 characters)."""
-    base = secure_filename((filename or "").replace("\\", "/").rsplit("/", 1)[-1]) or default_stem
-    stem = base.rsplit(".", 1)[0] if "." in base else base
-    return (stem[:100] or default_stem) + suffix
-
-
-def _unique(name: str, taken: set) -> str:
-    stem, dot, ext = name.rpartition(".")
-    candidate, n = name, 2
-    while candidate.lower() in taken:
-        candidate, n = f"{stem}-{n}{dot}{ext}", n + 1
-    taken.add(candidate.lower())
-    return candidate
-
-
-def _seekable(stream: BinaryIO, cap: int, field: str, what: str) -> BinaryIO:
-    """A seekable copy-free view of an upload (werkzeug spools them), or a bounded spooled copy."""
-    try:
-        if stream.seekable():
-            stream.seek(0, os.SEEK_END)
-            size = stream.tell()
-            stream.seek(0)
-            if size > cap:
-                raise InputError("too_large", f"{what} is larger than {cap // (1024 * 1024)} MiB.", field, 413)
-            return stream
-    except (AttributeError, OSError):
-        pass
-    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
-    size = 0
-    while chunk := stream.read(storage.CHUNK):
-        size += len(chunk)
-        if size > cap:
-            raise InputError("too_large", f"{what} is larger than {cap // (1024 * 1024)} MiB.", field, 413)
-        spool.write(chunk)
-    spool.seek(0)
-    return spool
-
-
-def check_image(fp: BinaryIO, label: str, field: str) -> str:
-    """The image's format (PNG, JPEG or WEBP) when `fp` is one within the limits; else InputError."""
-    from PIL import Image
-    try:
-        with Image.open(fp) as img:
-            fmt, (width, height) = img.format, img.size
-            if fmt in IMAGE_FORMATS and width <= IMAGE_MAX_SIDE and height <= IMAGE_MAX_SIDE:
-                img.verify()
-    except Exception:  # Pillow raises many kinds for junk (and DecompressionBombError)
-        raise InputError("not_an_image", f"{label} is not a readable PNG, JPEG or WebP image.", field) from None
-    finally:
-        fp.seek(0)
-    if fmt not in IMAGE_FORMATS:
-        raise InputError("not_an_image", f"{label} is a {fmt} image; upload PNG, JPEG or WebP.", field)
-    if width > IMAGE_MAX_SIDE or height > IMAGE_MAX_SIDE:
-        raise InputError("image_too_large", f"{label} is {width}x{height} pixels; the limit is "
-                         f"{IMAGE_MAX_SIDE}x{IMAGE_MAX_SIDE}.", field)
-    return fmt
-
-
-def _ignored_member(name: str) -> bool:
-    """Debris archivers add (macOS resource forks, Finder and Explorer files): skipped silently."""
-    parts = name.split("/")
-    return parts[0] == "__MACOSX" or parts[-1].startswith(".") or parts[-1].lower() == "thumbs.db"
-
-
-def _unsafe_member_name(name: str) -> bool:
-    parts = name.replace("\\", "/").split("/")
-    return (name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts
-            or "\x00" in name)
-
-
-def check_archive(fp: BinaryIO) -> list[zipfile.ZipInfo]:
-    """The image members of a zip after every safety check (zip-slip, symlinks, bombs); else InputError."""
-    def reject(code, message, status=400):
-        return InputError(code, message, "archive", status)
-    try:
-        zf = zipfile.ZipFile(fp)
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
-        raise reject("bad_archive", "The archive is not a readable zip file.") from None
-    if len(infos) > ARCHIVE_MAX_MEMBERS:
-        raise reject("bad_archive", f"The archive has {len(infos):,} entries; at most {ARCHIVE_MAX_MEMBERS:,}.")
-    members, total = [], 0
-    for info in infos:
-        if _unsafe_member_name(info.filename):
-            raise reject("unsafe_archive", f"The archive entry {info.filename!r} points outside the archive "
-                         "(absolute path, drive letter or '..'): it was rejected.")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise reject("unsafe_archive", f"The archive entry {info.filename!r} is a symbolic link; "
-                         "only plain image files are accepted.")
-        if info.is_dir() or _ignored_member(info.filename):
-            continue
-        if info.flag_bits & 0x1:
-            raise reject("bad_archive", f"The archive entry {info.filename!r} is encrypted.")
-        total += info.file_size
-        if info.file_size > IMAGE_MAX_BYTES:
-            raise reject("image_too_large", f"{info.filename!r} is larger than "
-                         f"{IMAGE_MAX_BYTES // (1024 * 1024)} MiB.")
-        if total > ARCHIVE_MAX_TOTAL:
-            raise reject("archive_too_large", f"The archive unpacks to more than "
-                         f"{ARCHIVE_MAX_TOTAL // (1024 * 1024)} MiB.", 413)
-        if info.file_size > 1024 * 1024 and info.file_size > ARCHIVE_MAX_RATIO * max(info.compress_size, 1):
-            raise reject("unsafe_archive", f"{info.filename!r} expands {info.file_size // max(info.compress_size, 1)}"
-                         "-fold: that is a zip bomb, not an image.")
-        members.append(info)
-    if not members:
-        raise reject("no_images", "The archive holds no images: put PNG, JPEG or WebP files in it.")
-    if len(members) > MAX_IMAGES:
-        raise reject("too_many_images", f"The archive holds {len(members):,} files; a job takes at most "
-                     f"{MAX_IMAGES:,} images.")
-    for info in members:
-        try:
-            # ZipExtFile never yields more than the declared size, so this read is bounded.
-            with zf.open(info) as member:
-                data = member.read(IMAGE_MAX_BYTES + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, zlib.error):
-            raise reject("bad_archive", f"The archive entry {info.filename!r} is corrupt.") from None
-        check_image(io.BytesIO(data), f"Archive entry {info.filename!r}", "archive")
-    return members
-
-
 # --- Submission -------------------------------------------------------------------------------------
 
 def _store_all(build) -> Job:
@@ -440,23 +226,23 @@ def submit_render_job(owner, spec, blend_stream: BinaryIO | None, filename: str 
     head = blend_stream.read(4096) if blend_stream is not None else b""
     try:
         if not head:
-            raise InputError("missing_file", "Upload the .blend file to render." if blend_stream is None
+            raise uploads.InputError("missing_file", "Upload the .blend file to render." if blend_stream is None
                              else "The .blend file is empty.", "blend")
-        check_blend_header(head)
-    except InputError as exc:
+        uploads.check_blend_header(head)
+    except uploads.InputError as exc:
         file_error = exc
     if spec_error and file_error:
         raise SpecError({**spec_error.errors, file_error.field: file_error.message})
     if spec_error or file_error:
         raise spec_error or file_error
-    name = _input_name(filename, "scene", ".blend")
-    max_bytes = min(current_app.config.get("MAX_CONTENT_LENGTH") or BLEND_MAX_BYTES, BLEND_MAX_BYTES)
+    name = uploads.input_name(filename, "scene", ".blend")
+    max_bytes = min(current_app.config.get("MAX_CONTENT_LENGTH") or uploads.BLEND_MAX_BYTES, uploads.BLEND_MAX_BYTES)
 
     def build(put):
         try:
-            stored = put(_Prefixed(head, blend_stream), max_bytes)
+            stored = put(uploads.PrefixedStream(head, blend_stream), max_bytes)
         except storage.TooLarge as exc:
-            raise InputError("too_large", exc.message, "blend", 413) from None
+            raise uploads.InputError("too_large", exc.message, "blend", 413) from None
         job = _new_job(owner, spec)
         db.session.add(job)
         db.session.add(JobInput(job=job, name=name, sha256=stored.sha256, size=stored.size))
@@ -476,30 +262,30 @@ def submit_upscale_job(owner, spec, files: list[tuple[str, BinaryIO]] | None = N
     spec = validate_upscale_spec(spec)
     files = [(n, s) for n, s in (files or []) if s is not None]
     if files and archive:
-        raise InputError("bad_request", "Upload either images or one zip archive, not both.", "images")
+        raise uploads.InputError("bad_request", "Upload either images or one zip archive, not both.", "images")
     if not files and not archive:
-        raise InputError("missing_file", "Upload the images to upscale (PNG, JPEG or WebP) or a zip of them.",
+        raise uploads.InputError("missing_file", "Upload the images to upscale (PNG, JPEG or WebP) or a zip of them.",
                          "images")
-    if len(files) > MAX_IMAGES:
-        raise InputError("too_many_images", f"A job takes at most {MAX_IMAGES} images; you sent {len(files)}.",
+    if len(files) > uploads.MAX_IMAGES:
+        raise uploads.InputError("too_many_images", f"A job takes at most {uploads.MAX_IMAGES} images; you sent {len(files)}.",
                          "images")
     # Everything is checked before anything is stored.
     taken: set[str] = set()
     planned: list[tuple[str, callable]] = []  # (input name, opener of the stream to store)
     if archive:
-        fp = _seekable(archive[1], current_app.config.get("MAX_CONTENT_LENGTH") or ARCHIVE_MAX_TOTAL,
+        fp = uploads.seekable_upload(archive[1], current_app.config.get("MAX_CONTENT_LENGTH") or uploads.ARCHIVE_MAX_TOTAL,
                        "archive", "The archive")
-        members = check_archive(fp)
+        members = uploads.check_archive(fp)
         zf = zipfile.ZipFile(fp)
         for info in members:
-            name = _unique(_input_name(info.filename, "image", _suffix(info.filename)), taken)
+            name = uploads.unique_name(uploads.input_name(info.filename, "image", _suffix(info.filename)), taken)
             planned.append((name, lambda info=info: zf.open(info)))
     else:
         for filename, stream in files:
             label = repr(filename) if filename else "An image"
-            fp = _seekable(stream, IMAGE_MAX_BYTES, "images", label)
-            fmt = check_image(fp, label, "images")
-            name = _unique(_input_name(filename, "image", IMAGE_FORMATS[fmt]), taken)
+            fp = uploads.seekable_upload(stream, uploads.IMAGE_MAX_BYTES, "images", label)
+            fmt = uploads.check_image(fp, label, "images")
+            name = uploads.unique_name(uploads.input_name(filename, "image", uploads.IMAGE_FORMATS[fmt]), taken)
             planned.append((name, lambda fp=fp: fp))
     def build(put):
         job = _new_job(owner, spec)
@@ -508,7 +294,7 @@ def submit_upscale_job(owner, spec, files: list[tuple[str, BinaryIO]] | None = N
         for name, opener in planned:
             stream = opener()
             try:
-                stored = put(stream, IMAGE_MAX_BYTES)
+                stored = put(stream, uploads.IMAGE_MAX_BYTES)
             finally:
                 if isinstance(stream, zipfile.ZipExtFile):
                     stream.close()
@@ -527,14 +313,6 @@ def _suffix(filename: str) -> str:
 
 
 # --- Reading jobs -----------------------------------------------------------------------------------
-
-def get_job(owner_id: int, job_id: int) -> Job:
-    """The owner's job; someone else's is NotFound, exactly like a missing one."""
-    job = db.session.get(Job, job_id)
-    if job is None or job.owner_id != owner_id:
-        raise NotFound("job")
-    return job
-
 
 def list_jobs(owner_id: int, status: str | None = None, page: int = 1, per_page: int = 25) -> Page:
     query = db.select(Job).where(Job.owner_id == owner_id)
@@ -585,22 +363,9 @@ def job_summaries(job_ids: list[int]) -> dict[int, dict]:
             .where(Task.job_id.in_(job_ids), Task.status.in_([TaskStatus.COMPLETED, TaskStatus.FAILED]))
             .group_by(Task.job_id, Task.status)):
         out[jid]["done" if status == TaskStatus.COMPLETED else "failed"] = n
-    for jid, cost in db.session.execute(
-            db.select(LedgerEntry.job_id, db.func.sum(LedgerEntry.amount_micros))
-            .where(LedgerEntry.job_id.in_(job_ids)).group_by(LedgerEntry.job_id)):
-        out[jid]["cost_micros"] = int(cost or 0)
+    for jid, cost in ledger.job_costs_micros(job_ids).items():
+        out[jid]["cost_micros"] = cost
     return out
-
-
-def job_cost_micros(job: Job) -> int:
-    """What the job has cost so far: the sum of its ledger entries, the same rows providers are paid from."""
-    try:
-        from . import ledger
-        return int(ledger.job_cost_micros(job.id))
-    except (ImportError, AttributeError):
-        total = db.session.execute(
-            db.select(db.func.sum(LedgerEntry.amount_micros)).where(LedgerEntry.job_id == job.id)).scalar()
-        return int(total or 0)
 
 
 def cost_summary(job: Job) -> dict:
@@ -609,16 +374,12 @@ def cost_summary(job: Job) -> dict:
     Until a task has finished there is no honest basis for a number, so the estimate is None and the
     explanation says what bounds the price instead.
     """
-    spent = job_cost_micros(job)
-    paid = db.session.execute(
-        db.select(db.func.count(), db.func.sum(LedgerEntry.amount_micros))
-        .where(LedgerEntry.job_id == job.id, LedgerEntry.task_id.is_not(None))).one()
-    paid_tasks, paid_sum = paid[0], int(paid[1] or 0)
+    paid_tasks, spent = ledger.job_billing(job.id)
     remaining = db.session.execute(db.select(db.func.count()).where(
         Task.job_id == job.id, Task.status.in_(ACTIVE))).scalar_one()
     cap = money.usd(job.max_price_micros, 4) if job.max_price_micros else "the network's average"
     if paid_tasks:
-        mean = paid_sum // paid_tasks
+        mean = spent // paid_tasks
         estimate = spent + mean * remaining
         explanation = (f"{money.usd(mean, 4)} per task on average over {paid_tasks} finished task(s), times "
                        f"{remaining} task(s) still to run, plus what is already spent.")
@@ -655,203 +416,7 @@ def serialize_job(job: Job, with_tasks: bool = True) -> dict:
             "reward": None if t.reward_micros is None else money.fmt(t.reward_micros),
             "outputs": [{"name": o.name, "sha256": o.sha256, "size": o.size} for o in t.outputs]
             if t.status == TaskStatus.COMPLETED else [],
-        } for t in tasks_with_outputs(job)]
+        } for t in outputs.tasks_with_outputs(job)]
     return data
 
 
-def tasks_with_outputs(job: Job, page: int | None = None, per_page: int = 50) -> list[Task]:
-    query = (db.select(Task).where(Task.job_id == job.id).options(selectinload(Task.outputs))
-             .order_by(Task.seq))
-    if page is not None:
-        query = query.limit(per_page).offset((max(1, page) - 1) * per_page)
-    return list(db.session.execute(query).scalars())
-
-
-def completed_outputs(job: Job, limit: int | None = None) -> list[tuple[Task, TaskOutput]]:
-    """(task, output) for every output of a completed task, in task order."""
-    query = (db.select(Task, TaskOutput).join(TaskOutput, TaskOutput.task_id == Task.id)
-             .where(Task.job_id == job.id, Task.status == TaskStatus.COMPLETED)
-             .order_by(Task.seq, TaskOutput.name))
-    if limit is not None:
-        query = query.limit(limit)
-    return [tuple(row) for row in db.session.execute(query).all()]
-
-
-def get_output(job: Job, task_id: int, name: str) -> TaskOutput:
-    """One output of one of the job's completed tasks (NotFound otherwise, or once purged)."""
-    output = db.session.execute(
-        db.select(TaskOutput).join(Task, TaskOutput.task_id == Task.id)
-        .where(Task.id == task_id, Task.job_id == job.id, Task.status == TaskStatus.COMPLETED,
-               TaskOutput.name == name)).scalar_one_or_none()
-    if output is None:
-        raise NotFound("output")
-    if job.outputs_purged_at is not None or not storage.path_for(output.sha256).exists():
-        raise ServiceError("outputs_purged", "This output was deleted after the retention period.", 410)
-    return output
-
-
-# --- Actions ----------------------------------------------------------------------------------------
-
-def cancel(job: Job) -> None:
-    """Stop the job: queued tasks are canceled, running ones are told to stop at their next report."""
-    if job.status in FINISHED_JOB:
-        raise Conflict("job_finished", f"The job is already {job.status.value}: there is nothing to cancel.")
-    try:
-        from . import dispatch
-        cancel_job = dispatch.cancel_job
-    except (ImportError, AttributeError):  # before the dispatcher exists, do its part here
-        cancel_job = _cancel_job
-    cancel_job(job)
-    db.session.commit()
-
-
-def _cancel_job(job: Job) -> None:
-    now = utcnow()
-    for task in db.session.execute(db.select(Task).where(Task.job_id == job.id, Task.status.in_(ACTIVE))).scalars():
-        task.status, task.finished_at, task.lease_expires_at = TaskStatus.CANCELED, now, None
-    job.status, job.finished_at = JobStatus.CANCELED, now
-
-
-def requeue_failed(job: Job) -> int:
-    """Put the job's failed tasks back in the queue; returns how many."""
-    if job.status == JobStatus.CANCELED:
-        raise Conflict("job_canceled", "The job was canceled; submit it again instead of requeueing.")
-    failed = db.session.execute(db.select(db.func.count()).where(
-        Task.job_id == job.id, Task.status == TaskStatus.FAILED)).scalar_one()
-    if not failed:
-        raise Conflict("nothing_to_requeue", "The job has no failed tasks.")
-    try:
-        from . import dispatch
-        requeue = dispatch.requeue_failed
-    except (ImportError, AttributeError):
-        requeue = _requeue_failed
-    requeue(job)
-    roll_up_status(job)
-    db.session.commit()
-    return failed
-
-
-def _requeue_failed(job: Job) -> None:
-    for task in db.session.execute(
-            db.select(Task).where(Task.job_id == job.id, Task.status == TaskStatus.FAILED)).scalars():
-        task.status, task.worker_id, task.progress, task.eta_seconds = TaskStatus.QUEUED, None, 0.0, None
-        task.message, task.lease_expires_at, task.started_at, task.finished_at = None, None, None, None
-    db.session.flush()
-
-
-def roll_up_status(job: Job) -> JobStatus:
-    """A job's status follows its tasks: any running -> running; all done -> completed/failed/canceled."""
-    counts = dict(db.session.execute(
-        db.select(Task.status, db.func.count()).where(Task.job_id == job.id).group_by(Task.status)
-    ).all())
-    active = counts.get(TaskStatus.QUEUED, 0) + counts.get(TaskStatus.RUNNING, 0)
-    if job.status == JobStatus.CANCELED:
-        status = JobStatus.CANCELED
-    elif active:
-        started = counts.get(TaskStatus.RUNNING, 0) or any(
-            counts.get(s, 0) for s in (TaskStatus.COMPLETED, TaskStatus.FAILED))
-        status = JobStatus.RUNNING if started else JobStatus.QUEUED
-    elif counts.get(TaskStatus.FAILED, 0):
-        status = JobStatus.FAILED
-    elif counts.get(TaskStatus.COMPLETED, 0):
-        status = JobStatus.COMPLETED
-    else:
-        status = JobStatus.CANCELED
-    if status != job.status:
-        job.status = status
-        job.finished_at = utcnow() if status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED) else None
-    return status
-
-
-# --- Outputs: the zip and retention -----------------------------------------------------------------
-
-class _Sink:
-    """A write-only file for zipfile that hands the written bytes out in pieces (zipfile copes with no seek)."""
-
-    def __init__(self):
-        self.parts: list[bytes] = []
-
-    def write(self, data) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def flush(self):
-        pass
-
-    def drain(self) -> bytes:
-        data, self.parts = b"".join(self.parts), []
-        return data
-
-
-def zip_entries(job: Job) -> list[tuple[str, str, int, datetime]]:
-    """(name in the zip, sha256, size, time) for each completed output; names are prefixed with
-    task-<seq>/ only where two tasks produced the same name (render frames never do)."""
-    rows = completed_outputs(job)
-    counts: dict[str, int] = {}
-    for _, output in rows:
-        counts[output.name] = counts.get(output.name, 0) + 1
-    entries = []
-    for task, output in rows:
-        safe = output.name.replace("\\", "/").rsplit("/", 1)[-1] or f"output-{output.id}"
-        name = safe if counts[output.name] == 1 else f"task-{task.seq:04d}/{safe}"
-        entries.append((name, output.sha256, output.size, output.created_at))
-    return entries
-
-
-def stream_outputs_zip(job: Job) -> Iterator[bytes]:
-    """The completed tasks' outputs as a zip, produced piece by piece (never whole in memory).
-
-    Everything is looked up now, so the returned generator needs no app context while it streams.
-    """
-    if job.outputs_purged_at is not None:
-        raise ServiceError("outputs_purged", "This job's outputs were deleted after the retention period.", 410)
-    entries = [(name, storage.path_for(sha), size, when) for name, sha, size, when in zip_entries(job)]
-
-    def generate():
-        sink = _Sink()
-        # Renders are already compressed (PNG, JPEG, EXR's own codecs): store, don't deflate.
-        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, path, size, when in entries:
-                info = zipfile.ZipInfo(name, date_time=when.timetuple()[:6] if when.year >= 1980
-                                       else (1980, 1, 1, 0, 0, 0))
-                info.file_size = size
-                info.external_attr = 0o644 << 16
-                with path.open("rb") as src, zf.open(info, "w", force_zip64=size > 2**31) as dst:
-                    while chunk := src.read(storage.CHUNK):
-                        dst.write(chunk)
-                        yield sink.drain()
-                yield sink.drain()
-        yield sink.drain()
-    return (piece for piece in generate() if piece)
-
-
-def purge_old_outputs(now: datetime | None = None) -> int:
-    """Delete the output files of jobs finished more than OUTPUT_RETENTION_DAYS ago; returns how many jobs.
-
-    A blob still referenced by another job's input or by an output of a job that is kept stays on disk.
-    The rows stay too (names, sizes and hashes are history); the job records when its files went.
-    """
-    from . import thumbnails
-    now = now or utcnow()
-    cutoff = now - timedelta(days=int(current_app.config.get("OUTPUT_RETENTION_DAYS", 30)))
-    jobs = list(db.session.execute(db.select(Job).where(
-        Job.finished_at.is_not(None), Job.finished_at < cutoff, Job.outputs_purged_at.is_(None))).scalars())
-    if not jobs:
-        return 0
-    job_ids = [j.id for j in jobs]
-    shas = set(db.session.execute(
-        db.select(TaskOutput.sha256).join(Task, TaskOutput.task_id == Task.id).where(Task.job_id.in_(job_ids))
-    ).scalars())
-    kept_by_outputs = set(db.session.execute(
-        db.select(TaskOutput.sha256).join(Task, TaskOutput.task_id == Task.id).join(Job, Task.job_id == Job.id)
-        .where(TaskOutput.sha256.in_(shas), Task.job_id.not_in(job_ids), Job.outputs_purged_at.is_(None))
-    ).scalars()) if shas else set()
-    kept_by_inputs = set(db.session.execute(
-        db.select(JobInput.sha256).where(JobInput.sha256.in_(shas))).scalars()) if shas else set()
-    for job in jobs:
-        job.outputs_purged_at = now
-    db.session.commit()  # record first: a crash below leaves files to delete, never a link to a missing one
-    for sha in shas - kept_by_outputs - kept_by_inputs:
-        storage.delete_blob(sha)
-        thumbnails.forget(sha)
-    return len(jobs)

@@ -8,6 +8,7 @@ same transaction as the rows they sum, so lists and charts never need to aggrega
 
 import math
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -47,6 +48,12 @@ def bump_daily(worker_id: int, day: str, *, task_earnings_micros: int = 0, minin
         set_={name: table.c[name] + stmt.excluded[name] for name in values if name not in ("worker_id", "day")},
     )
     db.session.execute(stmt)
+
+
+def task_reward_micros(bid_micros: int, compute_seconds: float) -> int:
+    """A task's reward: bid (USD/hour) x compute hours, rounded half up to a whole micro-USD."""
+    seconds = Decimal(repr(float(compute_seconds)))
+    return int((Decimal(bid_micros) * seconds / 3600).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def credit_task_reward(task: Task, amount_micros: int) -> LedgerEntry:
@@ -132,12 +139,23 @@ def report_mining(worker: Worker, data: dict, now: datetime | None = None) -> Mi
     return row
 
 
+# What a job bills its creator: its tasks' reward rows (a reversal, when there is one, is billed too:
+# it is negative, so a rejected result costs nothing).
+JOB_COST_KINDS = (LedgerKind.TASK_REWARD,)
+
+
+def job_billing(job_id: int) -> tuple[int, int]:
+    """(how many of the job's tasks were billed, what the job cost its creator in micro-USD)."""
+    count, total = db.session.execute(
+        db.select(db.func.count(db.distinct(LedgerEntry.task_id)), db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
+        .where(LedgerEntry.job_id == job_id, LedgerEntry.kind.in_(JOB_COST_KINDS))
+    ).one()
+    return int(count), int(total)
+
+
 def job_cost_micros(job_id: int) -> int:
     """What a job cost its creator: the sum of its tasks' reward entries."""
-    return int(db.session.execute(
-        db.select(db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
-        .where(LedgerEntry.job_id == job_id, LedgerEntry.kind == LedgerKind.TASK_REWARD)
-    ).scalar_one())
+    return job_billing(job_id)[1]
 
 
 def job_costs_micros(job_ids: list[int]) -> dict[int, int]:
@@ -146,7 +164,7 @@ def job_costs_micros(job_ids: list[int]) -> dict[int, int]:
         return {}
     rows = db.session.execute(
         db.select(LedgerEntry.job_id, db.func.sum(LedgerEntry.amount_micros))
-        .where(LedgerEntry.job_id.in_(job_ids), LedgerEntry.kind == LedgerKind.TASK_REWARD)
+        .where(LedgerEntry.job_id.in_(job_ids), LedgerEntry.kind.in_(JOB_COST_KINDS))
         .group_by(LedgerEntry.job_id)
     ).all()
     costs = {job_id: 0 for job_id in job_ids}

@@ -24,6 +24,7 @@ UNBENCHED_SCORE = 1000  # a worker that never ran the benchmark is priced as the
 MAX_BID_MICROS = 100 * money.MICROS  # USD 100 per hour
 MAX_BENCH_SCORE = 10_000_000
 NETWORK_WINDOW = timedelta(hours=24)
+PRICE_MARGIN = (5, 4)  # a job's default max price = average bid x 1.25, so ordinary workers qualify
 
 WALLET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
 COIN_RE = re.compile(r"^[A-Za-z0-9]{1,16}$")
@@ -62,6 +63,13 @@ def price_per_bench_hour_micros(bid_micros: int, bench_score: int | None) -> int
     if bench_score is None or bench_score <= 0:
         return None
     return (2 * bid_micros * 1000 + bench_score) // (2 * bench_score)
+
+
+def default_max_price_micros(now: datetime | None = None) -> int:
+    """A job's default maximum price per bench-hour: a margin over the network's average bid (at bench
+    score 1000, price per bench-hour == bid)."""
+    num, den = PRICE_MARGIN
+    return average_bid_micros(now) * num // den
 
 
 def worker_price_micros(worker: Worker, now: datetime | None = None) -> int:

@@ -6,7 +6,6 @@ import hashlib
 import re
 from pathlib import Path
 
-from flask import Response, send_file
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -115,12 +114,9 @@ def serialize(release: AppRelease) -> dict:
             "created_at": release.created_at.isoformat() if release.created_at else None}
 
 
-def download_response(release: AppRelease) -> Response:
-    """The installer as a download (needs a request context), with its SHA-256 as ETag for caches."""
+def installer_path(release: AppRelease) -> Path:
+    """Where the release's installer is stored; NotFound when the file was lost."""
     path = storage.path_for(release.sha256)
     if not path.is_file():
         raise NotFound("installer file (publish it again with `pictor-portal publish-installer`)")
-    response = send_file(path, mimetype=EXE_MIMETYPE, as_attachment=True, download_name=release.filename,
-                         etag=release.sha256, conditional=True, max_age=3600)
-    response.headers["X-Checksum-SHA256"] = release.sha256
-    return response
+    return path

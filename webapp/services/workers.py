@@ -148,6 +148,14 @@ def pair(code: str) -> tuple[Worker, str]:
     return worker, token
 
 
+def is_live_pairing_code(worker: Worker, code: str | None, now: datetime | None = None) -> bool:
+    """Whether `code` is the worker's current, unexpired pairing code (compared by hash)."""
+    now = now or utcnow()
+    if not code or worker.pairing_code_hash is None or worker.pairing_expires_at is None:
+        return False
+    return worker.pairing_expires_at > now and worker.pairing_code_hash == token_hash(normalize_pairing_code(code))
+
+
 def reissue_token(worker: Worker) -> str:
     """A new token for a config file download (only hashes are kept, so the old one cannot be shown
     again): the previous token stops working and the pairing code is retired; the file is the way in."""
@@ -311,20 +319,6 @@ def status_counts(owner_id: int, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def get_worker(owner_id: int, worker_id) -> Worker:
-    """The owner's worker; someone else's, a deleted one or a missing one are all NotFound."""
-    try:
-        worker_id = int(worker_id)
-    except (TypeError, ValueError):
-        raise NotFound("worker") from None
-    if not 0 < worker_id <= MAX_ID:
-        raise NotFound("worker")
-    worker = db.session.get(Worker, worker_id)
-    if worker is None or worker.owner_id != owner_id or worker.deleted_at is not None:
-        raise NotFound("worker")
-    return worker
-
-
 # --- changes --------------------------------------------------------------------------------------
 
 def rename(worker: Worker, name: str) -> Worker:
@@ -454,13 +448,64 @@ def list_tasks(worker: Worker, q: str | None = None, status: str | None = None, 
                      [direction(key), direction(Task.id)], page, per_page, count_from)
 
 
+def task_duration_seconds(task: Task, now: datetime) -> float | None:
+    """How long the task ran: start to finish, or to now while it runs; None before it started."""
+    if task.started_at is None:
+        return None
+    end = task.finished_at or (now if task.status == TaskStatus.RUNNING else None)
+    return None if end is None else max(0.0, round((end - task.started_at).total_seconds(), 3))
+
+
+def task_software_label(task: Task, worker: Worker) -> str:
+    """The job type as the software used, e.g. "Blender 3.4 · Cycles" or "Real-ESRGAN x4"."""
+    label = task.job.software or task.type.value.title()
+    renderers = worker.renderers or {}
+    version = None
+    if task.type.value == "render":
+        version = (renderers.get("blender") or {}).get("version")
+        product = "Blender"
+    else:
+        product = "Real-ESRGAN"
+    if version and product in label and str(version) not in label:
+        short = ".".join(str(version).split(".")[:2])
+        label = label.replace(product, f"{product} {short}", 1)
+    return label
+
+
+COMPLIANCE_STATUSES = {"ok": "pass", "passed": "pass", "warning": "warn", "failed": "fail", "error": "fail"}
+
+
+def compliance_checks(worker: Worker) -> list[dict]:
+    """The app's security checks, whatever key names it used, as name / status (pass|warn|fail) / reason."""
+    checks = []
+    for item in worker.compliance or []:
+        if not isinstance(item, dict):
+            continue
+        status = str(item.get("status") or item.get("result") or "warn").lower()
+        status = COMPLIANCE_STATUSES.get(status, status)
+        checks.append({
+            "name": item.get("label") or item.get("name") or item.get("check") or item.get("id") or "Check",
+            "status": status if status in ("pass", "warn", "fail") else "warn",
+            "reason": item.get("reason") or item.get("message") or item.get("detail") or "",
+        })
+    return checks
+
+
+def gpu_groups(worker: Worker) -> list[dict]:
+    """Identical GPUs counted once: "4 × NVIDIA GeForce RTX 3090 · 24 GB · driver 535.154.05"."""
+    groups: dict[tuple, dict] = {}
+    for gpu in worker.gpus or []:
+        if not isinstance(gpu, dict):
+            continue
+        key = (gpu.get("name") or "GPU", gpu.get("memory_mb"), gpu.get("driver"))
+        group = groups.setdefault(key, {"name": key[0], "memory_mb": key[1], "driver": key[2], "count": 0})
+        group["count"] += 1
+    return list(groups.values())
+
+
 def serialize_task(task: Task, now: datetime | None = None) -> dict:
     now = now or utcnow()
-    duration = None
-    if task.started_at is not None:
-        end = task.finished_at or (now if task.status == TaskStatus.RUNNING else None)
-        if end is not None:
-            duration = max(0.0, round((end - task.started_at).total_seconds(), 3))
+    duration = task_duration_seconds(task, now)
     return {
         "id": task.id,
         "job_id": task.job_id,

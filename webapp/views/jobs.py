@@ -1,17 +1,14 @@
 """The creators' pages: job list, new render/upscale job, job detail with live progress and outputs."""
 
-import mimetypes
-
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file,
-                   url_for)
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from .. import money
 from ..extensions import htmx
 from ..forms import EmptyForm, RenderJobForm, UpscaleJobForm
 from ..models import Job, JobStatus, Task
-from ..services import ServiceError, jobs, storage, thumbnails
-from . import get_owned_or_404
+from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails
+from ..web import job_outputs_zip, stored_file_download
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -43,7 +40,7 @@ def index():
 
 
 def _new_page(render_form=None, upscale_form=None, status=200, active="render"):
-    default_price = jobs.default_max_price_micros()
+    default_price = market.default_max_price_micros()
     return render_template(
         "jobs/new.html", render_form=render_form or RenderJobForm(prefix="render"),
         upscale_form=upscale_form or UpscaleJobForm(prefix="upscale"), active=active,
@@ -124,8 +121,8 @@ def _detail_context(job: Job) -> dict:
     page = min(max(1, _page_arg()), pages)
     return {
         "job": job, "counts": counts, "progress": jobs.job_progress(job), "costs": jobs.cost_summary(job),
-        "tasks": jobs.tasks_with_outputs(job, page=page, per_page=TASKS_PER_PAGE), "page": page, "pages": pages,
-        "outputs": [] if job.outputs_purged_at else jobs.completed_outputs(job, limit=THUMBS_SHOWN),
+        "tasks": outputs.tasks_with_outputs(job, page=page, per_page=TASKS_PER_PAGE), "page": page, "pages": pages,
+        "outputs": [] if job.outputs_purged_at else outputs.completed_outputs(job, limit=THUMBS_SHOWN),
         "live": job.status in ACTIVE_JOB, "action_form": EmptyForm(), "thumbs_shown": THUMBS_SHOWN,
     }
 
@@ -133,7 +130,7 @@ def _detail_context(job: Job) -> dict:
 @bp.get("/<int:job_id>")
 @login_required
 def detail(job_id):
-    job = get_owned_or_404(Job, job_id, current_user.id)
+    job = permissions.owned_job(current_user.id, job_id)
     template = "jobs/_live.html" if htmx else "jobs/detail.html"
     return _vary(Response(render_template(template, **_detail_context(job))))
 
@@ -141,10 +138,10 @@ def detail(job_id):
 @bp.post("/<int:job_id>/cancel")
 @login_required
 def cancel(job_id):
-    job = get_owned_or_404(Job, job_id, current_user.id)
+    job = permissions.owned_job(current_user.id, job_id)
     if EmptyForm().validate_on_submit():
         try:
-            jobs.cancel(job)
+            dispatch.cancel(job)
         except ServiceError as exc:
             flash(exc.message, "error")
         else:
@@ -155,10 +152,10 @@ def cancel(job_id):
 @bp.post("/<int:job_id>/requeue")
 @login_required
 def requeue(job_id):
-    job = get_owned_or_404(Job, job_id, current_user.id)
+    job = permissions.owned_job(current_user.id, job_id)
     if EmptyForm().validate_on_submit():
         try:
-            count = jobs.requeue_failed(job)
+            count = dispatch.requeue_failed(job)
         except ServiceError as exc:
             flash(exc.message, "error")
         else:
@@ -166,51 +163,23 @@ def requeue(job_id):
     return redirect(url_for("jobs.detail", job_id=job.id))
 
 
-def zip_response(job: Job) -> Response:
-    """The streamed outputs.zip (shared with the API)."""
-    body = jobs.stream_outputs_zip(job)
-    filename = f"job-{job.id}-outputs.zip"
-    return Response(body, mimetype="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                             "Cache-Control": "private, no-store"})
-
-
 @bp.get("/<int:job_id>/outputs.zip")
 @login_required
 def outputs_zip(job_id):
-    job = get_owned_or_404(Job, job_id, current_user.id)
-    try:
-        return zip_response(job)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
-
-
-def _owned_output(job_id: int, task_id: int, name: str):
-    job = get_owned_or_404(Job, job_id, current_user.id)
-    try:
-        return job, jobs.get_output(job, task_id, name)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
-
-
-def output_response(output, name: str) -> Response:
-    """One output file as a download (shared with the API)."""
-    mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return send_file(storage.path_for(output.sha256), mimetype=mimetype, as_attachment=True,
-                     download_name=name, etag=output.sha256, max_age=0, conditional=True)
+    return job_outputs_zip(permissions.owned_job(current_user.id, job_id))
 
 
 @bp.get("/<int:job_id>/outputs/<int:task_id>/<path:name>")
 @login_required
 def output(job_id, task_id, name):
-    _, out = _owned_output(job_id, task_id, name)
-    return output_response(out, name)
+    _, out = permissions.job_output(current_user.id, job_id, task_id, name)
+    return stored_file_download(out.sha256, name)
 
 
 @bp.get("/<int:job_id>/thumb/<int:task_id>/<path:name>")
 @login_required
 def thumb(job_id, task_id, name):
-    _, out = _owned_output(job_id, task_id, name)
+    _, out = permissions.job_output(current_user.id, job_id, task_id, name)
     data = thumbnails.thumbnail(out.sha256)
     response = Response(data, mimetype=thumbnails.content_type(data))
     # Content-addressed and owner-only: the browser may keep it, shared caches may not.

@@ -1,9 +1,10 @@
 """The home redirect and the Worker App download page (the Windows installer, the Linux headless route)."""
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, render_template, url_for
 from flask_login import current_user
 
-from ..services import ServiceError, releases
+from ..services import releases
+from ..web import installer_download, server_url
 
 bp = Blueprint("main", __name__)
 
@@ -15,8 +16,7 @@ def index():
 
 @bp.get("/download")
 def download():
-    server_url = (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
-    return render_template("main/download.html", release=releases.latest_release(), server_url=server_url)
+    return render_template("main/download.html", release=releases.latest_release(), server_url=server_url())
 
 
 @bp.get("/download/windows")
@@ -25,7 +25,4 @@ def download_windows():
     release = releases.latest_release()
     if release is None:
         abort(404, "No Windows installer has been published on this portal yet: see the Download page.")
-    try:
-        return releases.download_response(release)
-    except ServiceError as exc:
-        abort(exc.status, exc.message)
+    return installer_download(release)

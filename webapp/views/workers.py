@@ -15,10 +15,10 @@ from .. import charts
 from ..clock import utcnow
 from ..extensions import db, htmx
 from ..forms import EmptyForm
-from ..models import Task, TaskStatus, WorkerStatus
-from ..security import normalize_pairing_code, token_hash
-from ..services import NotFound, ServiceError, presence, stats
+from ..models import TaskStatus, WorkerStatus
+from ..services import ServiceError, dispatch, permissions, presence, stats
 from ..services import workers as worker_service
+from ..web import server_url
 
 bp = Blueprint("workers", __name__, url_prefix="/workers")
 
@@ -34,13 +34,6 @@ class WorkerNameForm(FlaskForm):
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-def _owned(worker_id: int):
-    try:
-        return worker_service.get_worker(current_user.id, worker_id)
-    except NotFound:
-        abort(404)
-
 
 def _page_size() -> int:
     return int(current_app.config.get("PAGE_SIZE", 25))
@@ -94,11 +87,6 @@ def _safe_next(default: str) -> str:
     return default
 
 
-def server_url() -> str:
-    """The URL workers are told to call: the configured one, else how this browser reached us."""
-    return (current_app.config.get("SERVER_URL") or request.host_url).rstrip("/")
-
-
 def _rows(items, now) -> list[dict]:
     """What each table row shows about a worker, with one query per uptime figure for the page."""
     ids = [w.id for w in items]
@@ -149,7 +137,7 @@ def index():
 @bp.post("/<int:worker_id>/rename")
 @login_required
 def rename(worker_id):
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     form = WorkerNameForm()
     error = None
     if form.validate_on_submit():
@@ -183,7 +171,7 @@ class WorkerLocationForm(FlaskForm):
 @login_required
 def set_location(worker_id):
     """The provider's own location label (e.g. a farm's site), overriding the IP lookup; empty clears it."""
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     form = WorkerLocationForm()
     try:
         if not form.validate_on_submit():
@@ -201,7 +189,7 @@ def set_location(worker_id):
 @bp.post("/<int:worker_id>/delete")
 @login_required
 def delete(worker_id):
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     if not EmptyForm().validate_on_submit():
         abort(400, "The form was missing its security token. Reload the page and try again.")
     name = worker.name
@@ -226,11 +214,7 @@ def _remember_code(worker_id: int, code: str) -> None:
 def _live_code(worker, now) -> str | None:
     """The pairing code this browser was shown for `worker`, if it is still the worker's live code."""
     code = (session.get(PAIRING_SESSION_KEY) or {}).get(str(worker.id))
-    if not code or worker.pairing_code_hash is None or worker.pairing_expires_at is None:
-        return None
-    if worker.pairing_expires_at <= now or worker.pairing_code_hash != token_hash(normalize_pairing_code(code)):
-        return None
-    return code
+    return code if worker_service.is_live_pairing_code(worker, code, now) else None
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -268,14 +252,14 @@ def _setup_context(worker, now) -> dict:
 @bp.get("/<int:worker_id>/setup")
 @login_required
 def setup(worker_id):
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     return _page("workers/setup.html", **_setup_context(worker, utcnow()))
 
 
 @bp.post("/<int:worker_id>/pairing-code")
 @login_required
 def pairing_code(worker_id):
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     if not EmptyForm().validate_on_submit():
         abort(400, "The form was missing its security token. Reload the page and try again.")
     _remember_code(worker.id, worker_service.regenerate_pairing_code(worker))
@@ -289,7 +273,7 @@ def pairing_code(worker_id):
 @login_required
 def connection(worker_id):
     """Polled by the guide page: keeps polling while the worker is pending, stops once it connected."""
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     now = utcnow()
     return render_template("workers/_connection.html", worker=worker,
                            status=worker_service.status_of(worker, now).value, now=now)
@@ -300,7 +284,7 @@ def connection(worker_id):
 def config_file(worker_id):
     """A config file for the Worker App. Only the token's hash is stored, so the file carries a fresh token:
     downloading it signs out an app that used the previous token, and retires the pairing code."""
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     if not EmptyForm().validate_on_submit():
         abort(400, "The form was missing its security token. Reload the page and try again.")
     token = worker_service.reissue_token(worker)
@@ -312,50 +296,6 @@ def config_file(worker_id):
 
 
 # --- Worker Details ------------------------------------------------------------------------------------
-
-def _compliance(worker) -> list[dict]:
-    """The app's checks, whatever key names it used, as name / status (pass|warn|fail) / reason."""
-    checks = []
-    for item in worker.compliance or []:
-        if not isinstance(item, dict):
-            continue
-        status = str(item.get("status") or item.get("result") or "warn").lower()
-        status = {"ok": "pass", "passed": "pass", "warning": "warn", "failed": "fail", "error": "fail"}.get(status, status)
-        checks.append({
-            "name": item.get("label") or item.get("name") or item.get("check") or item.get("id") or "Check",
-            "status": status if status in ("pass", "warn", "fail") else "warn",
-            "reason": item.get("reason") or item.get("message") or item.get("detail") or "",
-        })
-    return checks
-
-
-def _gpu_groups(worker) -> list[dict]:
-    """Identical GPUs counted once: "4 × NVIDIA GeForce RTX 3090 · 24 GB · driver 535.154.05"."""
-    groups: dict[tuple, dict] = {}
-    for gpu in worker.gpus or []:
-        if not isinstance(gpu, dict):
-            continue
-        key = (gpu.get("name") or "GPU", gpu.get("memory_mb"), gpu.get("driver"))
-        group = groups.setdefault(key, {"name": key[0], "memory_mb": key[1], "driver": key[2], "count": 0})
-        group["count"] += 1
-    return list(groups.values())
-
-
-def software_label(task, worker) -> str:
-    """The job type as the software used, e.g. "Blender 3.4 · Cycles" or "Real-ESRGAN x4"."""
-    label = task.job.software or task.type.value.title()
-    renderers = worker.renderers or {}
-    version = None
-    if task.type.value == "render":
-        version = (renderers.get("blender") or {}).get("version")
-        product = "Blender"
-    else:
-        product = "Real-ESRGAN"
-    if version and product in label and str(version) not in label:
-        short = ".".join(str(version).split(".")[:2])
-        label = label.replace(product, f"{product} {short}", 1)
-    return label
-
 
 PREVIEWABLE = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -374,14 +314,12 @@ def _output_links(task, output) -> dict:
 
 
 def _task_rows(page, worker, now) -> list[dict]:
-    from ..services import dispatch  # the dispatcher owns reward arithmetic
     rows = []
     for task in page.items:
-        end = task.finished_at or (now if task.status == TaskStatus.RUNNING else None)
         rows.append({
             "task": task,
-            "software": software_label(task, worker),
-            "duration": (end - task.started_at).total_seconds() if task.started_at and end else None,
+            "software": worker_service.task_software_label(task, worker),
+            "duration": worker_service.task_duration_seconds(task, now),
             "estimate": dispatch.reward_estimate_micros(task) if task.status == TaskStatus.RUNNING else None,
             "outputs": [_output_links(task, o) for o in task.outputs] if task.status == TaskStatus.COMPLETED else [],
             "job_url": url_for("jobs.detail", job_id=task.job_id)
@@ -393,7 +331,7 @@ def _task_rows(page, worker, now) -> list[dict]:
 @bp.get("/<int:worker_id>")
 @login_required
 def detail(worker_id):
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     now = utcnow()
     tab = request.args.get("tab", "stats")
     if tab not in ("stats", "tasks"):
@@ -424,8 +362,8 @@ def detail(worker_id):
             "period_error": period_error,
             "chart_args": chart_args,
             "charts": charts.CHARTS,
-            "compliance": _compliance(worker),
-            "gpu_groups": _gpu_groups(worker),
+            "compliance": worker_service.compliance_checks(worker),
+            "gpu_groups": worker_service.gpu_groups(worker),
         })
     else:
         state = _state(TASK_DEFAULTS)
@@ -452,7 +390,7 @@ def detail(worker_id):
 @bp.get("/<int:worker_id>/charts/<name>.svg")
 @login_required
 def chart(worker_id, name):
-    worker = _owned(worker_id)
+    worker = permissions.owned_worker(current_user.id, worker_id)
     if name not in charts.CHARTS:
         abort(404)
     try:
@@ -476,10 +414,7 @@ def chart(worker_id, name):
 @bp.get("/<int:worker_id>/tasks/<int:task_id>/log")
 @login_required
 def task_log(worker_id, task_id):
-    worker = _owned(worker_id)
-    task = db.session.get(Task, task_id)
-    if task is None or task.worker_id != worker.id:
-        abort(404)
+    _, task = permissions.worker_task_of_owner(current_user.id, worker_id, task_id)
     if htmx:
         return render_template("workers/_log.html", task=task)
     return Response(task.log_tail or "(no log was reported for this task)\n", mimetype="text/plain")
