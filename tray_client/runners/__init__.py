@@ -6,10 +6,12 @@ from .base import (InvalidParams, Progress, RunFailed, Runner, RunnerSettings, R
                    run_process)
 from .blender import BlenderRunner
 from .realesrgan import RealesrganRunner
+from .verify import VerifyRunner
 
 RUNNERS: dict[str, type[Runner]] = {
     "render": BlenderRunner,
     "upscale": RealesrganRunner,
+    "verify": VerifyRunner,
 }
 
 

@@ -366,6 +366,23 @@ class BlenderRunner(Runner):
             should_stop: Callable[[], bool] | None = None) -> RunResult:
         params = self.validate(params)
         blend = input_path(inputs, params["blend"])
+        blender, gpu_backend = self.blender_for(params)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for stale in workdir.glob("frame_*"):  # left by an earlier try: must not pass as output
+            stale.unlink()
+        argv = build_argv(blender, blend, workdir, params, gpu_backend)
+        tail, seconds = self.run_blender(argv, params, params["frames"], workdir, on_progress,
+                                         should_stop)
+        outputs = [output_path(workdir, frame, params["format"]) for frame in params["frames"]]
+        missing = [str(f) for f, path in zip(params["frames"], outputs) if not path.is_file()]
+        if missing:
+            raise RunFailed("output_missing", f"Blender finished but wrote no image for frame(s) "
+                                              f"{', '.join(missing[:10])}", tail)
+        return RunResult(outputs=outputs, log_tail=tail, compute_seconds=seconds)
+
+    def blender_for(self, params: Mapping[str, Any]) -> tuple[Path, str | None]:
+        """The Blender to run and the GPU backend to ask it for, or RunFailed saying why not."""
         blender = find_blender(self.settings.blender_path)
         if blender is None:
             where = f" at {self.settings.blender_path}" if self.settings.blender_path else ""
@@ -375,12 +392,14 @@ class BlenderRunner(Runner):
         if params["device"] == "gpu" and params["engine"] != "CYCLES" and not gpu_backend:
             # EEVEE and Workbench would fall back to software OpenGL without a word.
             raise RunFailed("no_device", "This job needs a GPU and this worker has none")
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        for stale in workdir.glob("frame_*"):  # left by an earlier try: must not pass as output
-            stale.unlink()
-        argv = build_argv(blender, blend, workdir, params, gpu_backend)
-        tracker = BlenderProgress(params["frames"])
+        return blender, gpu_backend
+
+    def run_blender(self, argv: list[str], params: Mapping[str, Any], renders: Sequence[int],
+                    workdir: Path, on_progress: Callable[[Progress], None] | None,
+                    should_stop: Callable[[], bool] | None) -> tuple[str, float]:
+        """Run argv, which saves one image per item of `renders`, reporting progress; returns
+        (log tail, seconds) or raises RunFailed."""
+        tracker = BlenderProgress(renders)
         gpus_found = None  # from our expression's marker, which scrolls out of the log tail
 
         def on_line(line: str) -> None:
@@ -400,9 +419,4 @@ class BlenderRunner(Runner):
         failure = classify_failure(returncode, tail, gpu_required, gpus_found)
         if failure:
             raise failure
-        outputs = [output_path(workdir, frame, params["format"]) for frame in params["frames"]]
-        missing = [str(f) for f, path in zip(params["frames"], outputs) if not path.is_file()]
-        if missing:
-            raise RunFailed("output_missing", f"Blender finished but wrote no image for frame(s) "
-                                              f"{', '.join(missing[:10])}", tail)
-        return RunResult(outputs=outputs, log_tail=tail, compute_seconds=seconds)
+        return tail, seconds
