@@ -47,7 +47,7 @@ DEFAULTS = {
     "RATELIMIT_HEADERS_ENABLED": True,
     "LOGIN_RATE_LIMIT": "10 per minute",
     "SIGNUP_RATE_LIMIT": "5 per minute",
-    # Market and dispatch rules (SPEC sections 5 and 6).
+    # Market and dispatch rules (services/market.py and services/dispatch.py say why).
     "LEASE_SECONDS": 60,
     "HEARTBEAT_SECONDS": 15,
     "POLL_SECONDS": 5,

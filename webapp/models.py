@@ -46,7 +46,7 @@ class WorkerState(str, enum.Enum):
 
 
 class WorkerStatus(str, enum.Enum):
-    """The derived status (SPEC section 3), never stored."""
+    """The derived status (services/workers.py status_expr), never stored."""
     PENDING = "pending"
     ONLINE = "online"
     BUSY = "busy"
@@ -134,7 +134,7 @@ class Worker(db.Model):
     pairing_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     paired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    # What the app reports in hello (SPEC section 4).
+    # What the app reports in hello (services/presence.py record_hello).
     app_version: Mapped[str | None] = mapped_column(String(32))
     os: Mapped[str | None] = mapped_column(String(128))
     hostname: Mapped[str | None] = mapped_column(String(128))

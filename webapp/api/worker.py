@@ -1,4 +1,4 @@
-"""The worker API (SPEC section 8): what the Worker App calls with its own token, thin over the services."""
+"""The worker API (docs/ARCHITECTURE.md, "A task's life"): what the Worker App calls with its own token, thin over the services."""
 
 import os
 import re
@@ -32,7 +32,7 @@ def _iso(moment):
 
 
 def task_payload(task: Task) -> dict:
-    """The claimed-task JSON (SPEC 'Claimed task'), with the job's software and the bid it runs at."""
+    """The claimed-task JSON (_CLAIMED_TASK below documents it), with the job's software and its bid."""
     names = list(task.input_names or [])
     rows = db.session.execute(
         db.select(JobInput).where(JobInput.job_id == task.job_id, JobInput.name.in_(names))
@@ -77,7 +77,7 @@ def worker_hello():
     data = _json()
     worker = presence.record_hello(g.worker, data, request.remote_addr)
     average = market.average_bid_micros()
-    bid = worker.bid_micros if worker.bid_micros is not None else average
+    bid = market.effective_bid_micros(worker, average=average)
     config = current_app.config
     return jsonify({
         "worker_id": worker.id,

@@ -1,4 +1,4 @@
-"""Dispatch (SPEC section 6): workers claim queued tasks atomically, hold them on a lease, finish or fail them.
+"""Dispatch: workers claim queued tasks atomically, hold them on a lease, finish or fail them.
 
 Every function here that changes tasks runs in its own write transaction and commits: on SQLite the
 transaction starts with BEGIN IMMEDIATE (one writer at a time, so a claim's read and write can never
@@ -76,11 +76,7 @@ def _claim_statement(gpu: bool):
     failed = aliased(TaskEvent)
     conditions.append(~db.select(failed.id).where(
         failed.task_id == Task.id, failed.worker_id == worker_id, _failures_that_count(failed)).exists())
-    job_failed = aliased(TaskEvent)
-    job_failures = db.select(db.func.count(job_failed.id)).where(
-        job_failed.job_id == Task.job_id, job_failed.worker_id == worker_id,
-        _failures_that_count(job_failed)).scalar_subquery()
-    conditions.append(job_failures < BLOCKLIST_FAILURES)
+    conditions.append(~_blocklisted(worker_id, Task.job_id))
     return (db.select(Task).where(*conditions).order_by(Task.priority.desc(), Task.id).limit(1)
             .with_for_update(of=Task, skip_locked=True).execution_options(populate_existing=True))
 
@@ -101,13 +97,16 @@ def _failed_here_and_counting(worker_id: int, task_id: int) -> bool:
     ).first() is not None
 
 
-def is_blocklisted(worker_id: int, job_id: int) -> bool:
+def _blocklisted(worker_id, job_id):
+    """SQL truth of "this worker failed BLOCKLIST_FAILURES tasks of this job" (values or SQL expressions)."""
     failed = aliased(TaskEvent)
-    count = db.session.execute(
-        db.select(db.func.count(failed.id)).where(failed.job_id == job_id, failed.worker_id == worker_id,
-                                                  _failures_that_count(failed))
-    ).scalar_one()
+    count = db.select(db.func.count(failed.id)).where(
+        failed.job_id == job_id, failed.worker_id == worker_id, _failures_that_count(failed)).scalar_subquery()
     return count >= BLOCKLIST_FAILURES
+
+
+def is_blocklisted(worker_id: int, job_id: int) -> bool:
+    return bool(db.session.execute(db.select(_blocklisted(worker_id, job_id))).scalar_one())
 
 
 # -- ownership: permissions.task_of_worker answers which tasks a worker token reaches ---------------

@@ -395,7 +395,7 @@ def _iso(when: datetime | None) -> str | None:
 
 
 def serialize_job(job: Job, with_tasks: bool = True) -> dict:
-    """The SPEC "Job" shape (plus a few fields); money as decimal strings."""
+    """The Job JSON of the creator API (documented in its OpenAPI schema); money as decimal strings."""
     costs = cost_summary(job)
     data = {
         "id": job.id, "name": job.name, "type": job.type.value, "status": job.status.value,

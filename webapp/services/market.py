@@ -1,4 +1,4 @@
-"""The market (SPEC section 5): bids, bench scores, price per bench-hour, and what a worker can expect to earn.
+"""The market: bids, bench scores, price per bench-hour, and what a worker can expect to earn.
 
 Bench Score = 1000 x (reference time / this worker's time) on the fixed benchmark scene, so a worker
 as fast as the reference machine scores 1000. Price per bench-hour = bid / (bench score / 1000): what
@@ -50,9 +50,11 @@ def average_bid_micros(now: datetime | None = None) -> int:
     return (2 * total + count) // (2 * count)  # rounded half up, in integers
 
 
-def effective_bid_micros(worker: Worker, now: datetime | None = None) -> int:
-    """The worker's custom bid, or the network average when it has none."""
-    return worker.bid_micros if worker.bid_micros is not None else average_bid_micros(now)
+def effective_bid_micros(worker: Worker, now: datetime | None = None, average: int | None = None) -> int:
+    """The worker's custom bid, or the network average when it has none (pass `average` if known)."""
+    if worker.bid_micros is not None:
+        return worker.bid_micros
+    return average if average is not None else average_bid_micros(now)
 
 
 def price_per_bench_hour_micros(bid_micros: int, bench_score: int | None) -> int | None:
@@ -72,9 +74,11 @@ def default_max_price_micros(now: datetime | None = None) -> int:
     return average_bid_micros(now) * num // den
 
 
-def worker_price_micros(worker: Worker, now: datetime | None = None) -> int:
-    """The price per bench-hour dispatch compares with a job's maximum."""
-    return price_per_bench_hour_micros(effective_bid_micros(worker, now), worker.bench_score or UNBENCHED_SCORE)
+def worker_price_micros(worker: Worker, now: datetime | None = None, average: int | None = None) -> int:
+    """The worker's price per bench-hour, the one dispatch compares with a job's maximum (an unbenched
+    worker is priced as the reference machine)."""
+    return price_per_bench_hour_micros(effective_bid_micros(worker, now, average),
+                                       worker.bench_score or UNBENCHED_SCORE)
 
 
 def estimated_earning_per_hour(worker: Worker, now: datetime | None = None) -> dict:
@@ -83,8 +87,8 @@ def estimated_earning_per_hour(worker: Worker, now: datetime | None = None) -> d
     now = now or utcnow()
     since = now - NETWORK_WINDOW
     average = average_bid_micros(now)
-    bid = worker.bid_micros if worker.bid_micros is not None else average
-    price = price_per_bench_hour_micros(bid, worker.bench_score or UNBENCHED_SCORE)
+    bid = effective_bid_micros(worker, now, average)
+    price = worker_price_micros(worker, now, average)
     peer_price_ok = (db.func.coalesce(Worker.bid_micros, average) * 1000
                      <= price * db.func.coalesce(Worker.bench_score, UNBENCHED_SCORE))
     peers = db.select(Worker.id).where(Worker.deleted_at.is_(None), Worker.last_heartbeat_at >= since,
@@ -207,9 +211,10 @@ def settings_of(worker: Worker, now: datetime | None = None) -> dict:
     """The Settings tab's numbers, money as decimal strings."""
     now = now or utcnow()
     average = average_bid_micros(now)
-    bid = worker.bid_micros if worker.bid_micros is not None else average
+    bid = effective_bid_micros(worker, now, average)
     estimate = estimated_earning_per_hour(worker, now)
-    price = price_per_bench_hour_micros(bid, worker.bench_score)
+    # Shown only once the worker has a score: "run the benchmark" says more than a reference-machine guess.
+    price = worker_price_micros(worker, now, average) if worker.bench_score else None
     return {
         "bid": money.fmt(bid),
         "custom_bid": money.fmt(worker.bid_micros) if worker.bid_micros is not None else None,

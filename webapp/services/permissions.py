@@ -8,7 +8,7 @@ Pages, the JSON API and the services all load objects through these functions.
 
 from ..extensions import db
 from ..models import Job, Task, TaskEvent, TaskEventKind, TaskOutput, Worker
-from . import NotFound
+from . import NotFound, outputs
 
 MAX_ID = 2**63 - 1  # ids beyond a BIGINT cannot exist, and SQLite would refuse to even compare them
 
@@ -53,7 +53,6 @@ def worker_task_of_owner(owner_id: int, worker_id, task_id) -> tuple[Worker, Tas
 
 def job_output(owner_id: int, job_id, task_id, name: str) -> tuple[Job, TaskOutput]:
     """One output of a completed task of the owner's job (outputs.get_output says whether it is still stored)."""
-    from . import outputs
     job = owned_job(owner_id, job_id)
     return job, outputs.get_output(job, valid_id(task_id, "output"), name)
 

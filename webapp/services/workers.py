@@ -369,7 +369,7 @@ def iso(value: datetime | None) -> str | None:
 
 def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float | None = None,
               uptime_seconds: int | None = None) -> dict:
-    """The SPEC's Worker shape (provider API); money as decimal strings."""
+    """The Worker JSON of the provider API (documented in its OpenAPI schema); money as decimal strings."""
     from . import presence
     now = now or utcnow()
     if uptime_percent is None:
