@@ -21,6 +21,7 @@ from .api import PortalClient, PortalError, PortalUnreachable
 # Exit codes shared with Engine.run(): 0 ok, 1 task failed (--once), 2 usage or configuration,
 # 3 portal unreachable, 4 refused by the portal (token or pairing code), 5 already running.
 from .engine import EXIT_ALREADY_RUNNING, EXIT_AUTH, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE  # noqa: F401
+from .engine import MESSAGE_STOPPED, EngineState
 
 log = logging.getLogger("tray_client")
 
@@ -204,9 +205,9 @@ def run(config_path, data_dir, headless, once, verbose):
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
         _teardown_logging()
-    snap = engine.snapshot()
-    if code and snap.get("error"):
-        click.echo(f"Error: {snap['error']}", err=True)
+    error = engine.snapshot().error
+    if code and error:
+        click.echo(f"Error: {error}", err=True)
     sys.exit(code)
 
 
@@ -276,15 +277,16 @@ def status(config_path, data_dir):
     state = "not running"
     try:
         doc = json.loads((cfg.data_dir / "status.json").read_text())
-        if psutil.pid_exists(int(doc.get("pid", -1))) and doc.get("message") != "stopped":
-            state = doc.get("state", "unknown")
-            if doc.get("task_id") is not None:
-                state += f" (task {doc['task_id']} of job {doc.get('job_id')}, {doc.get('progress', 0):.0%})"
+        snap = EngineState.from_dict(doc)  # the engine wrote it with to_dict(), plus pid and updated_at
+        if psutil.pid_exists(int(doc.get("pid", -1))) and snap.message != MESSAGE_STOPPED:
+            state = str(snap.state)
+            if snap.task_id is not None:
+                state += f" (task {snap.task_id} of job {snap.job_id}, {snap.progress:.0%})"
             age = time.time() - float(doc.get("updated_at", 0))
             state += f", updated {int(age)} s ago"
-            if doc.get("error"):
-                state += f"; error: {doc['error']}"
-    except (OSError, ValueError, TypeError):
+            if snap.error:
+                state += f"; error: {snap.error}"
+    except (OSError, ValueError, TypeError, AttributeError):
         pass
     click.echo(f"State:         {state}")
     click.echo(f"Data folder:   {cfg.data_dir}")

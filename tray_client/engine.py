@@ -1,12 +1,14 @@
 """The worker loop and its state: hello, heartbeats, claim, download, run, report, upload, complete.
 
-No UI imports: the tray app and the headless CLI both drive this class and read its one state object
-(snapshot() or the events queue)."""
+No UI imports: the tray app and the headless CLI both drive this class and read its one state object,
+an immutable EngineState (snapshot() or the events queue). The words the UI shows for a state, an outcome
+or a benchmark phase are keyed by the enums defined here, so no module re-lists them as strings."""
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
@@ -44,16 +46,72 @@ EXIT_ALREADY_RUNNING = 5
 
 MAX_BID = 100  # USD per hour; the portal refuses more
 SHUTDOWN_REASON = "worker shutting down"
-SPEEDTEST_EVERY_S = 7 * 24 * 3600  # connections change rarely; a week-old figure is still telling
 RESTART_REASON = "the worker app restarted while running this task; it could not be resumed"
+# Messages that other modules recognise (the UI's headline, `pictor-worker status`): one spelling each.
+MESSAGE_STARTING = "starting"
+MESSAGE_STOPPED = "stopped"
+MESSAGE_UNREACHABLE = "portal unreachable"  # the start of every message about a portal that did not answer
+
+# --- timing ---------------------------------------------------------------------------------------
+# The portal's own default (HEARTBEAT_SECONDS); its hello and heartbeat answers replace it, so this only
+# matters until the first answer. Well inside the portal's OFFLINE_AFTER_SECONDS (90): a lost beat or
+# two never shows the worker as offline.
+HEARTBEAT_S = 15.0
+# Progress to the portal: often enough that the creator's page moves, seldom enough that a farm of
+# workers does not flood it. Only the latest value counts (the outbox keeps one per task).
+PROGRESS_REPORT_S = 2.0
+# The first and the longest wait between claims (or hellos) that found nothing or failed: an idle
+# worker asks again within a second, and a long outage costs the portal one request per 30 s per worker.
+IDLE_BACKOFF_S = (1.0, 30.0)
+# A Retry-After can ask for more, but no idle worker waits longer than this: new work starts within 5 min.
+MAX_IDLE_WAIT_S = 300.0
+# On stop, a task this close to its end may finish (instead of losing its work to a hand-back), but no
+# longer than this: enough for a last tile and the upload, short enough that a stop still stops.
+FINISH_GRACE_S = 30.0
+NEARLY_DONE_FRACTION = 0.95  # "this close": progress at or above it (or an ETA under half the grace)
+# A renderer prints many progress lines a second; a UI redraws at most this often, so events for the rest
+# would only fill the queue.
+PROGRESS_EVENT_MIN_S = 0.25
+# How long to wait for the progress and heartbeat threads on the way out. They are daemons blocked in at
+# most one HTTP call: past this the task is reported anyway and the thread dies with the process.
+REPORTER_JOIN_S = 10.0
+HEARTBEAT_JOIN_S = 5.0
+SPEEDTEST_EVERY_S = 7 * 24 * 3600  # connections change rarely; a week-old figure is still telling
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
+    """What the worker is doing, as the portal's presence and the UI's colours know it."""
+
     IDLE = "idle"
     BUSY = "busy"
     PAUSED = "paused"
     ERROR = "error"
     OFFLINE = "offline"
+
+
+class TaskOutcome(enum.StrEnum):
+    """How process() ended a task; the word ends the "task N <outcome>" message."""
+
+    COMPLETED = "completed"  # the portal accepted the outputs
+    FAILED = "failed"  # reported failed, or the portal refused the result
+    CANCELED = "canceled"  # the portal took the task away: nothing to report
+    HANDED_BACK = "handed_back"  # we are stopping: the portal gives it to another worker
+
+
+class BenchmarkPhase(enum.StrEnum):
+    """Where the benchmark is: none asked for since start, queued (it runs between tasks, never beside
+    one: it would skew both), running, done (bench_score is its result) or failed (benchmark_error)."""
+
+    IDLE = "idle"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def active(self) -> bool:
+        """Asked for and not finished yet."""
+        return self in (BenchmarkPhase.QUEUED, BenchmarkPhase.RUNNING)
 
 
 class EngineError(Exception):
@@ -64,12 +122,13 @@ class EngineError(Exception):
         self.exit_code = exit_code
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineState:
-    """Everything a UI shows about the worker; copied out whole by Engine.snapshot()."""
+    """Everything a UI shows about the worker, as one immutable value: the engine swaps in a new one on
+    every change, so what snapshot() or an event hands out never changes under its reader."""
 
-    state: str = State.OFFLINE.value
-    message: str = "starting"
+    state: State = State.OFFLINE
+    message: str = MESSAGE_STARTING
     online: bool = False
     paused: bool = False
     error: str | None = None  # a condition the provider must fix (no renderer, disk full, token)
@@ -96,11 +155,26 @@ class EngineState:
     tasks_completed: int = 0
     tasks_failed: int = 0
     outbox_pending: int = 0
-    job_types: list[str] = field(default_factory=list)
-    # The benchmark: idle (none asked for since start), queued (runs between tasks), running, done
-    # (bench_score is its result) or failed (benchmark_error says why).
-    benchmark: str = "idle"
+    job_types: tuple[str, ...] = ()
+    benchmark: BenchmarkPhase = BenchmarkPhase.IDLE
     benchmark_error: str | None = None
+
+    def __post_init__(self):
+        # Values read back from JSON (the status file) arrive as plain strings and lists: the enums
+        # check them, and a tuple keeps the value immutable.
+        object.__setattr__(self, "state", State(self.state))
+        object.__setattr__(self, "benchmark", BenchmarkPhase(self.benchmark))
+        object.__setattr__(self, "job_types", tuple(self.job_types))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of the status file that `pictor-worker status` reads (enums as their strings)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> EngineState:
+        """Read back what to_dict() wrote; keys that are not state (pid, updated_at) are left out."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in doc.items() if key in names})
 
 
 class _InstanceLock:
@@ -146,6 +220,20 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path, onerror=writable)
 
 
+def _derived_state(s: EngineState) -> State:
+    """One state for the header, the tray and the portal; a task outranks everything, and being
+    offline outranks an error (it may be the cause)."""
+    if s.task_id is not None:
+        return State.BUSY
+    if not s.online:
+        return State.OFFLINE
+    if s.error:
+        return State.ERROR
+    if s.paused:
+        return State.PAUSED
+    return State.IDLE
+
+
 def _money(value: Any) -> Decimal | None:
     try:
         return Decimal(str(value)) if value is not None else None
@@ -163,8 +251,8 @@ class Engine:
                  probe: Callable[..., dict[str, Any]] = hardware.probe,
                  runner_factory: Callable[..., Any] = get_runner,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
-                 progress_interval: float = 2.0, idle_backoff: tuple[float, float] = (1.0, 30.0),
-                 finish_grace_s: float = 30.0):
+                 progress_interval: float = PROGRESS_REPORT_S,
+                 idle_backoff: tuple[float, float] = IDLE_BACKOFF_S, finish_grace_s: float = FINISH_GRACE_S):
         if not cfg.paired:
             raise EngineError("this worker is not paired: run `pictor-worker pair CODE --server URL`")
         self.cfg = cfg
@@ -176,7 +264,7 @@ class Engine:
         self.progress_interval = progress_interval
         self.idle_backoff = idle_backoff
         self.finish_grace_s = finish_grace_s
-        self.heartbeat_s = 15.0
+        self.heartbeat_s = HEARTBEAT_S
         self.latest_app_version: str | None = None
         self.hardware: dict[str, Any] = {}
         self.gpu_backend: str | None = None
@@ -205,33 +293,19 @@ class Engine:
 
     # --- the state object and events ---------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return asdict(self._state)
+    def snapshot(self) -> EngineState:
+        """The state now. Immutable, so it is handed out as it is: no copy, no lock for the reader."""
+        return self._state
 
     def _update(self, kind: str = "state", **changes: Any) -> None:
         with self._lock:
-            for key, value in changes.items():
-                setattr(self._state, key, value)
-            self._state.state = self._derived_state().value
             if self.outbox is not None:
-                self._state.outbox_pending = len(self.outbox)
-            snapshot = asdict(self._state)
+                changes["outbox_pending"] = len(self.outbox)
+            state = replace(self._state, **changes)
+            self._state = snapshot = replace(state, state=_derived_state(state))
         self._emit(kind, snapshot)
 
-    def _derived_state(self) -> State:
-        s = self._state
-        if s.task_id is not None:
-            return State.BUSY
-        if not s.online:
-            return State.OFFLINE
-        if s.error:
-            return State.ERROR
-        if s.paused:
-            return State.PAUSED
-        return State.IDLE
-
-    def _emit(self, kind: str, snapshot: dict[str, Any], **detail: Any) -> None:
+    def _emit(self, kind: str, snapshot: EngineState, **detail: Any) -> None:
         event = {"kind": kind, "state": snapshot, **detail}
         while True:
             try:
@@ -248,11 +322,11 @@ class Engine:
         if kind in ("state", "task_started", "task_finished"):
             self._write_status(snapshot)
 
-    def _write_status(self, snapshot: dict[str, Any]) -> None:
+    def _write_status(self, snapshot: EngineState) -> None:
         """What `pictor-worker status` prints while this engine runs."""
         with contextlib.suppress(OSError):
             tmp = self.cfg.data_dir / "status.json.tmp"
-            tmp.write_text(json.dumps({**snapshot, "pid": os.getpid(), "updated_at": time.time()}))
+            tmp.write_text(json.dumps({**snapshot.to_dict(), "pid": os.getpid(), "updated_at": time.time()}))
             os.replace(tmp, self.cfg.data_dir / "status.json")
 
     # --- controls (any thread) ---------------------------------------------------------------
@@ -273,15 +347,15 @@ class Engine:
         self._stop.set()
         self._wake.set()
         snap = self.snapshot()
-        if snap["task_id"] is None:
+        if snap.task_id is None:
             return
-        nearly_done = snap["progress"] >= 0.95 or (snap["eta_s"] is not None
-                                                   and snap["eta_s"] <= self.finish_grace_s / 2)
+        nearly_done = snap.progress >= NEARLY_DONE_FRACTION or (snap.eta_s is not None
+                                                                and snap.eta_s <= self.finish_grace_s / 2)
         if hand_back or (hand_back is None and not (first and nearly_done)):
-            log.info("handing task %s back to the portal", snap["task_id"])
+            log.info("handing task %s back to the portal", snap.task_id)
             self._hand_back.set()
         else:
-            log.info("task %s is nearly done: finishing it before exiting", snap["task_id"])
+            log.info("task %s is nearly done: finishing it before exiting", snap.task_id)
             timer = threading.Timer(self.finish_grace_s, self._hand_back.set)
             timer.daemon = True
             timer.start()
@@ -299,8 +373,8 @@ class Engine:
 
     def request_benchmark(self) -> None:
         """Run the benchmark between tasks (never beside one: it would skew both)."""
-        if self.snapshot()["benchmark"] != "running":
-            self._update(benchmark="queued", benchmark_error=None)
+        if self.snapshot().benchmark != BenchmarkPhase.RUNNING:
+            self._update(benchmark=BenchmarkPhase.QUEUED, benchmark_error=None)
         self._bench_requested.set()
         self._wake.set()
 
@@ -343,7 +417,7 @@ class Engine:
                         self._update(online=True)
                     self._apply_hello(answer)
                     log.info("renderers probed again; job types: %s",
-                             ", ".join(self.snapshot()["job_types"]) or "none")
+                             ", ".join(self.snapshot().job_types) or "none")
                     return
             if self._stop.wait(delay):
                 return
@@ -375,7 +449,7 @@ class Engine:
             self.exit_code = self._loop(once)
         finally:
             self._heartbeat_stop.set()
-            heartbeat.join(timeout=5)
+            heartbeat.join(timeout=HEARTBEAT_JOIN_S)
             self.close()
         return self.exit_code
 
@@ -406,11 +480,11 @@ class Engine:
         if self.outbox is not None:
             if len(self.outbox):
                 self._flush()
-            self._update(online=False, message="stopped")
+            self._update(online=False, message=MESSAGE_STOPPED)
             outbox, self.outbox = self.outbox, None
             outbox.close()
         else:
-            self._update(online=False, message="stopped")
+            self._update(online=False, message=MESSAGE_STOPPED)
         self._instance_lock.release()
 
     def _loop(self, once: bool) -> int:
@@ -439,7 +513,7 @@ class Engine:
                     log.info("no task waiting")
                     return EXIT_OK
                 # Retry-After is the portal's floor; idle for longer, we ask less and less often.
-                wait = min(max(retry_after, delay), 300.0) if retry_after is not None else delay
+                wait = min(max(retry_after, delay), MAX_IDLE_WAIT_S) if retry_after is not None else delay
                 self._update(message="waiting for work")
                 self._sleep(wait)
                 delay = min(max(delay, self.idle_backoff[0]) * 2, self.idle_backoff[1])
@@ -447,7 +521,7 @@ class Engine:
             delay = self.idle_backoff[0]  # work is flowing: ask again right away
             outcome = self.process(task)
             if once:
-                return EXIT_OK if outcome == "completed" else EXIT_TASK_FAILED
+                return EXIT_OK if outcome == TaskOutcome.COMPLETED else EXIT_TASK_FAILED
         return EXIT_OK
 
     def _sleep(self, seconds: float) -> None:
@@ -469,7 +543,7 @@ class Engine:
         """Show what went wrong; an exit code when there is no point going on."""
         if retry_later(exc):
             log.warning("%s: portal unreachable: %s", what, exc)
-            self._update(online=False, message=f"portal unreachable: {exc}"[:200])
+            self._update(online=False, message=f"{MESSAGE_UNREACHABLE}: {exc}"[:200])
             return None
         assert isinstance(exc, PortalError)
         if exc.status in (401, 403):
@@ -528,7 +602,7 @@ class Engine:
             "capabilities": {"job_types": job_types, "gpu": bool(self.gpu_backend),
                              "devices": ["CPU"] + ([self.gpu_backend] if self.gpu_backend else [])},
             "compliance": self._compliance(),
-            "state": "error" if self._renderer_problem(renderers) else "idle",
+            "state": State.ERROR if self._renderer_problem(renderers) else State.IDLE,
             "message": self._renderer_problem(renderers) or "",
         }
 
@@ -636,16 +710,16 @@ class Engine:
 
     def _benchmark(self) -> None:
         from . import bench
-        self._update(message="running the benchmark", benchmark="running", benchmark_error=None)
+        self._update(message="running the benchmark", benchmark=BenchmarkPhase.RUNNING, benchmark_error=None)
         try:
             outcome = bench.run_and_post(self.client, self.cfg, gpu_backend=self.gpu_backend)
             if isinstance(outcome.get("answer"), dict):
                 self._apply_market(outcome["answer"])
             self._update(bench_score=outcome["score"], message=f"Bench Score {outcome['score']}",
-                         benchmark="done")
+                         benchmark=BenchmarkPhase.DONE)
         except Exception as exc:
             log.warning("benchmark failed: %s", exc)
-            self._update(message=f"benchmark failed: {exc}"[:200], benchmark="failed",
+            self._update(message=f"benchmark failed: {exc}"[:200], benchmark=BenchmarkPhase.FAILED,
                          benchmark_error=(str(exc) or exc.__class__.__name__)[:300])
 
     # --- heartbeats --------------------------------------------------------------------------
@@ -654,31 +728,32 @@ class Engine:
         while not self._heartbeat_stop.wait(self.heartbeat_s):
             self.heartbeat()
 
-    def _presence(self, snap: dict[str, Any] | None = None) -> tuple[str, str]:
-        """(state, message) as the portal's heartbeat and hello want them."""
+    def _presence(self, snap: EngineState | None = None) -> tuple[State, str]:
+        """(state, message) as the portal's heartbeat and hello want them: never offline (we are
+        talking to it), and an error even while the last call failed."""
         snap = snap or self.snapshot()
-        if snap["task_id"] is not None:
-            state = "busy"
-        elif snap["error"]:
-            state = "error"
-        elif snap["paused"]:
-            state = "paused"
+        if snap.task_id is not None:
+            state = State.BUSY
+        elif snap.error:
+            state = State.ERROR
+        elif snap.paused:
+            state = State.PAUSED
         else:
-            state = "idle"
-        message = snap["error"] if state == "error" else (snap["progress_message"] or snap["message"])
+            state = State.IDLE
+        message = snap.error if state == State.ERROR else (snap.progress_message or snap.message)
         return state, (message or "")[:500]
 
     def heartbeat(self) -> None:
         snap = self.snapshot()
         state, message = self._presence(snap)
-        report = {"state": state, "message": message, "task_id": snap["task_id"],
-                  "progress": snap["progress"] if snap["task_id"] is not None else None}
+        report = {"state": state, "message": message, "task_id": snap.task_id,
+                  "progress": snap.progress if snap.task_id is not None else None}
         try:
             answer = self.client.heartbeat(report)
         except (PortalUnreachable, PortalError) as exc:
             self._portal_problem(exc, "heartbeat")
             return
-        was_offline = not snap["online"]
+        was_offline = not snap.online
         self._update(online=True)
         self._apply_market(answer)
         for key in ("heartbeat_seconds", "heartbeat_interval"):
@@ -689,8 +764,8 @@ class Engine:
 
     # --- one task ------------------------------------------------------------------------------
 
-    def process(self, task: dict[str, Any]) -> str:
-        """Run one claimed task to its end; returns completed, failed, canceled or handed_back."""
+    def process(self, task: dict[str, Any]) -> TaskOutcome:
+        """Run one claimed task to its end and say how it ended."""
         task_id = int(task["id"])
         self._cancel.clear()
         self._latest = None
@@ -701,7 +776,7 @@ class Engine:
                      reward_estimate=task.get("reward_estimate"), message=f"running task {task_id}")
         log.info("task %s (job %s, %s): started", task_id, task.get("job_id"), task.get("type"))
         workdir = self.cfg.work_dir / f"task-{task_id}"
-        outcome = "failed"
+        outcome = TaskOutcome.FAILED
         try:
             outcome = self._execute(task, workdir)
         except Exception as exc:  # our own bug: the task must still be reported, not dropped
@@ -713,8 +788,8 @@ class Engine:
             self._clear_task_file()
             _rmtree(workdir)
             with self._lock:
-                done = self._state.tasks_completed + (outcome == "completed")
-                failed = self._state.tasks_failed + (outcome == "failed")
+                done = self._state.tasks_completed + (outcome == TaskOutcome.COMPLETED)
+                failed = self._state.tasks_failed + (outcome == TaskOutcome.FAILED)
             self._update("task_finished", job_id=None, job_type=None, software=None, task_id=None,
                          progress=0.0, eta_s=None, progress_message="", started_at=None,
                          reward_estimate=None, tasks_completed=done, tasks_failed=failed,
@@ -722,7 +797,7 @@ class Engine:
             log.info("task %s: %s", task_id, outcome)
         return outcome
 
-    def _execute(self, task: dict[str, Any], workdir: Path) -> str:
+    def _execute(self, task: dict[str, Any], workdir: Path) -> TaskOutcome:
         task_id = int(task["id"])
         settings = RunnerSettings(blender_path=self.cfg.settings.get("blender_path"),
                                   gpu_backend=self.gpu_backend)
@@ -746,7 +821,7 @@ class Engine:
         except PortalError as exc:
             if exc.status in (404, 409, 410):  # canceled or given to someone else meanwhile
                 log.info("task %s is no longer ours (%s)", task_id, exc.message)
-                return "canceled"
+                return TaskOutcome.CANCELED
             return self._report_failure(task_id, RunFailed("bad_input", f"could not download inputs: "
                                                                         f"{exc.message}", retryable=True))
         except PortalUnreachable as exc:
@@ -767,7 +842,7 @@ class Engine:
                                     should_stop=self._should_stop)
             except RunFailed as exc:
                 if self._cancel.is_set():
-                    return "canceled"  # the portal asked for it: nothing to report
+                    return TaskOutcome.CANCELED  # the portal asked for it: nothing to report
                 if self._hand_back.is_set():
                     return self._give_back(task_id)
                 if exc.kind == "renderer_missing":
@@ -776,9 +851,9 @@ class Engine:
                 return self._report_failure(task_id, exc)
             finally:
                 done.set()
-                reporter.join(timeout=10)
+                reporter.join(timeout=REPORTER_JOIN_S)
         if self._cancel.is_set():
-            return "canceled"
+            return TaskOutcome.CANCELED
         try:
             outputs = self.outbox.stage_outputs(task_id, result.outputs)
         except OSError as exc:
@@ -789,11 +864,11 @@ class Engine:
         report = self._flush()
         if rejection := report.rejection_for(task_id, "complete"):
             self._update(last_error=f"task {task_id}: the portal refused the result: {rejection.message}")
-            return "failed"
+            return TaskOutcome.FAILED
         if self._disk_error and self._state.error == self._disk_error:
             self._update(error=None)  # there was room again for a whole task
         self._disk_error = None
-        return "completed"
+        return TaskOutcome.COMPLETED
 
     def _should_stop(self) -> bool:
         return self._cancel.is_set() or self._hand_back.is_set()
@@ -822,10 +897,9 @@ class Engine:
         self._latest = progress
         now = time.monotonic()
         with self._lock:
-            self._state.progress = progress.fraction
-            self._state.eta_s = progress.eta_s
-            self._state.progress_message = progress.message
-        if now - self._last_progress_event >= 0.25:
+            self._state = replace(self._state, progress=progress.fraction, eta_s=progress.eta_s,
+                                  progress_message=progress.message)
+        if now - self._last_progress_event >= PROGRESS_EVENT_MIN_S:
             self._last_progress_event = now
             self._emit("task_progress", self.snapshot())
 
@@ -849,30 +923,30 @@ class Engine:
                 if not retry_later(exc):
                     log.warning("progress of task %s refused: %s", task_id, exc)
                     return None
-                self._update(online=False, message=f"portal unreachable: {exc}"[:200])
+                self._update(online=False, message=f"{MESSAGE_UNREACHABLE}: {exc}"[:200])
         self.outbox.put_progress(task_id, progress.fraction, progress.eta_s, progress.message)
         report = self._flush()
         answer = report.answer_for(task_id, "progress")
         return answer if isinstance(answer, bool) else None
 
-    def _report_failure(self, task_id: int, failure: RunFailed) -> str:
+    def _report_failure(self, task_id: int, failure: RunFailed) -> TaskOutcome:
         log.warning("task %s failed (%s): %s", task_id, failure.kind, failure.message)
         self.outbox.put_fail(task_id, failure.message, failure.log_tail or "", failure.retryable, failure.kind)
         self._clear_task_file()
         self._update(last_error=f"task {task_id}: {failure.message}"[:300])
         self._flush()
-        return "failed"
+        return TaskOutcome.FAILED
 
-    def _give_back(self, task_id: int) -> str:
+    def _give_back(self, task_id: int) -> TaskOutcome:
         log.info("task %s: handing it back (%s)", task_id, SHUTDOWN_REASON)
         self.outbox.put_hand_back(task_id, SHUTDOWN_REASON)
         self._clear_task_file()
         self._flush()
-        return "handed_back"
+        return TaskOutcome.HANDED_BACK
 
-    def _disk_failure(self, task_id: int, exc: OSError) -> str:
+    def _disk_failure(self, task_id: int, exc: OSError) -> TaskOutcome:
         message = f"cannot write to {self.cfg.data_dir}: {exc.strerror or exc}"
-        if getattr(exc, "errno", None) == 28:  # ENOSPC
+        if getattr(exc, "errno", None) == errno.ENOSPC:
             message = f"disk full at {self.cfg.data_dir}: free space or lower the cache size"
         self._update(error=message)
         self._disk_error = message
@@ -893,7 +967,7 @@ class Engine:
         blocked = report.blocked
         if isinstance(blocked, PortalUnreachable) or (isinstance(blocked, PortalError)
                                                       and blocked.status in (502, 503, 504)):
-            changes.update(online=False, message=f"portal unreachable; {report.pending} update(s) "
+            changes.update(online=False, message=f"{MESSAGE_UNREACHABLE}; {report.pending} update(s) "
                                                  "queued on disk")
         elif blocked is not None:
             changes["message"] = f"{report.pending} update(s) waiting: {blocked}"[:200]

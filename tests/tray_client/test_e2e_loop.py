@@ -106,7 +106,7 @@ def test_render_and_upscale_jobs_run_end_to_end(portal, cube, realesrgan, tmp_pa
     assert {t["job_type"] for t in listed["items"]} == {"render", "upscale"}
     # The .blend was downloaded once for the three render tasks, each image once.
     assert engine.cache.downloads == 3
-    assert engine.snapshot()["tasks_completed"] == 5
+    assert engine.snapshot().tasks_completed == 5
 
 
 def test_cancel_mid_render_kills_blender(portal, cube, tmp_path):
@@ -118,7 +118,7 @@ def test_cancel_mid_render_kills_blender(portal, cube, tmp_path):
         # A 65536-sample tile reports no progress for minutes: a running Blender is enough.
         portal.wait_for(lambda: blenders_under(data_dir), timeout=60, what="Blender to start")
         portal.api("POST", f"/jobs/{job['id']}/cancel")
-        portal.wait_for(lambda: engine.snapshot()["task_id"] is None, timeout=30, what="the engine to drop it")
+        portal.wait_for(lambda: engine.snapshot().task_id is None, timeout=30, what="the engine to drop it")
         assert blenders_under(data_dir) == []
     finally:
         engine.stop()
@@ -137,9 +137,9 @@ def test_updates_made_while_the_portal_is_down_are_replayed_when_it_returns(port
         portal.wait_for(lambda: blenders_under(data_dir), timeout=60, what="Blender to start")
         portal.stop()
         # The render goes on; its result waits on disk.
-        portal.wait_for(lambda: engine.snapshot()["task_id"] is None, timeout=120, what="the render to end")
+        portal.wait_for(lambda: engine.snapshot().task_id is None, timeout=120, what="the render to end")
         snap = engine.snapshot()
-        assert snap["outbox_pending"] >= 1 and snap["state"] == "offline"
+        assert snap.outbox_pending >= 1 and snap.state == "offline"
         portal.start()
         portal.wait_for(lambda: portal.job(job["id"])["status"] == "completed", timeout=60,
                         what="the queued complete to arrive")
@@ -151,7 +151,7 @@ def test_updates_made_while_the_portal_is_down_are_replayed_when_it_returns(port
     done = task_of(portal, job["id"])
     assert png_size(portal.download_output(job["id"], done["id"], "frame_0002.png")) == (64, 64)
     assert Decimal(portal.job(job["id"])["cost"]) > 0
-    assert engine.snapshot()["outbox_pending"] == 0
+    assert engine.snapshot().outbox_pending == 0
 
 
 def test_a_worker_killed_mid_task_reports_it_failed_on_restart_and_the_task_is_requeued(portal, cube, tmp_path):

@@ -1,5 +1,6 @@
 """The engine's loop against a fake portal and a fake runner: fast checks of every rule in the brief."""
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 from tray_client import config
 from tray_client.api import PortalError
 from tray_client.engine import (EXIT_ALREADY_RUNNING, EXIT_AUTH, EXIT_OK, EXIT_TASK_FAILED, RESTART_REASON,
-                                SHUTDOWN_REASON, Engine)
+                                SHUTDOWN_REASON, Engine, EngineState)
 from tray_client.outbox import Outbox
 from tray_client.runners import UnknownJobType
 from tray_client.runners.base import InvalidParams, Progress, RunFailed, RunResult
@@ -125,13 +126,30 @@ def test_a_task_is_downloaded_run_uploaded_and_completed(cfg, client):
     assert complete[2] == [{"name": "frame_0001.png", "sha256": hashlib.sha256(b"PNG of " + BLEND).hexdigest(),
                             "size": len(b"PNG of " + BLEND)}]
     snap = engine.snapshot()
-    assert snap["task_id"] is None and snap["tasks_completed"] == 1 and snap["earned_session"] == "0.001000"
+    assert snap.task_id is None and snap.tasks_completed == 1 and snap.earned_session == "0.001000"
     kinds = [e["kind"] for e in events]
     assert "task_started" in kinds and "task_finished" in kinds
     started = next(e for e in events if e["kind"] == "task_started")["state"]
-    assert (started["state"], started["job_id"], started["task_id"], started["reward_estimate"]) == \
+    assert (started.state, started.job_id, started.task_id, started.reward_estimate) == \
         ("busy", 10, 1, "0.002000")
     assert not (cfg.work_dir / "task-1").exists() and not cfg.state_path.exists()
+
+
+def test_the_state_is_an_immutable_value_and_the_status_file_is_its_json(cfg, client):
+    client.tasks = [task(1)]
+    engine = make_engine(cfg, client)
+    before = engine.snapshot()
+    engine.run(once=True)
+    after = engine.snapshot()
+    assert before.tasks_completed == 0 and after.tasks_completed == 1  # a snapshot never changes later
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        after.paused = True
+    # What `pictor-worker status` reads: the state's fields as plain JSON, plus the writer's pid and time.
+    doc = json.loads((cfg.data_dir / "status.json").read_text())
+    assert set(doc) == {f.name for f in dataclasses.fields(EngineState)} | {"pid", "updated_at"}
+    assert (doc["state"], doc["message"], doc["benchmark"], doc["job_types"]) == \
+        ("offline", "stopped", "idle", ["render", "upscale"])
+    assert EngineState.from_dict(doc) == after
 
 
 def test_hello_reports_hardware_capabilities_and_compliance(cfg, client):
@@ -148,7 +166,7 @@ def test_hello_reports_hardware_capabilities_and_compliance(cfg, client):
 def test_a_second_task_of_the_same_job_downloads_nothing(cfg, client):
     client.tasks = [task(1), task(2)]
     engine = make_engine(cfg, client)
-    engine.on_event = lambda e: e["state"]["tasks_completed"] == 2 and engine.stop()
+    engine.on_event = lambda e: e["state"].tasks_completed == 2 and engine.stop()
     engine.run()
     assert client.names().count("download") == 1
     assert [r[1]["scene.blend"] for r in FakeRunner.runs] == [BLEND, BLEND]
@@ -172,7 +190,7 @@ def test_a_renderer_failure_is_reported_with_its_kind_and_log(cfg, client):
     engine = make_engine(cfg, client)
     assert engine.run(once=True) == EXIT_TASK_FAILED
     assert ("fail", 1, "Blender could not render the scene: boom", False, "render_error") in client.calls
-    assert "boom" in engine.snapshot()["last_error"]
+    assert "boom" in engine.snapshot().last_error
 
 
 def test_keep_running_false_stops_the_runner_and_reports_nothing(cfg, client):
@@ -181,7 +199,7 @@ def test_keep_running_false_stops_the_runner_and_reports_nothing(cfg, client):
     thread = run_in_thread(engine)
     wait_until(lambda: "progress" in client.names())
     client.keep_running = False  # the creator canceled the job
-    wait_until(lambda: not thread.is_alive() or engine.snapshot()["task_id"] is None)
+    wait_until(lambda: not thread.is_alive() or engine.snapshot().task_id is None)
     engine.stop()
     thread.join(10)
     assert not thread.is_alive()  # the 20 s render did not run to its end
@@ -193,7 +211,7 @@ def test_updates_wait_on_disk_through_an_outage_and_replay_when_the_portal_retur
     client.tasks = [task(1, mode="outage")]  # the portal drops as the render starts
     engine = make_engine(cfg, client)
     engine.run(once=True)
-    assert engine.snapshot()["outbox_pending"] == 1
+    assert engine.snapshot().outbox_pending == 1
     box = Outbox(cfg.outbox_path)
     assert [e.kind for e in box.pending()] == ["complete"]  # queued progress was superseded
     box.close()
@@ -228,7 +246,7 @@ def test_stop_hands_the_current_task_back(cfg, client):
     client.tasks = [task(1, mode="slow")]
     engine = make_engine(cfg, client)
     thread = run_in_thread(engine)
-    wait_until(lambda: engine.snapshot()["progress"] > 0)
+    wait_until(lambda: engine.snapshot().progress > 0)
     engine.stop()
     thread.join(10)
     assert not thread.is_alive()
@@ -240,7 +258,7 @@ def test_stop_lets_a_nearly_done_task_finish(cfg, client):
     client.tasks = [task(1, mode="nearly")]
     engine = make_engine(cfg, client)
     thread = run_in_thread(engine)
-    wait_until(lambda: engine.snapshot()["progress"] >= 0.97)
+    wait_until(lambda: engine.snapshot().progress >= 0.97)
     engine.stop()
     thread.join(10)
     assert "complete" in client.names() and "hand_back" not in client.names()
@@ -274,7 +292,7 @@ def test_a_paused_engine_claims_nothing(cfg, client):
     engine._sleep = lambda s: engine.stop()
     engine.run()
     assert "claim" not in client.names()
-    assert engine.snapshot()["paused"] is True
+    assert engine.snapshot().paused is True
 
 
 def test_a_missing_renderer_is_an_error_state_with_a_message(cfg, client):
@@ -302,7 +320,7 @@ def test_a_refused_token_stops_the_engine_with_a_clear_error(cfg, client):
     client.refuse["hello"] = PortalError(401, "unauthorized", "This worker token is unknown")
     engine = make_engine(cfg, client)
     assert engine.run() == EXIT_AUTH
-    assert "pair the worker again" in engine.snapshot()["error"]
+    assert "pair the worker again" in engine.snapshot().error
 
 
 def test_only_one_engine_per_data_folder(cfg, client):
@@ -322,7 +340,7 @@ def test_set_bid_validates_and_syncs(cfg, client):
         engine.set_bid("lots")
     engine.set_bid("0.75")
     assert ("update_settings", {"bid": "0.75"}) in client.calls
-    assert engine.snapshot()["bid"] == "0.75" and engine.snapshot()["average_bid"] == "0.450000"
+    assert engine.snapshot().bid == "0.75" and engine.snapshot().average_bid == "0.450000"
 
 
 def test_the_first_start_benchmarks_when_the_portal_has_no_score(cfg, client, monkeypatch):
@@ -340,7 +358,7 @@ def test_the_first_start_benchmarks_when_the_portal_has_no_score(cfg, client, mo
     engine = make_engine(cfg, client)
     engine.run(once=True)
     assert ran == ["hello"] and client.names()[:3] == ["hello", "benchmark", "claim"]
-    assert engine.snapshot()["bench_score"] == 1234
+    assert engine.snapshot().bench_score == 1234
 
 
 def test_an_input_name_with_a_path_is_refused_before_any_download(cfg, client):
@@ -360,7 +378,7 @@ def test_the_benchmark_status_is_part_of_the_state(cfg, client, monkeypatch):
     seen = []
 
     def fake_bench(client_, cfg_, gpu_backend=None, repeat=1):
-        seen.append(engine.snapshot()["benchmark"])  # what a UI sees while it runs
+        seen.append(engine.snapshot().benchmark)  # what a UI sees while it runs
         outcome = outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
@@ -368,23 +386,23 @@ def test_the_benchmark_status_is_part_of_the_state(cfg, client, monkeypatch):
     monkeypatch.setattr(bench, "run_and_post", fake_bench)
     events = []
     engine = make_engine(cfg, client, on_event=events.append)
-    assert engine.snapshot()["benchmark"] == "idle"
+    assert engine.snapshot().benchmark == "idle"
     engine.request_benchmark()
-    assert engine.snapshot()["benchmark"] == "queued"  # at once: the UI can show it before the loop runs
+    assert engine.snapshot().benchmark == "queued"  # at once: the UI can show it before the loop runs
     engine.run(once=True)
     snap = engine.snapshot()
     assert seen == ["running"]
-    assert snap["benchmark"] == "failed" and "Blender crashed" in snap["benchmark_error"]
-    assert snap["bench_score"] == 1000  # the portal's score from hello is kept
+    assert snap.benchmark == "failed" and "Blender crashed" in snap.benchmark_error
+    assert snap.bench_score == 1000  # the portal's score from hello is kept
 
     events.clear()
     engine.request_benchmark()
-    assert engine.snapshot()["benchmark_error"] is None
+    assert engine.snapshot().benchmark_error is None
     engine.run(once=True)
-    statuses = [e["state"]["benchmark"] for e in events]
+    statuses = [e["state"].benchmark for e in events]
     assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "done"
-    done = next(e["state"] for e in events if e["state"]["benchmark"] == "done")
-    assert done["bench_score"] == 1234 and done["benchmark_error"] is None  # score and status together
+    done = next(e["state"] for e in events if e["state"].benchmark == "done")
+    assert done.bench_score == 1234 and done.benchmark_error is None  # score and status together
 
 
 def blender_probe(data_dir=None, blender_path=None):
@@ -400,13 +418,13 @@ def test_choosing_blender_clears_the_error_and_tells_the_portal_without_a_restar
     engine = make_engine(cfg, client, probe=blender_probe)
     thread = run_in_thread(engine)
     try:
-        wait_until(lambda: engine.snapshot()["message"] == "waiting for work")
-        assert "Blender not found" in engine.snapshot()["error"] and engine.snapshot()["state"] == "error"
-        assert engine.snapshot()["job_types"] == ["upscale"]
+        wait_until(lambda: engine.snapshot().message == "waiting for work")
+        assert "Blender not found" in engine.snapshot().error and engine.snapshot().state == "error"
+        assert engine.snapshot().job_types == ("upscale",)
 
         engine.set_blender_path("/opt/blender/blender").join(10)
         snap = engine.snapshot()
-        assert snap["error"] is None and snap["state"] == "idle" and snap["job_types"] == ["render", "upscale"]
+        assert snap.error is None and snap.state == "idle" and snap.job_types == ("render", "upscale")
         hello = [c[1] for c in client.calls if c[0] == "hello"][-1]
         assert hello["capabilities"]["job_types"] == ["render", "upscale"]
         assert (hello["state"], hello["message"]) == ("idle", "waiting for work")  # not "just started"
@@ -416,14 +434,14 @@ def test_choosing_blender_clears_the_error_and_tells_the_portal_without_a_restar
         # Another kind of error is not the renderer's to clear; a hello during a task says busy.
         engine._update(error="disk full at /data: free space or lower the cache size", task_id=7)
         engine.refresh_hello().join(10)
-        assert engine.snapshot()["error"].startswith("disk full")
+        assert engine.snapshot().error.startswith("disk full")
         assert [c[1] for c in client.calls if c[0] == "hello"][-1]["state"] == "busy"
         engine._update(error=None, task_id=None)
 
         # Pointed somewhere wrong again: the error is back, and a portal that is down gets it later.
         client.unreachable = True
         refresh = engine.set_blender_path("/nowhere/blender")
-        wait_until(lambda: "Blender not found at /nowhere/blender" in (engine.snapshot()["error"] or ""))
+        wait_until(lambda: "Blender not found at /nowhere/blender" in (engine.snapshot().error or ""))
         hellos = client.names().count("hello")
         client.unreachable = False
         refresh.join(10)

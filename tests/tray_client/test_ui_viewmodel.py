@@ -9,7 +9,7 @@ import pytest
 
 from tray_client import config as config_mod
 from tray_client.api import PortalError, PortalUnreachable
-from tray_client.engine import Engine
+from tray_client.engine import Engine, EngineState
 from tray_client.ui import system
 from tray_client.ui.pairing import PairingError, explain, import_config_file, pair_with_code
 from tray_client.ui.viewmodel import (Controller, InvalidInput, ViewModel, bid_comparison, duration_text,
@@ -125,8 +125,9 @@ def test_the_benchmark_status_comes_from_the_engine_state():
     vm = ViewModel("https://portal.example", 7)
 
     def event(**state):
-        return vm.apply_event({"kind": "state", "state": {"state": "idle", "online": True, "task_id": None,
-                                                          "bench_score": 900, **state}})
+        return vm.apply_event({"kind": "state", "state": EngineState(**{"state": "idle", "online": True,
+                                                                        "task_id": None, "bench_score": 900,
+                                                                        **state})})
     event(benchmark="idle")
     assert not vm.bench_running and vm.headline()[0] == "Waiting for work"
     vm.bench_requested = True  # the button: shown at once, before the engine's event arrives
@@ -166,20 +167,20 @@ def test_idle_detection_says_why_it_is_unavailable(monkeypatch):
 def test_states_say_what_is_happening_and_what_to_do():
     vm = ViewModel("https://portal.example", 7)
     assert vm.headline()[0] == "Connecting…"
-    vm.apply_event({"kind": "state", "state": {"state": "offline", "message": "portal unreachable: timed out",
-                                               "outbox_pending": 2, "server_url": "https://portal.example"}})
+    vm.apply_event({"kind": "state", "state": EngineState(state="offline", message="portal unreachable: timed out",
+                                                          outbox_pending=2, server_url="https://portal.example")})
     title, hint = vm.headline()
     assert title == "Offline" and "internet connection" in hint and "2 finished update(s)" in hint
-    vm.apply_event({"kind": "state", "state": {"state": "paused", "paused": True, "online": True}})
+    vm.apply_event({"kind": "state", "state": EngineState(state="paused", paused=True, online=True)})
     assert "Resume" in vm.headline()[1]
     vm.paused_by_idle = True
     assert "without keyboard or mouse input" in vm.headline()[1]
-    vm.apply_event({"kind": "state", "state": {"state": "error",
-                                               "error": "Blender not found: install Blender"}})
+    vm.apply_event({"kind": "state", "state": EngineState(state="error",
+                                                          error="Blender not found: install Blender")})
     assert vm.headline() == ("Needs attention", "Blender not found: install Blender")
     # A refused token leaves the engine offline with an error: that is something to fix, not wait out.
-    vm.apply_event({"kind": "state", "state": {"state": "offline", "online": False,
-                                               "error": "the portal refused this worker's token: pair again"}})
+    vm.apply_event({"kind": "state", "state": EngineState(state="offline", online=False,
+                                                          error="the portal refused this worker's token: pair again")})
     assert vm.state == "error" and "pair again" in vm.headline()[1]
     assert vm.mining_availability() == (False, "Checking this computer's GPUs…")
     vm.apply_hardware({"gpus": [], "gpu_note": "no NVIDIA GPU found (nvidia-smi missing)"})
@@ -239,14 +240,14 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
     try:
         # Connecting, then the task: every Computing field comes from the engine's events.
         pump_until(controller, lambda v: v.busy, what="the task to start")
-        assert vm.state == "busy" and vm.snapshot["job_id"] == job["id"] and vm.snapshot["job_type"] == "render"
+        assert vm.state == "busy" and vm.snapshot.job_id == job["id"] and vm.snapshot.job_type == "render"
         rows = dict(vm.computing_rows())
-        assert rows["Job ID"] == str(job["id"]) and rows["Task ID"] == str(vm.snapshot["task_id"])
+        assert rows["Job ID"] == str(job["id"]) and rows["Task ID"] == str(vm.snapshot.task_id)
         assert rows["Job Type"].startswith("3D rendering")
-        task_id = vm.snapshot["task_id"]
+        task_id = vm.snapshot.task_id
         progress_seen = []
         notes = pump_until(controller,
-                           lambda v: progress_seen.append(v.progress) or v.snapshot.get("tasks_completed"),
+                           lambda v: progress_seen.append(v.progress) or v.snapshot.tasks_completed,
                            what="the task to complete")
         assert max(progress_seen) > 0
         assert not vm.busy and vm.state == "idle"
@@ -254,7 +255,7 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
         assert len(done) == 1 and f"Task {task_id}" in done[0].message
         tasks = portal.worker_tasks(worker["id"])["items"]
         reward = next(t["reward"] for t in tasks if t["id"] == task_id)
-        assert usd(reward) in done[0].message and vm.snapshot["last_reward"] == reward
+        assert usd(reward) in done[0].message and vm.snapshot.last_reward == reward
         assert vm.hardware.get("renderers", {}).get("blender")  # Settings → Renderers is real data
 
         # Settings come from the portal: average bid, Bench Score, the estimate and how it was made.
@@ -318,7 +319,7 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
         assert vm.bench_running and vm.bench_text()[1]
         pump_until(controller, lambda v: not v.bench_running, timeout=180, what="the benchmark")
         assert vm.feedback["bench"][0] == "ok", vm.feedback
-        score = vm.snapshot["bench_score"]
+        score = vm.snapshot.bench_score
         assert isinstance(score, int) and score > 0 and vm.feedback["bench"][1] == f"New Bench Score: {score}"
         assert portal.api("GET", f"/workers/{worker['id']}")["bench_score"] == score
 
@@ -326,7 +327,7 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
         stopped = []
         controller.stop(lambda: stopped.append(True))
         pump_until(controller, lambda v: stopped, what="the engine to stop")
-        assert vm.stopping and engine.snapshot()["message"] == "stopped"
+        assert vm.stopping and engine.snapshot().message == "stopped"
     finally:
         engine.stop(hand_back=True)
         engine.join(30)
@@ -343,7 +344,7 @@ def test_choosing_blender_in_settings_clears_the_error_on_the_portal(portal, ble
     vm = controller.vm
     engine.start()
     try:
-        pump_until(controller, lambda v: v.snapshot.get("online") and v.state == "error", what="Blender not found")
+        pump_until(controller, lambda v: v.snapshot.online and v.state == "error", what="Blender not found")
         assert "Blender not found" in vm.headline()[1]
         assert portal.api("GET", f"/workers/{worker['id']}")["status"] == "error"
 
@@ -359,7 +360,7 @@ def test_choosing_blender_in_settings_clears_the_error_on_the_portal(portal, ble
                         what="the portal to see Blender")
         assert json.loads(config_path.read_text())["settings"]["blender_path"] == str(blender)
         pump_until(controller, lambda v: str(blender) in v.renderer_rows()[0][1], what="the renderer row")
-        assert "render" in engine.snapshot()["job_types"]
+        assert "render" in engine.snapshot().job_types
     finally:
         engine.stop(hand_back=True)
         engine.join(30)

@@ -143,7 +143,7 @@ class App:
         vm = self.controller.vm
         text = STATE_TITLES.get(vm.state, vm.state)
         if vm.busy:
-            text += f": task {vm.snapshot.get('task_id')} at {vm.progress:.0%}"
+            text += f": task {vm.snapshot.task_id} at {vm.progress:.0%}"
         return f"Pictor Worker · {text}"
 
     # --- window, browser, quit --------------------------------------------------------------------

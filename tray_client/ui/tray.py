@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import Callable
 
+from ..engine import State
 from .icons import state_icon
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Tray:
         self.on_toggle_pause = on_toggle_pause
         self.on_quit = on_quit
         self.icon = None
-        self.state: str | None = None
+        self.state: State | None = None
         self.thread: threading.Thread | None = None
         self.unavailable_reason: str | None = PYSTRAY_ERROR
 
@@ -76,7 +77,7 @@ class Tray:
             item("Quit", lambda: self.on_quit()),
         )
 
-    def create(self, state: str = "offline", title: str = "Pictor Worker"):
+    def create(self, state: State = State.OFFLINE, title: str = "Pictor Worker"):
         """Make the pystray Icon without running it (tests call its menu items directly)."""
         if pystray is None:
             return None
@@ -86,7 +87,7 @@ class Tray:
 
     # --- running -------------------------------------------------------------------------------
 
-    def start(self, state: str = "offline", title: str = "Pictor Worker") -> bool:
+    def start(self, state: State = State.OFFLINE, title: str = "Pictor Worker") -> bool:
         """Show the icon; False (with unavailable_reason) when this desktop has no tray to show it in."""
         backend = backend_name()
         if backend is None:
@@ -121,7 +122,7 @@ class Tray:
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    def update(self, state: str, title: str) -> None:
+    def update(self, state: State, title: str) -> None:
         """New state or tooltip: redraw the icon and refresh the menu's checkmark and status line."""
         if self.icon is None:
             return

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from ..api import PortalClient, PortalError, PortalUnreachable
 from ..config import WorkerConfig
+from ..engine import MESSAGE_STARTING, MESSAGE_STOPPED, MESSAGE_UNREACHABLE, BenchmarkPhase, EngineState, State
 from . import system
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,9 @@ WALLET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
 COIN_RE = re.compile(r"^[A-Za-z0-9]{1,16}$")
 POOL_RE = re.compile(r"^([a-z][a-z0-9+.-]{0,31}://)?[A-Za-z0-9.-]{1,200}:\d{1,5}(/[^\s]*)?$")
 
-STATE_TITLES = {"idle": "Idle", "busy": "Computing", "paused": "Paused", "error": "Needs attention",
-                "offline": "Offline"}
+STATE_TITLES = {State.IDLE: "Idle", State.BUSY: "Computing", State.PAUSED: "Paused",
+                State.ERROR: "Needs attention", State.OFFLINE: "Offline"}
 JOB_TYPE_NAMES = {"render": "3D rendering", "upscale": "AI upscaling"}
-BENCH_ACTIVE = ("queued", "running")  # the engine's `benchmark` values while one is on its way
 
 
 class InvalidInput(ValueError):
@@ -163,9 +163,7 @@ class ViewModel:
     def __init__(self, server_url: str | None = None, worker_id: int | None = None):
         self.version = 0  # bumped on every change the window should redraw
         self.form_version = 0  # bumped when values from the portal should replace what the entries hold
-        self.snapshot: dict[str, Any] = {"state": "offline", "message": "starting", "server_url": server_url,
-                                         "worker_id": worker_id, "task_id": None, "progress": 0.0,
-                                         "paused": False, "online": False, "error": None}
+        self.snapshot = EngineState(server_url=server_url, worker_id=worker_id)  # until the first event
         self.snapshot_at = time.monotonic()
         self.settings: dict[str, Any] = {}
         self.settings_error: str | None = None
@@ -179,7 +177,7 @@ class ViewModel:
         self.autostart = False
         self.autostart_available, self.autostart_reason = True, ""
         self.idle_available, self.idle_reason = False, "Checking how to measure idle time…"
-        self._last_task: dict[str, Any] = {}
+        self._last_task_id: int | None = None  # the task a "completed" notification is about
 
     def changed(self) -> None:
         self.version += 1
@@ -189,29 +187,30 @@ class ViewModel:
     def apply_event(self, event: dict[str, Any]) -> list[Notification]:
         """Take one engine event; returns the notifications it deserves (a finished task...)."""
         snap = event.get("state")
-        if not isinstance(snap, dict):
+        if not isinstance(snap, EngineState):
             return []
         before = self.snapshot
         notes: list[Notification] = []
-        if before.get("task_id") is not None:
-            self._last_task = {k: before.get(k) for k in ("task_id", "job_id", "job_type")}
-        if snap.get("tasks_completed", 0) > before.get("tasks_completed", 0):
-            task = self._last_task.get("task_id")
-            reward = snap.get("last_reward")
+        if before.task_id is not None:
+            self._last_task_id = before.task_id
+        if snap.tasks_completed > before.tasks_completed:
+            task, reward = self._last_task_id, snap.last_reward
             notes.append(Notification("Task completed", f"Task {task} done: you earned {usd(reward)}"
                                       if reward else f"Task {task} done"))
-        if snap.get("tasks_failed", 0) > before.get("tasks_failed", 0):
-            notes.append(Notification("Task failed", snap.get("last_error") or "A task failed."))
-        bench = snap.get("benchmark")
-        if bench in BENCH_ACTIVE:
+        if snap.tasks_failed > before.tasks_failed:
+            notes.append(Notification("Task failed", snap.last_error or "A task failed."))
+        bench = snap.benchmark
+        if bench.active:
             self.bench_requested = False  # the engine has it: its own field says how it goes from here
-        elif bench in ("done", "failed") and before.get("benchmark") in BENCH_ACTIVE:
+        elif bench in (BenchmarkPhase.DONE, BenchmarkPhase.FAILED) and before.benchmark.active:
             self.bench_requested = False
-            self.feedback["bench"] = ("ok", f"New Bench Score: {snap.get('bench_score')}") if bench == "done" \
-                else ("error", f"The benchmark failed: {snap.get('benchmark_error') or 'see the log file'}")
+            self.feedback["bench"] = ("ok", f"New Bench Score: {snap.bench_score}") \
+                if bench == BenchmarkPhase.DONE \
+                else ("error", f"The benchmark failed: {snap.benchmark_error or 'see the log file'}")
         for key in ("bid", "average_bid", "bench_score"):
-            if snap.get(key) is not None and self.settings.get(key) != snap.get(key):
-                self.settings[key] = snap[key]
+            value = getattr(snap, key)
+            if value is not None and self.settings.get(key) != value:
+                self.settings[key] = value
         self.snapshot = snap
         self.snapshot_at = time.monotonic()
         self.changed()
@@ -234,33 +233,33 @@ class ViewModel:
     # --- derived: header and Computing tab ----------------------------------------------------
 
     @property
-    def state(self) -> str:
-        state = self.snapshot.get("state") or "offline"
+    def state(self) -> State:
+        state = self.snapshot.state
         # The engine ranks "offline" above "error", but a refused token or a second copy of the app
         # is something to fix, not to wait out.
-        if state == "offline" and self.snapshot.get("error"):
-            return "error"
+        if state == State.OFFLINE and self.snapshot.error:
+            return State.ERROR
         return state
 
     @property
     def paused(self) -> bool:
-        return bool(self.snapshot.get("paused"))
+        return self.snapshot.paused
 
     @property
     def busy(self) -> bool:
-        return self.snapshot.get("task_id") is not None
+        return self.snapshot.task_id is not None
 
     @property
     def progress(self) -> float:
-        return float(self.snapshot.get("progress") or 0.0) if self.busy else 0.0
+        return float(self.snapshot.progress or 0.0) if self.busy else 0.0
 
     @property
     def server_url(self) -> str | None:
-        return self.snapshot.get("server_url")
+        return self.snapshot.server_url
 
     @property
     def worker_id(self) -> int | None:
-        return self.snapshot.get("worker_id")
+        return self.snapshot.worker_id
 
     def dashboard_url(self) -> str | None:
         if not self.server_url or self.worker_id is None:
@@ -274,35 +273,35 @@ class ViewModel:
         if self.stopping:
             return ("Stopping…", "Handing the current task back to the network and saying goodbye." if self.busy
                     else "Saying goodbye to the portal.")
-        if state == "busy":
-            title = f"Computing task {s.get('task_id')}"
+        if state == State.BUSY:
+            title = f"Computing task {s.task_id}"
             if self.paused:
                 return title, "Paused: this task finishes, then no new tasks are taken until you resume."
             return title, "Earning while this task runs. Pause to stop taking new tasks; this one finishes."
-        if state == "paused":
+        if state == State.PAUSED:
             if self.paused_by_idle:
                 minutes = self.prefs.get("idle_minutes", 5)
                 return ("Paused while you use this computer",
                         f"Work resumes after {minutes} min without keyboard or mouse input "
                         "(Settings → Work only when idle).")
             return "Paused", "No new tasks are taken. Press Resume to start earning again."
-        if state == "error":
-            text = str(s.get("error") or "Something went wrong: see the log file.")
-            if not s.get("online") and str(s.get("message", "")).startswith("portal unreachable"):
+        if state == State.ERROR:
+            text = str(s.error or "Something went wrong: see the log file.")
+            if not s.online and s.message.startswith(MESSAGE_UNREACHABLE):
                 text += f". Also, the portal at {self.server_url} cannot be reached: the app keeps retrying."
             return "Needs attention", text
-        if state == "offline":
-            message = str(s.get("message") or "")
-            if message in ("starting", "") or s.get("benchmark") == "running":
+        if state == State.OFFLINE:
+            message = s.message
+            if message in (MESSAGE_STARTING, "") or s.benchmark == BenchmarkPhase.RUNNING:
                 return "Connecting…", f"Checking this computer and connecting to {self.server_url}."
-            if message == "stopped":
+            if message == MESSAGE_STOPPED:
                 return "Stopped", "The worker has stopped; start the app again to earn."
-            queued = s.get("outbox_pending") or 0
+            queued = s.outbox_pending
             keep = (f" {queued} finished update(s) wait on disk and are sent when it is back." if queued
                     else " Finished work is kept and sent when it is back.")
             return ("Offline", f"Cannot reach the portal at {self.server_url}. Check your internet connection;"
                                f" the app keeps retrying.{keep}")
-        if s.get("benchmark") == "running":
+        if s.benchmark == BenchmarkPhase.RUNNING:
             return "Running the benchmark", "Measuring this computer's speed: tasks resume in a minute."
         return ("Waiting for work", "Connected. Tasks start automatically when the network has some; "
                                     "a lower bid (Settings) attracts more jobs.")
@@ -313,15 +312,15 @@ class ViewModel:
         dash = "—"
         job_type = dash
         if busy:
-            job_type = JOB_TYPE_NAMES.get(s.get("job_type"), s.get("job_type") or dash)
-            if s.get("software"):
-                job_type += f" ({s['software']})"
+            job_type = JOB_TYPE_NAMES.get(s.job_type, s.job_type or dash)
+            if s.software:
+                job_type += f" ({s.software})"
         return [
             ("Wallet Address", self.wallet_address or ("Not set: add one in Settings to be paid" if self.settings
                                                         else "— (not loaded from the portal yet)")),
-            ("Job ID", str(s["job_id"]) if busy and s.get("job_id") is not None else dash),
+            ("Job ID", str(s.job_id) if busy and s.job_id is not None else dash),
             ("Job Type", job_type),
-            ("Task ID", str(s["task_id"]) if busy else dash),
+            ("Task ID", str(s.task_id) if busy else dash),
             ("Duration", duration_text(self.duration_s(now)) if busy else dash),
             ("ETA", self.eta_text() if busy else dash),
             ("Reward Estimated", self.reward_text() if busy else dash),
@@ -329,9 +328,9 @@ class ViewModel:
 
     def reward_text(self) -> str:
         """The portal's estimate (from the job's finished tasks), else bid x (time so far + ETA)."""
-        if self.snapshot.get("reward_estimate"):
-            return f"{usd(self.snapshot['reward_estimate'])} (from this job's finished tasks)"
-        eta, spent, bid = self.snapshot.get("eta_s"), self.duration_s(), self.bid
+        if self.snapshot.reward_estimate:
+            return f"{usd(self.snapshot.reward_estimate)} (from this job's finished tasks)"
+        eta, spent, bid = self.snapshot.eta_s, self.duration_s(), self.bid
         if eta is None or spent is None or bid is None:
             return "Estimating… (your bid x the compute time)"
         hours = Decimal(str(round(spent + max(0.0, float(eta)), 1))) / 3600
@@ -341,17 +340,17 @@ class ViewModel:
         if not self.busy:
             return "No task running"
         text = f"{self.progress:.0%}"
-        detail = self.snapshot.get("progress_message")
+        detail = self.snapshot.progress_message
         return f"{text} · {detail}" if detail else text
 
     def duration_s(self, now: float | None = None) -> float | None:
-        started = self.snapshot.get("started_at")
+        started = self.snapshot.started_at
         if not self.busy or not started:
             return None
         return max(0.0, (now or time.time()) - float(started))
 
     def eta_text(self) -> str:
-        eta = self.snapshot.get("eta_s")
+        eta = self.snapshot.eta_s
         if eta is None:
             return "estimating…"
         # Count down between progress events, which can be tens of seconds apart for a slow tile.
@@ -360,13 +359,13 @@ class ViewModel:
 
     def session_text(self) -> str:
         s = self.snapshot
-        done, failed = s.get("tasks_completed") or 0, s.get("tasks_failed") or 0
+        done, failed = s.tasks_completed, s.tasks_failed
         parts = [f"This session: {done} task{'s' if done != 1 else ''} done"]
         if failed:
             parts.append(f"{failed} failed")
-        parts.append(f"{usd(s.get('earned_session') or '0')} earned")
-        if s.get("outbox_pending"):
-            parts.append(f"{s['outbox_pending']} update(s) queued")
+        parts.append(f"{usd(s.earned_session or '0')} earned")
+        if s.outbox_pending:
+            parts.append(f"{s.outbox_pending} update(s) queued")
         return " · ".join(parts)
 
     @property
@@ -418,15 +417,15 @@ class ViewModel:
         estimate = self.settings.get("estimated_earning_per_hour")
         if isinstance(estimate, dict):
             return usd(estimate.get("amount"), " / hour"), str(estimate.get("explanation") or "")
-        if self.snapshot.get("estimated_earning_per_hour"):
-            return usd(self.snapshot["estimated_earning_per_hour"], " / hour"), ""
+        if self.snapshot.estimated_earning_per_hour:
+            return usd(self.snapshot.estimated_earning_per_hour, " / hour"), ""
         return "—", self.settings_error or "Loading the estimate from the portal…"
 
     def bench_text(self) -> tuple[str, str]:
         """(score, status) for "Your Bench Score"."""
         score = str(self.bench_score) if self.bench_score else "Not measured yet"
         if self.bench_running:
-            if self.snapshot.get("benchmark") == "running":
+            if self.snapshot.benchmark == BenchmarkPhase.RUNNING:
                 return score, "Running the benchmark: rendering a fixed scene…"
             if self.busy:
                 return score, "Queued: the benchmark runs when the current task is done."
@@ -441,7 +440,7 @@ class ViewModel:
     @property
     def bench_running(self) -> bool:
         """Asked for (by the button, or by the engine on a first start) and not finished yet."""
-        return self.bench_requested or self.snapshot.get("benchmark") in BENCH_ACTIVE
+        return self.bench_requested or self.snapshot.benchmark.active
 
     def renderer_rows(self) -> list[tuple[str, str]]:
         renderers = self.hardware.get("renderers") if self.hardware else None
@@ -538,9 +537,8 @@ class Controller:
             after = self.vm.snapshot
             # A finished task or a new Bench Score moves the earning estimate: ask again soon.
             # Back online, a finished task or a new Bench Score: the Settings numbers may have moved.
-            if (after.get("tasks_completed") != before.get("tasks_completed")
-                    or after.get("bench_score") != before.get("bench_score")
-                    or (after.get("online") and not before.get("online"))):
+            if (after.tasks_completed != before.tasks_completed or after.bench_score != before.bench_score
+                    or (after.online and not before.online)):
                 self._next_settings = 0.0
         hardware = getattr(self.engine, "hardware", None)
         if hardware and hardware is not self._hardware_seen:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from PIL import Image, ImageDraw, ImageTk
 
+from ..engine import State
 from .icons import app_icon, colour, state_icon
 from .viewmodel import STATE_TITLES, Controller, ViewModel, money, usd
 
@@ -98,7 +99,7 @@ def apply_style(root: tk.Misc) -> ttk.Style:
     return style
 
 
-def header_badge(state: str, size: int = 44) -> Image.Image:
+def header_badge(state: State, size: int = 44) -> Image.Image:
     """The state icon on a white disc, so it stays visible on the header's state colour."""
     badge = Image.new("RGBA", (size * 4, size * 4), (0, 0, 0, 0))
     ImageDraw.Draw(badge).ellipse([0, 0, size * 4 - 1, size * 4 - 1], fill="#ffffff")
@@ -187,8 +188,8 @@ class MainWindow:
         self.on_pair_again = on_pair_again
         self._rendered_version = -1
         self._form_version = -1
-        self._header_state: str | None = None
-        self._images: dict[str, ImageTk.PhotoImage] = {}
+        self._header_state: State | None = None
+        self._images: dict[State, ImageTk.PhotoImage] = {}
         self._banner_after: str | None = None
 
         root.title("Pictor Worker")
@@ -221,19 +222,19 @@ class MainWindow:
     # --- building -------------------------------------------------------------------------------
 
     def _build_header(self) -> None:
-        self.header = tk.Frame(self.frame, height=76, background=colour("offline"))
+        self.header = tk.Frame(self.frame, height=76, background=colour(State.OFFLINE))
         self.header.pack(fill="x")
         self.header.pack_propagate(False)
-        self.badge = tk.Label(self.header, borderwidth=0, background=colour("offline"))
+        self.badge = tk.Label(self.header, borderwidth=0, background=colour(State.OFFLINE))
         self.badge.pack(side="left", padx=(18, 12))
-        texts = tk.Frame(self.header, background=colour("offline"))
+        texts = tk.Frame(self.header, background=colour(State.OFFLINE))
         texts.pack(side="left", fill="y", pady=12)
         self.header_texts = texts
         self.header_kicker = tk.Label(texts, text="PICTOR WORKER", font="PictorSmall", anchor="w",
-                                      foreground="#ffffff", background=colour("offline"))
+                                      foreground="#ffffff", background=colour(State.OFFLINE))
         self.header_kicker.pack(anchor="w")
         self.header_title = tk.Label(texts, text="Connecting…", font="PictorTitle", anchor="w",
-                                     foreground="#ffffff", background=colour("offline"))
+                                     foreground="#ffffff", background=colour(State.OFFLINE))
         self.header_title.pack(anchor="w")
         self.pause_button = ttk.Button(self.header, text="Pause", style="Header.TButton", width=9,
                                        command=self.controller.toggle_pause)
@@ -255,7 +256,7 @@ class MainWindow:
         page.columnconfigure(0, weight=1)
         status = ttk.Frame(page, style="Status.TFrame", padding=(14, 10))
         status.grid(row=0, column=0, sticky="we")
-        self.status_strip = tk.Frame(status, width=4, background=colour("offline"))
+        self.status_strip = tk.Frame(status, width=4, background=colour(State.OFFLINE))
         self.status_strip.pack(side="left", fill="y", padx=(0, 12))
         status_texts = ttk.Frame(status, style="Status.TFrame")
         status_texts.pack(side="left", fill="both", expand=True)
