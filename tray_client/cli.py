@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import logging.handlers
-import os
 import signal
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, pairing
 from . import config as config_mod
 from .api import PortalClient, PortalError, PortalUnreachable
 
@@ -112,62 +111,30 @@ def main(ctx, config_path, data_dir):
 
 @main.command()
 @click.argument("code", required=False)
-@click.option("--server", help="The portal's address, e.g. https://portal.example.com")
+@click.option("--server", help="The portal's address, e.g. https://portal.example.com "
+                               "[default: the config's, else $PICTOR_SERVER_URL]")
 @_common
 def pair(config_path, data_dir, code, server):
     """Pair with the portal: `pair CODE --server URL`, or `pair --config FILE` to import the config
     file downloaded from the portal."""
     if code:
         cfg = _load(config_path, data_dir)
-        server = server or cfg.server_url
+        server = server or pairing.default_server_url(cfg)
         if not server:
             _fail("give the portal's address: pictor-worker pair CODE --server https://...", EXIT_USAGE)
         try:
-            server = config_mod.normalize_server_url(server)
-        except config_mod.ConfigError as exc:
-            _fail(str(exc), EXIT_USAGE)
-        client = PortalClient(server)
-        try:
-            doc = client.pair(code.strip())
-        except PortalUnreachable as exc:
-            _fail(str(exc), EXIT_UNREACHABLE)
-        except PortalError as exc:
-            _fail(f"pairing refused: {exc.message}", EXIT_AUTH)
-        # The portal may know itself by another address than we reached it at: keep ours.
-        doc = {**doc, "server_url": server}
-        try:
-            config_mod.import_document(doc, cfg, "the portal's answer")
-        except config_mod.ConfigError as exc:
-            _fail(str(exc), EXIT_USAGE)
+            cfg = pairing.pair_with_code(cfg, server, code)
+        except pairing.PairingError as exc:
+            _fail(f"pairing refused: {exc}" if exc.exit_code == EXIT_AUTH else str(exc), exc.exit_code)
         click.echo(f"Paired as worker {cfg.worker_id} with {cfg.server_url}; credentials saved to {cfg.path}")
         return
     if not config_path:
         _fail("give a pairing code (pair CODE --server URL) or a config file (pair --config FILE)", EXIT_USAGE)
-    _import_config_file(Path(config_path), data_dir)
-
-
-def _import_config_file(source: Path, data_dir) -> None:
-    try:
-        doc = json.loads(source.read_text(encoding="utf-8"))
-        fields = config_mod.parse_document(doc, str(source))
-    except (OSError, ValueError) as exc:
-        _fail(f"cannot read {source}: {exc}", EXIT_USAGE)
-    except config_mod.ConfigError as exc:
-        _fail(str(exc), EXIT_USAGE)
-    client = PortalClient(fields["server_url"], fields["token"])
-    try:
-        client.settings()  # proves the token works before we rely on it
-    except PortalUnreachable as exc:
-        _fail(f"{exc}; the file was not imported", EXIT_UNREACHABLE)
-    except PortalError as exc:
-        _fail(f"the portal refused this config ({exc.message}): download a fresh one", EXIT_AUTH)
     target = _load(None, data_dir)  # the default location, so a plain `pictor-worker run` finds it
-    config_mod.import_document(doc, target, str(source))
-    if sys.platform != "win32" and source.resolve() != target.path.resolve():
-        try:
-            os.chmod(source, 0o600)  # the downloaded copy holds the same token
-        except OSError:
-            pass
+    try:
+        target = pairing.import_config_file(target, Path(config_path))
+    except pairing.PairingError as exc:
+        _fail(str(exc), exc.exit_code)
     click.echo(f"Imported worker {target.worker_id} of {target.server_url} into {target.path}")
 
 

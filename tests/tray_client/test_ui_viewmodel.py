@@ -8,16 +8,14 @@ from decimal import Decimal
 import pytest
 
 from tray_client import config as config_mod
-from tray_client.api import PortalError, PortalUnreachable
 from tray_client.engine import Engine, EngineState
 from tray_client.ui import system
-from tray_client.ui.pairing import PairingError, explain, import_config_file, pair_with_code
 from tray_client.ui.viewmodel import (Controller, InvalidInput, ViewModel, bid_comparison, duration_text,
                                       parse_bid, price_per_bench_hour, usd, validate_mining)
 from webapp.services import ServiceError
 from webapp.services.market import parse_mining_config, price_per_bench_hour_micros
 
-from .portal_fixture import free_port, pair_worker
+from .portal_fixture import pair_worker
 from .ui_helpers import shared_portal, worker_settings
 
 
@@ -186,43 +184,6 @@ def test_states_say_what_is_happening_and_what_to_do():
     vm.apply_hardware({"gpus": [], "gpu_note": "no NVIDIA GPU found (nvidia-smi missing)"})
     available, reason = vm.mining_availability()
     assert not available and "NVIDIA" in reason and "nvidia-smi missing" in reason
-
-
-# --- pairing against the real portal -------------------------------------------------------------------
-
-def test_pairing_by_code_and_by_config_file(portal, tmp_path):
-    cfg = config_mod.load(tmp_path / "worker.json", tmp_path / "data")
-    with pytest.raises(PairingError, match="Wrong pairing code"):
-        pair_with_code(cfg, portal.url, "ZZZZ-ZZZZ")
-    with pytest.raises(PairingError, match="Cannot reach"):
-        pair_with_code(cfg, f"http://127.0.0.1:{free_port()}", "ABCD-EFGH")
-    with pytest.raises(PairingError, match="server"):
-        pair_with_code(cfg, "portal.example.com", "ABCD-EFGH")
-    assert not cfg.paired and not cfg.path.exists()
-
-    worker = portal.create_worker("paired-from-ui")
-    pair_with_code(cfg, portal.url + "/", worker["pairing_code"])
-    saved = json.loads(cfg.path.read_text())
-    assert saved["worker_id"] == worker["id"] and saved["server_url"] == portal.url and saved["token"]
-    assert (cfg.path.stat().st_mode & 0o777) == 0o600
-    assert worker_settings(portal, saved["token"])["bid"]  # the saved token works
-    with pytest.raises(PairingError, match="Wrong pairing code"):  # single use
-        pair_with_code(config_mod.load(tmp_path / "other.json"), portal.url, worker["pairing_code"])
-
-    other = portal.create_worker("imported-from-file")
-    download = tmp_path / "downloaded.json"
-    download.write_text(json.dumps(other["config"]))
-    imported = import_config_file(config_mod.load(tmp_path / "imported.json", tmp_path / "data2"), download)
-    assert imported.worker_id == other["id"] and imported.paired
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**other["config"], "token": "pwk_not-a-real-token"}))
-    with pytest.raises(PairingError, match="refused"):
-        import_config_file(config_mod.load(tmp_path / "x.json"), bad)
-    bad.write_text("not json")
-    with pytest.raises(PairingError, match="not a Pictor Worker config"):
-        import_config_file(config_mod.load(tmp_path / "x.json"), bad)
-    assert "Expired pairing code" in explain(PortalError(400, "expired_code", "Create a new one."), portal.url)
-    assert "Cannot reach" in explain(PortalUnreachable("cannot reach x: connection refused"), portal.url)
 
 
 # --- a real engine against the real portal -----------------------------------------------------------

@@ -1,12 +1,9 @@
-"""First run: pair this computer with the portal, by pairing code (plus server URL) or by importing the
-config file downloaded from the portal. The network calls run on a thread; Tk only polls for the answer."""
+"""The first-run pairing form: a pairing code (plus server URL) or the config file downloaded from the
+portal. The work is tray_client.pairing's, on a thread; Tk only polls for the answer."""
 
 from __future__ import annotations
 
-import json
-import os
 import queue
-import sys
 import threading
 import tkinter as tk
 from pathlib import Path
@@ -14,90 +11,7 @@ from tkinter import filedialog, ttk
 from typing import Callable
 
 from .. import config as config_mod
-from ..api import PortalClient, PortalError, PortalUnreachable
-
-SERVER_FILE = "server_url.txt"  # an installer may leave the portal's address here, beside Python
-
-
-class PairingError(Exception):
-    """Pairing did not work; str() tells the provider what to do."""
-
-
-def default_server_url(cfg: config_mod.WorkerConfig) -> str:
-    """The address to prefill: the config's, then $PICTOR_SERVER_URL, then the installer's file."""
-    if cfg.server_url:
-        return cfg.server_url
-    if os.environ.get("PICTOR_SERVER_URL"):
-        return os.environ["PICTOR_SERVER_URL"].strip()
-    try:
-        return (Path(sys.executable).parent / SERVER_FILE).read_text(encoding="utf-8").strip()
-    except OSError:
-        return ""
-
-
-def explain(exc: BaseException, server: str) -> str:
-    """A portal or network failure in words a provider can act on."""
-    if isinstance(exc, PortalUnreachable):
-        return (f"Cannot reach {server}: {str(exc).split(': ', 1)[-1]}. Check the server address and "
-                "your internet connection, then try again.")
-    if isinstance(exc, PortalError):
-        if exc.code == "invalid_code":
-            return f"Wrong pairing code. {exc.message}"
-        if exc.code == "expired_code":
-            return f"Expired pairing code. {exc.message}"
-        if exc.status == 429:
-            return "Too many attempts: wait a minute, then try again."
-        if exc.status in (401, 403):
-            return f"The portal refused this config ({exc.message}): download a fresh one from the portal."
-        if exc.status == 404 or exc.code == "bad_response":
-            return f"{server} does not look like a Pictor portal: check the server address."
-        return f"The portal said: {exc.message}"
-    return str(exc)
-
-
-def pair_with_code(cfg: config_mod.WorkerConfig, server: str, code: str) -> config_mod.WorkerConfig:
-    """Trade a pairing code for credentials and save them into cfg's file. Blocking: call off the UI thread."""
-    try:
-        server = config_mod.normalize_server_url(server)
-    except config_mod.ConfigError:
-        raise PairingError("Type the server's full address, starting with https:// "
-                           "(e.g. https://portal.example.com).") from None
-    code = (code or "").strip()
-    if not code:
-        raise PairingError("Type the pairing code shown on the worker's page in the portal (like ABCD-EF23).")
-    client = PortalClient(server, timeout=(5.0, 20.0), attempts=1)
-    try:
-        doc = client.pair(code)
-    except (PortalUnreachable, PortalError) as exc:
-        raise PairingError(explain(exc, server)) from None
-    finally:
-        client.close()
-    # The portal may know itself by another address than the one we reached it at: keep ours.
-    try:
-        return config_mod.import_document({**doc, "server_url": server}, cfg, "the portal's answer")
-    except config_mod.ConfigError as exc:
-        raise PairingError(str(exc)) from None
-
-
-def import_config_file(cfg: config_mod.WorkerConfig, source: Path) -> config_mod.WorkerConfig:
-    """Check a downloaded config file against its portal, then save its credentials into cfg's file."""
-    try:
-        doc = json.loads(Path(source).read_text(encoding="utf-8"))
-        fields = config_mod.parse_document(doc, Path(source).name)
-    except OSError as exc:
-        raise PairingError(f"Cannot read {source}: {exc.strerror or exc}") from None
-    except ValueError:
-        raise PairingError(f"{Path(source).name} is not a Pictor Worker config file (not JSON).") from None
-    except config_mod.ConfigError as exc:
-        raise PairingError(str(exc)) from None
-    client = PortalClient(fields["server_url"], fields["token"], timeout=(5.0, 20.0), attempts=1)
-    try:
-        client.settings()  # proves the token works before we rely on it
-    except (PortalUnreachable, PortalError) as exc:
-        raise PairingError(explain(exc, fields["server_url"])) from None
-    finally:
-        client.close()
-    return config_mod.import_document(doc, cfg, Path(source).name)
+from ..pairing import PairingError, default_server_url, import_config_file, pair_with_code
 
 
 class PairingView(ttk.Frame):
