@@ -236,7 +236,8 @@ class PortalClient:
         return bool(data.get("keep_running", True))
 
     def complete(self, task_id: int, outputs: list[dict[str, Any]], compute_seconds: float) -> dict[str, Any]:
-        # Idempotent on the portal (SPEC section 6): a repeat after a lost answer credits nothing twice.
+        # Idempotent on the portal: a repeat after a lost answer credits nothing twice, because the reward
+        # row is unique per task (webapp/services/ledger.py's docstring; docs/ARCHITECTURE.md).
         return self._json("POST", f"/worker/tasks/{int(task_id)}/complete",
                           {"outputs": outputs, "compute_seconds": round(compute_seconds, 3)}, idempotent=True)
 

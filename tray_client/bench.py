@@ -96,7 +96,8 @@ class BenchmarkError(Exception):
 
 
 def score(seconds: float) -> int:
-    """Bench Score = round(1000 x REFERENCE_SECONDS / measured seconds) (SPEC section 5)."""
+    """Bench Score = round(1000 x REFERENCE_SECONDS / measured seconds): 1000 is the reference machine,
+    the basis of the price per bench-hour (webapp/services/market.py's docstring; docs/ARCHITECTURE.md)."""
     if seconds <= 0:
         raise ValueError("a render takes some time")
     return max(1, round(1000 * REFERENCE_SECONDS / seconds))
