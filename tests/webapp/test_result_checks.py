@@ -252,6 +252,14 @@ def test_compare_crop_reads_the_window_from_the_top_left(tmp_path):
         rc.compare_crop(tmp_path / "frame.png", tmp_path / "short.png", crop)
 
 
+def test_a_jpeg_delivery_faces_a_lower_floor_than_a_lossless_one():
+    # JPEG's own block errors cost an honest crop ~15 dB (see result_checks.CROP_FLOORS).
+    jpeg_honest = rc.CropScore(psnr=33.0, ssim=0.93)
+    assert rc.crop_holds(jpeg_honest, "JPEG")
+    assert not rc.crop_holds(jpeg_honest, "PNG") and not rc.crop_holds(jpeg_honest, "OPEN_EXR")
+    assert not rc.crop_holds(rc.CropScore(psnr=9.0, ssim=0.01), "JPEG")  # noise
+
+
 # --- crops: thresholds on real renders ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
