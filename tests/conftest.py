@@ -5,6 +5,7 @@ import re
 import secrets
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from werkzeug.serving import make_server
@@ -15,6 +16,7 @@ from webapp.extensions import db
 
 POSTGRES_ADMIN_URL = os.environ.get("PICTOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_SYSTEM_DEPS = os.environ.get("PICTOR_REQUIRE_SYSTEM_DEPS") == "1"
+T0 = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)  # where the `clock` fixture starts
 
 
 def missing(reason: str):
@@ -92,6 +94,29 @@ def client(app):
 def ctx(app):
     with app.app_context():
         yield app
+
+
+class FrozenClock:
+    """The portal's clock (webapp.clock) pinned to `now`; a test moves it with set() or advance()."""
+
+    def __init__(self, at: datetime = T0):
+        self.set(at)
+
+    def set(self, at: datetime) -> datetime:
+        self.now = at
+        freeze(at)
+        return at
+
+    def advance(self, **delta) -> datetime:
+        """Move on by timedelta(**delta), e.g. advance(seconds=30)."""
+        return self.set(self.now + timedelta(**delta))
+
+
+@pytest.fixture
+def clock():
+    """Time stands still at T0 until the test moves it; released at teardown."""
+    yield FrozenClock()
+    freeze(None)
 
 
 class Auth:

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LiveServer, make_app, missing
-from webapp.clock import freeze
 from webapp.extensions import db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +39,6 @@ def portal(tmp_path):
     app.config["SERVER_URL"] = server.url
     yield app, server.url
     server.stop()
-    freeze(None)
     with app.app_context():
         db.session.remove()
         db.engine.dispose()

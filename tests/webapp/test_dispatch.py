@@ -1,30 +1,26 @@
 """Dispatch: who gets which task, leases, failures and blocklists, idempotent completion, exactly-once rewards."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from tests.conftest import T0
 from tests.webapp.dispatch_factories import make_job, make_worker, sha
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import (Job, JobStatus, LedgerEntry, LedgerKind, Task, TaskEvent, TaskEventKind, TaskOutput,
                            TaskStatus, Worker, WorkerDailyStat)
 from webapp.services import Conflict, NotFound, ServiceError, dispatch, ledger, storage
 
-T0 = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
-
 
 @pytest.fixture
-def db_ctx(any_app):
-    freeze(T0)
+def db_ctx(any_app, clock):
     with any_app.app_context():
         yield any_app
 
 
 @pytest.fixture
-def sqlite_ctx(app):
-    freeze(T0)
+def sqlite_ctx(app, clock):
     with app.app_context():
         yield app
 
@@ -166,16 +162,16 @@ def test_requeue_failed_gives_a_fresh_start_and_keeps_history(db_ctx):
 
 # -- leases ----------------------------------------------------------------------------------------
 
-def test_expired_lease_puts_the_task_back_and_progress_extends_it(db_ctx):
+def test_expired_lease_puts_the_task_back_and_progress_extends_it(db_ctx, clock):
     worker, _ = make_worker()
     other, _ = make_worker()
     _, (task_id,) = make_job()
     claim(worker)
-    freeze(T0 + timedelta(seconds=30))
+    clock.set(T0 + timedelta(seconds=30))
     assert dispatch.report_progress(w(worker), task_id, 0.5, 20, "Sample 8/16") is True
-    freeze(T0 + timedelta(seconds=61))
+    clock.set(T0 + timedelta(seconds=61))
     assert dispatch.reap_expired_leases() == 0  # progress at +30 s moved the lease to +90 s
-    freeze(T0 + timedelta(seconds=91))
+    clock.set(T0 + timedelta(seconds=91))
     assert dispatch.reap_expired_leases() == 1
     task = db.session.get(Task, task_id)
     assert task.status == TaskStatus.QUEUED and task.worker_id is None and task.progress == 0
@@ -186,11 +182,11 @@ def test_expired_lease_puts_the_task_back_and_progress_extends_it(db_ctx):
     assert claim(other) == task_id
 
 
-def test_lease_of_a_running_task_is_kept_until_it_expires(db_ctx):
+def test_lease_of_a_running_task_is_kept_until_it_expires(db_ctx, clock):
     worker, _ = make_worker()
     _, (task_id,) = make_job()
     claim(worker)
-    freeze(T0 + timedelta(seconds=60))
+    clock.set(T0 + timedelta(seconds=60))
     assert dispatch.reap_expired_leases() == 0  # exactly at the deadline it still holds
 
 
@@ -233,16 +229,16 @@ def test_cancel_tells_the_running_worker_to_stop(db_ctx):
 
 # -- completion and rewards ------------------------------------------------------------------------
 
-def test_complete_credits_bid_times_observed_hours_exactly_once(db_ctx):
+def test_complete_credits_bid_times_observed_hours_exactly_once(db_ctx, clock):
     worker, _ = make_worker(bid="0.50")
     job_id, (task_id,) = make_job()
     claim(worker)
     output = upload(task_id, "frame_0001.png", b"\x89PNG frame one")
-    freeze(T0 + timedelta(minutes=30))
+    clock.set(T0 + timedelta(minutes=30))
     # The worker claims an hour; the portal saw 30 minutes: 0.50 USD/h x 0.5 h.
     assert dispatch.complete_task(w(worker), task_id, [output], compute_seconds=3600) == 250_000
     # A repeated complete (lost response) returns the same reward and credits nothing more.
-    freeze(T0 + timedelta(minutes=40))
+    clock.set(T0 + timedelta(minutes=40))
     assert dispatch.complete_task(w(worker), task_id, [output], compute_seconds=3600) == 250_000
     entries = db.session.execute(db.select(LedgerEntry)).scalars().all()
     assert [(e.kind, e.amount_micros, e.worker_id, e.job_id, e.task_id) for e in entries] == \
@@ -259,21 +255,21 @@ def test_complete_credits_bid_times_observed_hours_exactly_once(db_ctx):
     assert len(events(task_id, TaskEventKind.COMPLETED)) == 1
 
 
-def test_reward_is_bounded_by_what_the_worker_reports(db_ctx):
+def test_reward_is_bounded_by_what_the_worker_reports(db_ctx, clock):
     worker, _ = make_worker(bid="1.20")
     _, (task_id,) = make_job()
     claim(worker)
     output = upload(task_id, "frame_0001.png", b"frame")
-    freeze(T0 + timedelta(hours=2))
+    clock.set(T0 + timedelta(hours=2))
     assert dispatch.complete_task(w(worker), task_id, [output], compute_seconds=90) == 30_000  # 1.20 x 90/3600
 
 
-def test_ledger_refuses_a_second_reward_row_for_a_task(db_ctx):
+def test_ledger_refuses_a_second_reward_row_for_a_task(db_ctx, clock):
     worker, _ = make_worker()
     job_id, (task_id,) = make_job()
     claim(worker)
     output = upload(task_id, "frame_0001.png", b"frame")
-    freeze(T0 + timedelta(seconds=10))
+    clock.set(T0 + timedelta(seconds=10))
     dispatch.complete_task(w(worker), task_id, [output], 10)
     db.session.add(LedgerEntry(kind=LedgerKind.TASK_REWARD, amount_micros=1, worker_id=worker, job_id=job_id,
                                task_id=task_id))
@@ -334,12 +330,12 @@ def test_another_worker_cannot_complete_or_fail_a_task(db_ctx):
     assert db.session.get(Task, task_id).status == TaskStatus.RUNNING
 
 
-def test_a_reassigned_task_cannot_be_completed_by_its_previous_worker(db_ctx):
+def test_a_reassigned_task_cannot_be_completed_by_its_previous_worker(db_ctx, clock):
     first, _ = make_worker()
     second, _ = make_worker()
     _, (task_id,) = make_job()
     claim(first)
-    freeze(T0 + timedelta(seconds=61))
+    clock.set(T0 + timedelta(seconds=61))
     dispatch.reap_expired_leases()
     assert claim(second) == task_id
     output = upload(task_id, "frame_0001.png", b"frame")

@@ -3,20 +3,16 @@
 import io
 import json
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import create_token
 from webapp.api import openapi
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import Job, JobInput, StoredFile, Task, TaskStatus
 
 from .blend_fixture import FAKE_BLEND, finish_task, image_bytes, zip_bytes
-
-NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def _client(client, token):
@@ -30,8 +26,7 @@ def _client(client, token):
 
 
 @pytest.fixture
-def api(app, client):
-    freeze(NOW)
+def api(app, client, clock):
     return _client(client, create_token(app, "ada@example.com"))
 
 

@@ -3,22 +3,17 @@
 import io
 import re
 import zipfile
-from datetime import datetime, timezone
 
 import pytest
 
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import Job, Task, TaskStatus
 
 from .blend_fixture import FAKE_BLEND, finish_task, image_bytes
 
-NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
-
 
 @pytest.fixture
-def creator(auth):
-    freeze(NOW)
+def creator(auth, clock):
     auth.signup()
     return auth
 

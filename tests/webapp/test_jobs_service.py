@@ -4,25 +4,22 @@ import gzip
 import io
 import sys
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import T0 as NOW
 from webapp import money
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import Job, JobInput, JobStatus, StoredFile, Task, TaskOutput, TaskStatus, User
 from webapp.services import Conflict, NotFound, ServiceError, accounts, dispatch, jobs, outputs, permissions, storage, thumbnails, uploads
 
 from .blend_fixture import FAKE_BLEND, finish_task, image_bytes, zip_bytes
 
-NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
-
 
 @pytest.fixture
-def user(ctx) -> User:
-    freeze(NOW)
+def user(ctx, clock) -> User:
     return accounts.sign_up("creator@example.com", "correct horse battery")
 
 
@@ -525,10 +522,9 @@ def test_thumbnail_is_small_cached_and_exr_gets_a_placeholder(app, ctx):
         assert img.format == "PNG" and img.size == (256, 256)
 
 
-def test_the_whole_lifecycle_on_sqlite_and_postgresql(any_app):
+def test_the_whole_lifecycle_on_sqlite_and_postgresql(any_app, clock):
     """Submit, roll up, list, zip and purge with the same code on both databases."""
     with any_app.app_context():
-        freeze(NOW)
         owner = accounts.sign_up("pg@example.com", "correct horse battery")
         job = render_job(owner, render_spec(frame_end=4, chunk=2))
         duplicate = render_job(owner)

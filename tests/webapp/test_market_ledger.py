@@ -1,29 +1,19 @@
 """The market (average bid, price per bench-hour, earning estimate) and the ledger (costs, earnings, daily rows)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
+from tests.conftest import T0
 from tests.webapp.dispatch_factories import make_job, make_worker
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import (LedgerEntry, LedgerKind, PresenceInterval, Task, TaskOutput, TaskStatus, Worker,
                            WorkerDailyStat)
 from webapp.services import ServiceError, dispatch, ledger, market, storage
 
-T0 = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
-
 
 @pytest.fixture
-def ctx(app):
-    freeze(T0)
-    with app.app_context():
-        yield app
-
-
-@pytest.fixture
-def any_ctx(any_app):
-    freeze(T0)
+def any_ctx(any_app, clock):
     with any_app.app_context():
         yield any_app
 
@@ -33,7 +23,7 @@ def seen(worker_id, at):
     db.session.commit()
 
 
-def test_average_bid_is_the_mean_custom_bid_of_workers_seen_in_24_hours(ctx):
+def test_average_bid_is_the_mean_custom_bid_of_workers_seen_in_24_hours(ctx, clock):
     assert market.average_bid_micros() == 500_000  # DEFAULT_BID with nobody bidding
     make_worker(bid="0.40")
     recent, _ = make_worker(bid="0.61")
@@ -68,7 +58,7 @@ def _completed(worker_id, job_id, seconds):
     db.session.commit()
 
 
-def test_estimated_earning_uses_utilisation_of_workers_at_or_under_my_price(ctx):
+def test_estimated_earning_uses_utilisation_of_workers_at_or_under_my_price(ctx, clock):
     me, _ = make_worker(bid="0.50")
     cheap, _ = make_worker(bid="0.30")
     pricey, _ = make_worker(bid="2.00")
@@ -83,7 +73,7 @@ def test_estimated_earning_uses_utilisation_of_workers_at_or_under_my_price(ctx)
     assert "25%" in estimate["explanation"] and "2 worker" in estimate["explanation"]
 
 
-def test_estimated_earning_without_network_data_says_so(ctx):
+def test_estimated_earning_without_network_data_says_so(ctx, clock):
     me, _ = make_worker(bid="0.50")
     estimate = market.estimated_earning_per_hour(db.session.get(Worker, me))
     assert estimate["micros"] == 0 and estimate["utilisation"] == 0
@@ -104,26 +94,26 @@ def test_bad_bids_are_refused(value):
 
 # -- ledger ----------------------------------------------------------------------------------------
 
-def _finish(worker_id, task_id, seconds):
+def _finish(clock, worker_id, task_id, seconds):
     dispatch.claim_task(db.session.get(Worker, worker_id))
     stored = storage.put_bytes(f"frame of {task_id}".encode())
     db.session.flush()
     db.session.add(TaskOutput(task_id=task_id, name="frame.png", sha256=stored.sha256, size=stored.size))
     db.session.commit()
-    freeze(T0 + timedelta(seconds=seconds))
+    clock.set(T0 + timedelta(seconds=seconds))
     reward = dispatch.complete_task(db.session.get(Worker, worker_id), task_id,
                                     [{"name": "frame.png", "sha256": stored.sha256, "size": stored.size}], seconds)
-    freeze(T0)
+    clock.set(T0)
     return reward
 
 
-def test_job_cost_is_the_sum_of_its_task_rewards(any_ctx):
+def test_job_cost_is_the_sum_of_its_task_rewards(any_ctx, clock):
     worker, _ = make_worker(bid="0.36")
     job_id, (first, second) = make_job(tasks=2)
     other_job, (third,) = make_job(tasks=1)
-    assert _finish(worker, first, 100) == 10_000  # 0.36 USD/h x 100 s
-    assert _finish(worker, second, 250) == 25_000
-    assert _finish(worker, third, 50) == 5_000
+    assert _finish(clock, worker, first, 100) == 10_000  # 0.36 USD/h x 100 s
+    assert _finish(clock, worker, second, 250) == 25_000
+    assert _finish(clock, worker, third, 50) == 5_000
     assert ledger.job_cost_micros(job_id) == 35_000
     assert ledger.job_costs_micros([job_id, other_job, 999]) == {job_id: 35_000, other_job: 5_000, 999: 0}
     assert ledger.worker_earnings(worker) == 40_000 == db.session.get(Worker, worker).earnings_micros
@@ -143,7 +133,7 @@ def test_daily_rows_accumulate_through_the_upsert(any_ctx):
     assert db.session.get(WorkerDailyStat, (worker, "2024-05-11")).tasks_completed == 1
 
 
-def test_mining_is_booked_separately_from_task_earnings(ctx):
+def test_mining_is_booked_separately_from_task_earnings(ctx, clock):
     worker_id, _ = make_worker()
     report = ledger.report_mining(db.session.get(Worker, worker_id), {
         "coin": "etc", "pool": "stratum+tcp://pool.example:4444", "hashrate": 5e7, "period_seconds": 600,

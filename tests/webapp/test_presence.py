@@ -1,28 +1,19 @@
 """Presence: heartbeats extend or open online intervals; uptime and uptime percentage derive from them; location."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event
 
+from tests.conftest import T0
 from tests.webapp.dispatch_factories import auth, make_worker
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import PresenceInterval, Worker, WorkerState
 from webapp.services import geo, presence
 
-T0 = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
 
-
-@pytest.fixture
-def ctx(app):
-    freeze(T0)
-    with app.app_context():
-        yield app
-
-
-def beat(worker_id, at, state="idle"):
-    freeze(at)
+def beat(clock, worker_id, at, state="idle"):
+    clock.set(at)
     presence.record_heartbeat(db.session.get(Worker, worker_id), state)
 
 
@@ -37,29 +28,29 @@ def add_interval(worker_id, start, end):
     db.session.commit()
 
 
-def test_heartbeats_extend_the_open_interval_and_a_gap_opens_a_new_one(ctx):
+def test_heartbeats_extend_the_open_interval_and_a_gap_opens_a_new_one(ctx, clock):
     worker, _ = make_worker(seen=False)
-    beat(worker, T0)
-    beat(worker, T0 + timedelta(seconds=15))
-    beat(worker, T0 + timedelta(seconds=100))  # 85 s gap: under the 90 s offline threshold
+    beat(clock, worker, T0)
+    beat(clock, worker, T0 + timedelta(seconds=15))
+    beat(clock, worker, T0 + timedelta(seconds=100))  # 85 s gap: under the 90 s offline threshold
     assert intervals(worker) == [(T0, T0 + timedelta(seconds=100))]
-    beat(worker, T0 + timedelta(seconds=200), "busy")  # 100 s gap: it was offline in between
+    beat(clock, worker, T0 + timedelta(seconds=200), "busy")  # 100 s gap: it was offline in between
     assert intervals(worker) == [(T0, T0 + timedelta(seconds=100)),
                                  (T0 + timedelta(seconds=200), T0 + timedelta(seconds=200))]
     row = db.session.get(Worker, worker)
     assert row.state == WorkerState.BUSY and row.last_heartbeat_at == T0 + timedelta(seconds=200)
 
 
-def test_current_uptime_is_the_open_interval_and_zero_once_offline(ctx):
+def test_current_uptime_is_the_open_interval_and_zero_once_offline(ctx, clock):
     worker, _ = make_worker(seen=False)
     for second in range(0, 601, 15):
-        beat(worker, T0 + timedelta(seconds=second))
+        beat(clock, worker, T0 + timedelta(seconds=second))
     w = db.session.get(Worker, worker)
     assert presence.current_uptime_seconds(w, now=T0 + timedelta(seconds=630)) == 630
     assert presence.current_uptime_seconds(w, now=T0 + timedelta(seconds=600 + 91)) == 0
 
 
-def test_uptime_percent_clips_to_the_window_and_merges_overlaps(ctx):
+def test_uptime_percent_clips_to_the_window_and_merges_overlaps(ctx, clock):
     now = T0
     worker, _ = make_worker(seen=False)
     with_overlap, _ = make_worker(seen=False)
@@ -77,7 +68,7 @@ def test_uptime_percent_clips_to_the_window_and_merges_overlaps(ctx):
     assert result == {worker: 10.0, with_overlap: 10.0, silent: 0.0}
 
 
-def test_uptime_percent_counts_a_young_worker_from_its_creation_and_open_intervals_to_now(ctx):
+def test_uptime_percent_counts_a_young_worker_from_its_creation_and_open_intervals_to_now(ctx, clock):
     worker, _ = make_worker(seen=False)
     db.session.get(Worker, worker).created_at = T0 - timedelta(hours=10)
     db.session.commit()
@@ -85,10 +76,10 @@ def test_uptime_percent_counts_a_young_worker_from_its_creation_and_open_interva
     assert presence.uptime_percent([worker], now=T0) == {worker: 50.0}
 
 
-def test_uptime_percent_for_a_page_is_one_query(ctx):
-    freeze(T0 - timedelta(days=3))
+def test_uptime_percent_for_a_page_is_one_query(ctx, clock):
+    clock.set(T0 - timedelta(days=3))
     ids = [make_worker(name=f"n{i}", seen=False)[0] for i in range(25)]
-    freeze(T0)
+    clock.set(T0)
     for worker in ids:
         add_interval(worker, T0 - timedelta(days=2), T0 - timedelta(days=1))
     statements = []
@@ -104,7 +95,7 @@ def test_uptime_percent_for_a_page_is_one_query(ctx):
     assert all(value > 0 for value in result.values()) and set(result) == set(ids)
 
 
-def test_sweep_merges_intervals_that_racing_heartbeats_opened_side_by_side(ctx):
+def test_sweep_merges_intervals_that_racing_heartbeats_opened_side_by_side(ctx, clock):
     worker, _ = make_worker(seen=False)
     add_interval(worker, T0 - timedelta(minutes=10), T0 - timedelta(minutes=5))
     add_interval(worker, T0 - timedelta(minutes=5, seconds=-1), T0 - timedelta(minutes=1))
@@ -115,12 +106,11 @@ def test_sweep_merges_intervals_that_racing_heartbeats_opened_side_by_side(ctx):
     assert presence.close_stale_intervals(now=T0) == 0
 
 
-def test_heartbeat_over_http_records_presence(app, client):
-    freeze(T0)
+def test_heartbeat_over_http_records_presence(app, client, clock):
     with app.app_context():
         worker, token = make_worker(seen=False)
     assert client.post("/api/v1/worker/heartbeat", json={"state": "idle"}, headers=auth(token)).status_code == 200
-    freeze(T0 + timedelta(seconds=15))
+    clock.set(T0 + timedelta(seconds=15))
     assert client.post("/api/v1/worker/heartbeat", json={"state": "busy"}, headers=auth(token)).status_code == 200
     with app.app_context():
         assert intervals(worker) == [(T0, T0 + timedelta(seconds=15))]
@@ -140,7 +130,7 @@ def test_local_and_invalid_addresses_have_no_country(ip):
     assert geo.country_for_ip(ip) is None
 
 
-def test_location_label_prefers_the_providers_own_words(ctx):
+def test_location_label_prefers_the_providers_own_words(ctx, clock):
     worker_id, _ = make_worker()
     worker = db.session.get(Worker, worker_id)
     presence.record_hello(worker, {}, "8.8.8.8")

@@ -1,23 +1,20 @@
 """The provider API: create and pair workers, list/search/sort, rename, delete, tasks and statistics."""
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
-from tests.conftest import create_token
-from webapp.clock import freeze
+from tests.conftest import T0 as NOW, create_token
 from webapp.extensions import db
 from webapp.models import Job, JobType, Task, TaskStatus, Worker, WorkerDailyStat, WorkerState
 from webapp.security import token_hash
 
-NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
 CODE = re.compile(r"^[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$")
 
 
 @pytest.fixture
-def token(app):
-    freeze(NOW)
+def token(app, clock):
     return create_token(app)
 
 

@@ -5,7 +5,6 @@ from datetime import datetime, timezone
 
 import pytest
 
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import AppRelease, StoredFile
 from webapp import web
@@ -67,11 +66,11 @@ def test_only_windows_programs_are_published(ctx, tmp_path):
     assert db.session.query(AppRelease).count() == 0
 
 
-def test_latest_release_is_the_highest_version_not_the_newest_row(ctx, tmp_path):
+def test_latest_release_is_the_highest_version_not_the_newest_row(ctx, tmp_path, clock):
     assert releases.latest_release() is None and releases.latest_version() is None
-    freeze(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 1, 1, tzinfo=timezone.utc))
     releases.publish(fake_installer(tmp_path, "0.10.0", body=b"a"))
-    freeze(datetime(2026, 2, 1, tzinfo=timezone.utc))
+    clock.set(datetime(2026, 2, 1, tzinfo=timezone.utc))
     releases.publish(fake_installer(tmp_path, "0.9.2", body=b"b"))
     releases.publish(fake_installer(tmp_path, "0.10.0rc1", body=b"c"))
     assert releases.latest_version() == "0.10.0"

@@ -5,20 +5,18 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import make_app
+from tests.conftest import T0 as START, make_app
 from webapp import tasks
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import PeriodicRun
 
 ROOT = Path(__file__).resolve().parents[2]
-START = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
 SLOTS = 12
 
 # What each portal process runs: the real run_once, with the job's target swapped (monkeypatched
@@ -127,7 +125,7 @@ def test_run_once_across_two_processes_postgres(tmp_path, postgres_url):
             db.engine.dispose()
 
 
-def test_run_once_in_one_process(ctx, monkeypatch):
+def test_run_once_in_one_process(ctx, monkeypatch, clock):
     calls = []
 
     def target():
@@ -137,20 +135,19 @@ def test_run_once_in_one_process(ctx, monkeypatch):
 
     monkeypatch.setattr(tasks, "_resolve", lambda _target: target)
     job = tasks.PeriodicJob("unit", "unit:target", 15)
-    freeze(START)
+    clock.set(START)
     assert tasks.run_once(job, runner="one") is True
     assert tasks.run_once(job, runner="two") is False  # same slot: already done
-    freeze(START + timedelta(seconds=14))
+    clock.set(START + timedelta(seconds=14))
     assert tasks.run_once(job, runner="two") is False  # still the same 15-second slot
-    freeze(START + timedelta(seconds=15))
+    clock.set(START + timedelta(seconds=15))
     assert tasks.run_once(job, runner="two") is True
-    freeze(START + timedelta(seconds=30))
+    clock.set(START + timedelta(seconds=30))
     assert tasks.run_once(job, runner="one") is True  # the target fails: recorded, not raised
     assert len(calls) == 3
     results = [r.result for r in db.session.execute(
         db.select(PeriodicRun).where(PeriodicRun.name == "unit").order_by(PeriodicRun.slot)).scalars()]
     assert results == ["ok", "ok", "error: disk full"]
-    freeze(None)
 
 
 def test_every_listed_job_names_a_real_function():

@@ -4,7 +4,6 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import (Job, JobType, LedgerEntry, LedgerKind, MiningReport, PresenceInterval, Task,
                            TaskEvent, TaskEventKind, TaskStatus, User, Worker, WorkerDailyStat, WorkerState)
@@ -14,8 +13,8 @@ NOW = datetime(2024, 5, 15, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def worker(ctx):
-    freeze(NOW)
+def worker(ctx, clock):
+    clock.set(NOW)
     user = User(email="ada@example.com", password_hash="x")
     db.session.add(user)
     db.session.flush()

@@ -1,18 +1,16 @@
 """The worker API over HTTP: token auth, hello, claim, inputs, progress, outputs, complete, fail, settings."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from tests.conftest import create_token
+from tests.conftest import T0, create_token
 from tests.webapp.dispatch_factories import auth, make_job, make_user, make_worker, sha
-from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import (AppRelease, Job, LedgerEntry, LedgerKind, MiningReport, StoredFile, Task, TaskOutput,
                            TaskStatus, Worker, WorkerDailyStat, WorkerState)
 from webapp.services import dispatch, storage
 
-T0 = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
 API = "/api/v1"
 HELLO = {
     "app_version": "0.3.1", "os": "Windows 11 Pro 23H2", "hostname": "rig-01", "cpu": "AMD Ryzen 9 7950X",
@@ -27,9 +25,8 @@ HELLO = {
 
 
 @pytest.fixture
-def env(app, client):
+def env(app, client, clock):
     """A worker (token) with a queued render job of two tasks."""
-    freeze(T0)
     with app.app_context():
         worker_id, token = make_worker(bid="0.60")
         other_id, other_token = make_worker(name="other")
@@ -192,7 +189,7 @@ def test_claim_returns_204_with_retry_after_when_nothing_fits(env):
     assert response.status_code == 204 and response.headers["Retry-After"] == "5" and response.data == b""
 
 
-def test_full_task_loop_over_http(env):
+def test_full_task_loop_over_http(env, clock):
     task = claim(env)
     assert set(task) >= {"id", "job_id", "type", "params", "inputs", "lease_expires_at", "reward_estimate", "software"}
     assert task["type"] == "render" and task["params"]["frames"] == [1] and task["job_id"] == env.job_id
@@ -204,7 +201,7 @@ def test_full_task_loop_over_http(env):
     assert download.status_code == 200 and sha(download.data) == blend["sha256"] and len(download.data) == blend["size"]
     assert download.headers["ETag"].strip('"') == blend["sha256"]
 
-    freeze(T0 + timedelta(seconds=40))
+    clock.set(T0 + timedelta(seconds=40))
     progress = env.call("post", f"/worker/tasks/{task['id']}/progress",
                         json={"progress": 0.5, "eta_s": 40, "message": "Sample 8/16"})
     assert progress.status_code == 200 and progress.get_json()["keep_running"] is True
@@ -213,7 +210,7 @@ def test_full_task_loop_over_http(env):
     uploaded = put_output(env, task["id"], "frame_0001.png", frame)
     assert uploaded.status_code == 201 and uploaded.get_json() == {"name": "frame_0001.png", "sha256": sha(frame),
                                                                    "size": len(frame)}
-    freeze(T0 + timedelta(seconds=120))
+    clock.set(T0 + timedelta(seconds=120))
     body = {"outputs": [{"name": "frame_0001.png", "sha256": sha(frame), "size": len(frame)}], "compute_seconds": 118.5}
     done = env.call("post", f"/worker/tasks/{task['id']}/complete", json=body)
     assert done.status_code == 200 and done.get_json() == {"reward": "0.019750"}  # 0.60/h x 118.5 s

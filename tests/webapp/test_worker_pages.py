@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import make_app
-from webapp.clock import freeze, utcnow
+from webapp.clock import utcnow
 from webapp.extensions import db
 from webapp.models import (Job, JobType, PresenceInterval, Task, TaskOutput, TaskStatus, User, Worker,
                            WorkerDailyStat, WorkerState)
@@ -95,9 +95,9 @@ def test_empty_state_leads_to_the_guide(signed_in):
     assert "No workers yet" in html and 'href="/workers/new"' in html
 
 
-def test_uptime_shows_continuous_time_and_thirty_day_share(app, signed_in):
+def test_uptime_shows_continuous_time_and_thirty_day_share(app, signed_in, clock):
     now = datetime(2024, 5, 15, 12, 0, tzinfo=timezone.utc)
-    freeze(now)
+    clock.set(now)
     worker_id = add_worker(app, name="Steady", online=False, created_at=now - timedelta(days=60),
                            last_heartbeat_at=now - timedelta(seconds=3), state=WorkerState.IDLE)
     with app.app_context():

@@ -1,11 +1,11 @@
 """Worker management service: pairing, derived status in SQL and Python, search, sort, paging, delete."""
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
-from webapp.clock import freeze
+from tests.conftest import T0 as NOW
 from webapp.extensions import db
 from webapp.models import (Job, JobType, LedgerEntry, LedgerKind, Task, TaskStatus, User, Worker, WorkerState,
                            WorkerStatus)
@@ -13,7 +13,6 @@ from webapp.security import token_hash
 from webapp.services import NotFound, ServiceError, permissions
 from webapp.services import workers as ws
 
-NOW = datetime(2024, 5, 10, 12, 0, 0, tzinfo=timezone.utc)
 CODE = re.compile(r"^[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{4}-[ABCDEFGHJKMNPQRSTUVWXYZ23456789]{4}$")
 
 
@@ -32,16 +31,14 @@ def make_worker(owner, name="node", **fields) -> Worker:
 
 
 @pytest.fixture
-def user(ctx):
-    freeze(NOW)
+def user(ctx, clock):
     return make_user()
 
 
 @pytest.fixture
-def any_user(any_app):
+def any_user(any_app, clock):
     """A user on SQLite and on PostgreSQL: the list queries must behave the same on both."""
     with any_app.app_context():
-        freeze(NOW)
         yield make_user()
 
 
@@ -78,13 +75,13 @@ def test_pair_is_single_use_and_rotates_the_token(user):
     assert db.session.get(Worker, worker.id).token_hash == token_hash(token)
 
 
-def test_pairing_code_expires_after_15_minutes(user):
+def test_pairing_code_expires_after_15_minutes(user, clock):
     _, code, _ = ws.create_worker(user, "box")
-    freeze(NOW + timedelta(minutes=15))
+    clock.set(NOW + timedelta(minutes=15))
     with pytest.raises(ServiceError) as exc:
         ws.pair(code)
     assert exc.value.code == "expired_code"
-    freeze(NOW + timedelta(minutes=14, seconds=59))
+    clock.set(NOW + timedelta(minutes=14, seconds=59))
     assert ws.pair(code)[0].name == "box"
 
 
