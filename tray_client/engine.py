@@ -586,7 +586,8 @@ class Engine:
         self.hardware = self.probe(self.cfg.data_dir, settings.get("blender_path"))
         self.gpu_backend = settings.get("gpu_backend") or hardware.suggested_gpu_backend(self.hardware)
         renderers = self.hardware.get("renderers") or {}
-        job_types = [t for t, needs in (("render", "blender"), ("upscale", "realesrgan"))
+        # Spot checks the portal sends are Blender re-renders of other providers' frames.
+        job_types = [t for t, needs in (("render", "blender"), ("upscale", "realesrgan"), ("verify", "blender"))
                      if needs in renderers and t in RUNNERS]
         cpu = self.hardware.get("cpu") or {}
         return {

@@ -54,6 +54,10 @@ DEFAULTS = {
     "OFFLINE_AFTER_SECONDS": 90,
     "PAIRING_MINUTES": 15,
     "DEFAULT_BID": "0.50",  # USD per compute hour when the network has no bids yet
+    # Verified work (services/verification.py): how long an unchecked result's reward stays pending, so
+    # a worker caught later still loses it; VERIFY_SEED pins the sampling (tests only).
+    "VERIFY_SETTLE_SECONDS": 6 * 3600,
+    "VERIFY_SEED": None,
     "PAGE_SIZE": 25,
     "OUTPUT_RETENTION_DAYS": 30,
 }

@@ -53,11 +53,22 @@ class WorkerStatus(str, enum.Enum):
     PAUSED = "paused"
     ERROR = "error"
     OFFLINE = "offline"
+    SUSPENDED = "suspended"  # a spot check caught a wrong result: no more tasks (services/verification.py)
 
 
 class JobType(str, enum.Enum):
+    """A task's type. VERIFY tasks re-do a sample of another provider's result (services/verification.py)."""
     RENDER = "render"
     UPSCALE = "upscale"
+    VERIFY = "verify"
+
+
+class VerificationState(str, enum.Enum):
+    """A task's verification as creators see it; NONE = not sampled (its reward settles after a delay)."""
+    NONE = "none"
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
 
 
 class JobStatus(str, enum.Enum):
@@ -88,6 +99,8 @@ class TaskEventKind(str, enum.Enum):
 
 class LedgerKind(str, enum.Enum):
     TASK_REWARD = "task_reward"
+    CHECK_REWARD = "check_reward"  # a verification task's reward: paid by the network, never billed
+    REVERSAL = "reversal"  # takes back one entry (a result that failed its check); nothing is deleted
     MINING = "mining"
     ADJUSTMENT = "adjustment"
 
@@ -174,6 +187,8 @@ class Worker(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a failed spot check
+    suspended_reason: Mapped[str | None] = mapped_column(String(500))
 
     owner: Mapped[User] = relationship()
 
@@ -285,6 +300,11 @@ class Task(db.Model):
     )
 
 
+def job_work():
+    """SQL: the tasks that do a creator's work, as opposed to verification tasks checking it."""
+    return Task.type != JobType.VERIFY
+
+
 # The claim order (highest priority, then oldest) as an index, so a claim reads the first eligible
 # queued rows in order instead of sorting the whole queue (added by the dispatch issue).
 Index("ix_tasks_queue_order", Task.status, Task.priority.desc(), Task.id)
@@ -321,7 +341,11 @@ class TaskEvent(db.Model):
 
 
 class LedgerEntry(db.Model):
-    """Money moving: signed micro-USD. A task's reward can exist once (unique task_id)."""
+    """Money moving: signed micro-USD. A task's reward exists once per attempt (unique task_id, attempt).
+
+    `available_at`: when the money may be paid out; NULL while its result waits for a spot check.
+    A reversal points at the entry it takes back (`reverses_id`, unique: once).
+    """
     __tablename__ = "ledger_entries"
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[LedgerKind] = mapped_column(_enum(LedgerKind))
@@ -329,13 +353,45 @@ class LedgerEntry(db.Model):
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
     provider_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
-    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    available_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
     memo: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
+        UniqueConstraint("task_id", "attempt", name="uq_ledger_task_attempt"),
         Index("ix_ledger_worker_created", "worker_id", "created_at"),
         Index("ix_ledger_job", "job_id"),
+    )
+
+
+class Verification(db.Model):
+    """One spot check of one attempt of a task: a verification task re-does a sample of its result on a
+    worker of another provider account, and the portal compares the two (services/verification.py)."""
+    __tablename__ = "verifications"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))  # the task whose result is checked
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))  # who delivered the result
+    provider_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    verify_task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), unique=True)
+    # A second opinion may not run on the first verifier's account either.
+    other_provider_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[VerificationState] = mapped_column(_enum(VerificationState), default=VerificationState.PENDING)
+    scores: Mapped[list | None] = mapped_column(JSON)  # [{"psnr", "ssim"}] per crop or tile
+    reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    task: Mapped["Task"] = relationship(foreign_keys=[task_id])
+    verify_task: Mapped["Task"] = relationship(foreign_keys=[verify_task_id])
+
+    __table_args__ = (
+        Index("ix_verifications_task", "task_id", "attempt"),
+        Index("ix_verifications_worker", "worker_id", "decided_at"),
     )
 
 

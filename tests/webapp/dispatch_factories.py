@@ -1,6 +1,7 @@
 """Rows for the dispatch tests: workers with tokens and capabilities, jobs with queued tasks and inputs."""
 
 import hashlib
+import io
 
 from webapp import money
 from webapp.clock import utcnow
@@ -80,6 +81,14 @@ def make_tasks_bulk(job_id: int, count: int, type: str = "render") -> None:
          "created_at": utcnow()}
         for i in range(count)])
     db.session.commit()
+
+
+def frame_png(n: int = 0, size=(32, 18)) -> bytes:
+    """A real PNG frame (each `n` different): what the result checks at complete accept as a render."""
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", size, (n % 256, (n * 7) % 256, 90)).save(out, "PNG")
+    return out.getvalue()
 
 
 def sha(data: bytes) -> str:

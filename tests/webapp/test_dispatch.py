@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import T0
-from tests.webapp.dispatch_factories import make_job, make_worker, sha
+from tests.webapp.dispatch_factories import frame_png, make_job, make_worker, sha
 from webapp.extensions import db
 from webapp.models import (Job, JobStatus, LedgerEntry, LedgerKind, Task, TaskEvent, TaskEventKind, TaskOutput,
                            TaskStatus, Worker, WorkerDailyStat)
@@ -233,7 +233,7 @@ def test_complete_credits_bid_times_observed_hours_exactly_once(db_ctx, clock):
     worker, _ = make_worker(bid="0.50")
     job_id, (task_id,) = make_job()
     claim(worker)
-    output = upload(task_id, "frame_0001.png", b"\x89PNG frame one")
+    output = upload(task_id, "frame_0001.png", frame_png(1))
     clock.set(T0 + timedelta(minutes=30))
     # The worker claims an hour; the portal saw 30 minutes: 0.50 USD/h x 0.5 h.
     assert dispatch.complete_task(w(worker), task_id, [output], compute_seconds=3600) == 250_000
@@ -259,7 +259,7 @@ def test_reward_is_bounded_by_what_the_worker_reports(db_ctx, clock):
     worker, _ = make_worker(bid="1.20")
     _, (task_id,) = make_job()
     claim(worker)
-    output = upload(task_id, "frame_0001.png", b"frame")
+    output = upload(task_id, "frame_0001.png", frame_png())
     clock.set(T0 + timedelta(hours=2))
     assert dispatch.complete_task(w(worker), task_id, [output], compute_seconds=90) == 30_000  # 1.20 x 90/3600
 
@@ -268,16 +268,17 @@ def test_ledger_refuses_a_second_reward_row_for_a_task(db_ctx, clock):
     worker, _ = make_worker()
     job_id, (task_id,) = make_job()
     claim(worker)
-    output = upload(task_id, "frame_0001.png", b"frame")
+    output = upload(task_id, "frame_0001.png", frame_png())
     clock.set(T0 + timedelta(seconds=10))
     dispatch.complete_task(w(worker), task_id, [output], 10)
+    # One reward per delivery: the same task and attempt cannot be credited twice.
     db.session.add(LedgerEntry(kind=LedgerKind.TASK_REWARD, amount_micros=1, worker_id=worker, job_id=job_id,
-                               task_id=task_id))
+                               task_id=task_id, attempt=db.session.get(Task, task_id).attempts))
     with pytest.raises(IntegrityError):
         db.session.commit()
     db.session.rollback()
     # And the service itself returns the first entry instead of writing another.
-    entry = ledger.credit_task_reward(db.session.get(Task, task_id), 999)
+    entry = ledger.credit_task_reward(db.session.get(Task, task_id), 999, available_at=None)
     assert entry.amount_micros == db.session.get(Task, task_id).reward_micros
 
 
@@ -311,7 +312,7 @@ def test_undeclared_uploads_are_dropped_at_completion(sqlite_ctx):
     worker, _ = make_worker()
     _, (task_id,) = make_job()
     claim(worker)
-    keep = upload(task_id, "frame_0001.png", b"frame")
+    keep = upload(task_id, "frame_0001.png", frame_png())
     upload(task_id, "scratch.tmp", b"junk")
     dispatch.complete_task(w(worker), task_id, [keep], 1)
     assert [o.name for o in db.session.get(Task, task_id).outputs] == ["frame_0001.png"]
@@ -322,7 +323,7 @@ def test_another_worker_cannot_complete_or_fail_a_task(db_ctx):
     stranger, _ = make_worker()
     _, (task_id,) = make_job()
     claim(owner)
-    output = upload(task_id, "frame_0001.png", b"frame")
+    output = upload(task_id, "frame_0001.png", frame_png())
     with pytest.raises(NotFound):
         dispatch.complete_task(w(stranger), task_id, [output], 1)
     with pytest.raises(NotFound):
@@ -338,7 +339,7 @@ def test_a_reassigned_task_cannot_be_completed_by_its_previous_worker(db_ctx, cl
     clock.set(T0 + timedelta(seconds=61))
     dispatch.reap_expired_leases()
     assert claim(second) == task_id
-    output = upload(task_id, "frame_0001.png", b"frame")
+    output = upload(task_id, "frame_0001.png", frame_png())
     with pytest.raises(Conflict):
         dispatch.complete_task(w(first), task_id, [output], 1)
     assert db.session.get(Task, task_id).worker_id == second

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import T0
-from tests.webapp.dispatch_factories import make_job, make_worker
+from tests.webapp.dispatch_factories import frame_png, make_job, make_worker
 from webapp.extensions import db
 from webapp.models import (LedgerEntry, LedgerKind, PresenceInterval, Task, TaskOutput, TaskStatus, Worker,
                            WorkerDailyStat)
@@ -96,13 +96,15 @@ def test_bad_bids_are_refused(value):
 
 def _finish(clock, worker_id, task_id, seconds):
     dispatch.claim_task(db.session.get(Worker, worker_id))
-    stored = storage.put_bytes(f"frame of {task_id}".encode())
+    task = db.session.get(Task, task_id)
+    name = f"frame_{task.params['frames'][0]:04d}.png"
+    stored = storage.put_bytes(frame_png(task_id))
     db.session.flush()
-    db.session.add(TaskOutput(task_id=task_id, name="frame.png", sha256=stored.sha256, size=stored.size))
+    db.session.add(TaskOutput(task_id=task_id, name=name, sha256=stored.sha256, size=stored.size))
     db.session.commit()
     clock.set(T0 + timedelta(seconds=seconds))
     reward = dispatch.complete_task(db.session.get(Worker, worker_id), task_id,
-                                    [{"name": "frame.png", "sha256": stored.sha256, "size": stored.size}], seconds)
+                                    [{"name": name, "sha256": stored.sha256, "size": stored.size}], seconds)
     clock.set(T0)
     return reward
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import T0, create_token
-from tests.webapp.dispatch_factories import auth, make_job, make_user, make_worker, sha
+from tests.webapp.dispatch_factories import auth, frame_png, make_job, make_user, make_worker, sha
 from webapp.extensions import db
 from webapp.models import (AppRelease, Job, LedgerEntry, LedgerKind, MiningReport, StoredFile, Task, TaskOutput,
                            TaskStatus, Worker, WorkerDailyStat, WorkerState)
@@ -206,7 +206,7 @@ def test_full_task_loop_over_http(env, clock):
                         json={"progress": 0.5, "eta_s": 40, "message": "Sample 8/16"})
     assert progress.status_code == 200 and progress.get_json()["keep_running"] is True
 
-    frame = b"\x89PNG\r\n\x1a\n rendered frame"
+    frame = frame_png()
     uploaded = put_output(env, task["id"], "frame_0001.png", frame)
     assert uploaded.status_code == 201 and uploaded.get_json() == {"name": "frame_0001.png", "sha256": sha(frame),
                                                                    "size": len(frame)}

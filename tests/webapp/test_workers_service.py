@@ -148,10 +148,13 @@ def test_status_rule_at_the_boundaries_sql_equals_python(any_app):
             "paused": dict(last_heartbeat_at=NOW - tick, state=WorkerState.PAUSED),
             "error": dict(last_heartbeat_at=NOW, state=WorkerState.ERROR),
             "future-heartbeat": dict(last_heartbeat_at=NOW + tick, state=WorkerState.IDLE),
+            # A failed spot check outranks whatever the app says: it gets no work either way.
+            "suspended": dict(last_heartbeat_at=NOW, state=WorkerState.BUSY, suspended_at=NOW - tick,
+                              suspended_reason="caught"),
         }
         expected = {"pending": "pending", "online": "online", "online-null-state": "online",
                     "offline": "offline", "offline-busy": "offline", "busy": "busy", "paused": "paused",
-                    "error": "error", "future-heartbeat": "online"}
+                    "error": "error", "future-heartbeat": "online", "suspended": "suspended"}
         ids = {label: make_worker(owner, label, **fields).id for label, fields in cases.items()}
         db.session.expire_all()
         sql = _sql_statuses(NOW)
@@ -159,7 +162,7 @@ def test_status_rule_at_the_boundaries_sql_equals_python(any_app):
             python = ws.status_of(db.session.get(Worker, worker_id), NOW).value
             assert sql[worker_id] == python == expected[label], label
         counts = ws.status_counts(owner.id, now=NOW)
-        assert counts == {"pending": 1, "online": 3, "busy": 1, "paused": 1, "error": 1, "offline": 2}
+        assert counts == {"pending": 1, "online": 3, "busy": 1, "paused": 1, "error": 1, "offline": 2, "suspended": 1}
         offline = ws.list_workers(owner.id, status="offline", now=NOW)
         assert {w.name for w in offline.items} == {"offline", "offline-busy"} and offline.total == 2
 
@@ -280,7 +283,7 @@ def test_filter_by_each_status(any_user, fleet):
     for status, name in expected.items():
         assert _names(ws.list_workers(any_user.id, status=status, now=NOW)) == [name]
     assert ws.list_workers(any_user.id, status="all", now=NOW).total == 6
-    assert ws.status_counts(any_user.id, now=NOW) == dict.fromkeys(expected, 1)
+    assert ws.status_counts(any_user.id, now=NOW) == dict(dict.fromkeys(expected, 1), suspended=0)
 
 
 @pytest.mark.parametrize("kwargs,code,mentions", [

@@ -58,7 +58,8 @@ CHECKS = [
 
 def _status_plan(n: int) -> list[str]:
     """How many workers of each status: every status present, most of them working."""
-    shares = [("online", .28), ("busy", .25), ("offline", .19), ("pending", .1), ("paused", .09), ("error", .09)]
+    shares = [("online", .28), ("busy", .25), ("offline", .19), ("pending", .1), ("paused", .09), ("error", .09),
+              ("suspended", .03)]
     plan = [status for status, share in shares for _ in range(max(1, round(n * share)))] if n >= 6 else \
         [s for s, _ in shares][:n]
     while len(plan) > n:
@@ -181,6 +182,7 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
             "token_hash": token_hash(new_token("pwk")), "gpus": [], "renderers": {}, "capabilities": {},
             "compliance": [], "mining_config": {}, "bench_details": {}, "earnings_micros": 0, "compute_seconds": 0.0,
             "state": None, "state_message": None, "last_heartbeat_at": None,
+            "suspended_at": None, "suspended_reason": None,
         }
         profiles.append({"id": worker_id, "status": status, "bench": bench, "bid": bid, "row": row,
                          "mining": not cpu_only and rng.random() < .45, "spans": []})
@@ -195,7 +197,8 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
         windows = rng.random() < .5 and not farm
         last_seen = now - timedelta(seconds=rng.uniform(1, 12)) if live else spans[-1][1]
         state = {"online": WorkerState.IDLE, "busy": WorkerState.BUSY, "paused": WorkerState.PAUSED,
-                 "error": WorkerState.ERROR, "offline": rng.choice([WorkerState.IDLE, WorkerState.BUSY])}[status]
+                 "error": WorkerState.ERROR, "suspended": WorkerState.IDLE,
+                 "offline": rng.choice([WorkerState.IDLE, WorkerState.BUSY])}[status]
         checks = [{"check": c, "status": s, "reason": r} for c, s, r in CHECKS]
         if windows:
             checks[1] = {"check": "OS updates", "status": "pass", "reason": "Windows Update ran 3 days ago."}
@@ -219,6 +222,9 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
             "state_message": {"paused": "Paused from the tray menu",
                               "error": ERROR_MESSAGES[index % 2]}.get(status),
             "last_heartbeat_at": last_seen, "updated_at": last_seen,
+            "suspended_at": now - timedelta(hours=3) if status == "suspended" else None,
+            "suspended_reason": "Frame 12 of task 4181 does not match a re-render by another provider."
+            if status == "suspended" else None,
             "bid_micros": None if index % 4 == 0 else bid, "bench_score": bench,
             "benchmarked_at": paired + timedelta(minutes=4),
             "bench_details": {"scene": "pictor-bench-1", "seconds": round(60_000 / max(bench, 1), 2)},
@@ -303,7 +309,7 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
         ledger_rows.append({"id": ids[LedgerEntry] + len(ledger_rows), "kind": LedgerKind.TASK_REWARD,
                             "amount_micros": reward, "worker_id": p["id"], "provider_id": user.id,
                             "job_id": job["id"], "task_id": task_id, "memo": f"Task {task_id} of job {job['id']}",
-                            "created_at": finished})
+                            "attempt": 1, "available_at": finished, "created_at": finished})
         event_rows.append({"id": ids[TaskEvent] + len(event_rows), "task_id": task_id, "job_id": job["id"],
                            "worker_id": p["id"], "kind": TaskEventKind.COMPLETED, "reason": None, "created_at": finished})
         day = daily[(p["id"], finished.strftime("%Y-%m-%d"))]
@@ -393,7 +399,7 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
                 ledger_rows.append({"id": ids[LedgerEntry] + len(ledger_rows), "kind": LedgerKind.MINING,
                                     "amount_micros": micros, "worker_id": p["id"], "provider_id": user.id,
                                     "job_id": None, "task_id": None, "memo": "Mining ETC on etc.2miners.com",
-                                    "created_at": t})
+                                    "attempt": None, "available_at": t, "created_at": t})
                 daily[(p["id"], t.strftime("%Y-%m-%d"))]["mining_earnings_micros"] += micros
                 t += timedelta(hours=6)
 

@@ -24,10 +24,10 @@ from sqlalchemy.orm import aliased
 from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
-from ..models import (Job, JobStatus, JobType, StoredFile, Task, TaskEvent, TaskEventKind, TaskOutput, TaskStatus,
-                      Worker)
+from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind, StoredFile, Task, TaskEvent, TaskEventKind,
+                      TaskOutput, TaskStatus, Verification, VerificationState, Worker, job_work)
 from . import Conflict, ServiceError
-from . import ledger, market, permissions, storage
+from . import ledger, market, permissions, result_checks, storage, verification
 
 MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
@@ -77,6 +77,9 @@ def _claim_statement(gpu: bool):
     conditions.append(~db.select(failed.id).where(
         failed.task_id == Task.id, failed.worker_id == worker_id, _failures_that_count(failed)).exists())
     conditions.append(~_blocklisted(worker_id, Task.job_id))
+    # A verification task never goes to the account whose result it checks.
+    conditions.append(db.or_(Task.type != JobType.VERIFY, ~db.select(Verification.id).where(
+        Verification.verify_task_id == Task.id, Verification.provider_id == db.bindparam("owner_id")).exists()))
     return (db.select(Task).where(*conditions).order_by(Task.priority.desc(), Task.id).limit(1)
             .with_for_update(of=Task, skip_locked=True).execution_options(populate_existing=True))
 
@@ -129,7 +132,7 @@ def running_task_of(worker: Worker, task_id: int, lock: bool = False) -> Task:
 def roll_up_status(job: Job) -> JobStatus:
     """A job's status follows its tasks: any running -> running; all done -> completed/failed/canceled."""
     counts = dict(db.session.execute(
-        db.select(Task.status, db.func.count()).where(Task.job_id == job.id).group_by(Task.status)
+        db.select(Task.status, db.func.count()).where(Task.job_id == job.id, job_work()).group_by(Task.status)
     ).all())
     active = counts.get(TaskStatus.QUEUED, 0) + counts.get(TaskStatus.RUNNING, 0)
     if job.status == JobStatus.CANCELED:
@@ -164,6 +167,8 @@ def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
     bid = market.effective_bid_micros(worker, now)
     price = market.worker_price_micros(worker, now)
 
+    if worker.suspended_at is not None:
+        return None  # a failed spot check: no more work until the operator looks at it
     known = {t.value for t in JobType}
     types = [JobType(t) for t in capabilities.get("job_types") or () if t in known]
     if not types:
@@ -171,7 +176,7 @@ def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
 
     begin_write_transaction(db.session)
     task = db.session.execute(_claim_statement(bool(capabilities.get("gpu"))),
-                              {"worker_id": worker_id, "price": price, "types": types}).scalar_one_or_none()
+                              {"worker_id": worker_id, "owner_id": worker.owner_id, "price": price, "types": types}).scalar_one_or_none()
     if task is None:
         db.session.commit()
         return None
@@ -296,6 +301,16 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
         for name, row in uploaded.items():
             if name not in names:  # uploaded but not declared: not part of the result
                 db.session.delete(row)
+        try:
+            if task.type == JobType.VERIFY:
+                verification.check_verifier_outputs(task, declared)
+            else:
+                check_result(task, declared)
+        except result_checks.InvalidOutput as exc:
+            _refuse_result(task, worker_id, f"Invalid output: {exc.name} {exc.rule}", now)
+            db.session.commit()
+            raise ServiceError("invalid_output", f"{exc.name} {exc.rule}. The result was refused and counts as a "
+                                                 "failed attempt; the task went to another worker.", 422) from None
 
         observed = max(0.0, (now - task.started_at).total_seconds()) if task.started_at else 0.0
         seconds = min(reported, observed)
@@ -307,7 +322,11 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
         task.lease_expires_at = None
         task.finished_at = now
         task.compute_seconds = seconds
-        ledger.credit_task_reward(task, reward)
+        if task.type == JobType.VERIFY:
+            ledger.credit_task_reward(task, reward, now + verification.settle_delay(), kind=LedgerKind.CHECK_REWARD)
+            _act_on_verdict(verification.judge(task, declared, now), now)
+        else:
+            ledger.credit_task_reward(task, reward, verification.maybe_check(task, worker, now))
         db.session.execute(db.update(Worker).where(Worker.id == worker_id)
                            .values(compute_seconds=Worker.compute_seconds + seconds))
         ledger.bump_daily(worker_id, ledger.day_of(now), task_earnings_micros=reward, tasks_completed=1,
@@ -327,6 +346,83 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
     except Exception:
         db.session.rollback()
         raise
+
+
+def check_result(task: Task, declared: list[dict]) -> None:
+    """A job task's declared outputs must be exactly the files it should produce, each a whole image of
+    the job's format at the expected size (result_checks.InvalidOutput otherwise)."""
+    params = task.params
+    if task.type == JobType.RENDER:
+        expected = result_checks.render_output_names(params["frames"], params["format"])
+        fmt = params["format"]
+        scene = (task.job.spec or {}).get("scene")
+        size = None if scene is None else result_checks.expected_render_size(
+            result_checks.RenderSettings(**scene["settings"]), params["resolution_percent"])
+    else:
+        expected = result_checks.upscale_output_names(params["image"], params["scale"])
+        fmt = "PNG"
+        source = db.session.execute(db.select(JobInput).where(
+            JobInput.job_id == task.job_id, JobInput.name == params["image"])).scalar_one()
+        size = result_checks.upscaled_size(result_checks.image_size(storage.path_for(source.sha256)), params["scale"])
+    result_checks.check_output_names([item["name"] for item in declared], expected)
+    for item in declared:
+        path = storage.path_for(item["sha256"])
+        # A scene the portal could not read (not a real Blender file) has no known size: the frame
+        # must still decode in full as the job's format.
+        result_checks.check_output_file(path, fmt=fmt, expected_size=size or result_checks.image_size(path, item["name"]),
+                                        name=item["name"])
+
+
+def _refuse_result(task: Task, worker_id: int, reason: str, now: datetime) -> None:
+    """A result that is not acceptable: a failure of this worker (it never gets the task again), the
+    task back in the queue or failed, its outputs gone so the creator never sees them."""
+    db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=worker_id,
+                             kind=TaskEventKind.FAILED, reason=reason[:REASON_MAX], created_at=now))
+    db.session.flush()
+    if task.type != JobType.VERIFY and _counted_failing_workers(task.id) >= MAX_TASK_FAILURES:
+        task.status, task.finished_at, task.lease_expires_at, task.message = TaskStatus.FAILED, now, None, reason[:MESSAGE_MAX]
+        db.session.execute(db.delete(TaskOutput).where(TaskOutput.task_id == task.id))
+    else:
+        _requeue(task)
+        task.message = f"Retrying: {reason}"[:MESSAGE_MAX]
+    ledger.bump_daily(worker_id, ledger.day_of(now), tasks_failed=1)
+    roll_up_status(task.job)
+
+
+def _act_on_verdict(check: Verification, now: datetime) -> None:
+    """A passed check makes the reward available; a failed one takes the result back and suspends its worker."""
+    if check.state == VerificationState.PASSED:
+        entry = ledger.reward_of(check.task_id, check.attempt)
+        if entry is not None:
+            ledger.settle(entry, now)
+    elif check.state == VerificationState.FAILED:
+        suspend_worker(db.session.get(Worker, check.worker_id), check.reason, now)
+
+
+def _take_back(task: Task, reason: str, now: datetime) -> None:
+    """Reverse the reward of the task's current attempt and refuse its result."""
+    entry = ledger.reward_of(task.id, task.attempts)
+    if entry is not None:
+        ledger.reverse(entry, reason, now)
+    _refuse_result(task, task.worker_id, reason, now)
+
+
+def suspend_worker(worker: Worker, reason: str, now: datetime) -> None:
+    """Stop a worker caught delivering a wrong result: no more tasks, and every result of it whose money
+    has not settled yet is taken back and rendered again by someone else (inside the caller's transaction)."""
+    worker.suspended_at, worker.suspended_reason = now, reason[:500]
+    pending = db.session.execute(
+        db.select(Task).join(LedgerEntry, db.and_(LedgerEntry.task_id == Task.id, LedgerEntry.attempt == Task.attempts))
+        .where(Task.worker_id == worker.id, Task.status == TaskStatus.COMPLETED, job_work(),
+               LedgerEntry.kind == LedgerKind.TASK_REWARD,
+               db.or_(LedgerEntry.available_at.is_(None), LedgerEntry.available_at > now))
+        .with_for_update(of=Task).execution_options(populate_existing=True)).scalars().all()
+    for task in pending:
+        _take_back(task, f"Result taken back: {reason}", now)
+    for running in db.session.execute(db.select(Task).where(
+            Task.worker_id == worker.id, Task.status == TaskStatus.RUNNING)).scalars():
+        _hand_back(running, worker.id, "worker suspended", now)
+        roll_up_status(running.job)
 
 
 def _requeue(task: Task) -> None:
@@ -461,7 +557,8 @@ def cancel_job(job: Job, now: datetime | None = None) -> int:
         db.session.commit()
         return 0
     tasks = db.session.execute(
-        db.select(Task).where(Task.job_id == job_id, Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+        db.select(Task).where(Task.job_id == job_id, Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]),
+                              job_work())
         .with_for_update(of=Task).execution_options(populate_existing=True)
     ).scalars().all()
     for task in tasks:
@@ -501,7 +598,7 @@ def requeue_failed(job: Job, now: datetime | None = None) -> int:
         db.session.rollback()
         raise Conflict("job_canceled", "The job was canceled; submit it again instead of requeueing.")
     tasks = db.session.execute(
-        db.select(Task).where(Task.job_id == job_id, Task.status == TaskStatus.FAILED)
+        db.select(Task).where(Task.job_id == job_id, Task.status == TaskStatus.FAILED, job_work())
         .with_for_update(of=Task).execution_options(populate_existing=True)
     ).scalars().all()
     if not tasks:

@@ -14,8 +14,8 @@ from flask import current_app
 
 from .. import money
 from ..extensions import db
-from ..models import Job, JobInput, JobStatus, JobType, StoredFile, Task, TaskStatus
-from . import Page, ServiceError, ledger, market, outputs, storage, uploads
+from ..models import Job, JobInput, JobStatus, JobType, StoredFile, Task, TaskStatus, job_work
+from . import Page, ServiceError, ledger, market, outputs, storage, uploads, verification
 
 # --- The rules of a job spec -------------------------------------------
 NAME_MAX = 120
@@ -243,7 +243,7 @@ def submit_render_job(owner, spec, blend_stream: BinaryIO | None, filename: str 
             stored = put(uploads.PrefixedStream(head, blend_stream), max_bytes)
         except storage.TooLarge as exc:
             raise uploads.InputError("too_large", exc.message, "blend", 413) from None
-        job = _new_job(owner, spec)
+        job = _new_job(owner, dict(spec, scene=verification.scene_of_blend(storage.path_for(stored.sha256))))
         db.session.add(job)
         db.session.add(JobInput(job=job, name=name, sha256=stored.sha256, size=stored.size))
         params = {"blend": name, "engine": spec["engine"], "samples": spec["samples"],
@@ -333,7 +333,7 @@ def _progress_expr():
 
 def job_progress(job: Job) -> float:
     """Mean of the tasks' progress (a completed task counts as 1), from 0 to 1."""
-    value = db.session.execute(db.select(db.func.avg(_progress_expr())).where(Task.job_id == job.id)).scalar()
+    value = db.session.execute(db.select(db.func.avg(_progress_expr())).where(Task.job_id == job.id, job_work())).scalar()
     if value is None:
         return 1.0 if job.status == JobStatus.COMPLETED else 0.0
     return round(min(1.0, max(0.0, float(value))), 4)
@@ -341,7 +341,7 @@ def job_progress(job: Job) -> float:
 
 def task_counts(job: Job) -> dict[str, int]:
     rows = db.session.execute(
-        db.select(Task.status, db.func.count()).where(Task.job_id == job.id).group_by(Task.status)).all()
+        db.select(Task.status, db.func.count()).where(Task.job_id == job.id, job_work()).group_by(Task.status)).all()
     counts = {s.value: 0 for s in TaskStatus}
     counts.update({status.value: n for status, n in rows})
     counts["total"] = sum(n for _, n in rows)
@@ -355,7 +355,7 @@ def job_summaries(job_ids: list[int]) -> dict[int, dict]:
     out = {jid: {"progress": 0.0, "done": 0, "total": 0, "failed": 0, "cost_micros": 0} for jid in job_ids}
     for jid, avg, total in db.session.execute(
             db.select(Task.job_id, db.func.avg(_progress_expr()), db.func.count())
-            .where(Task.job_id.in_(job_ids)).group_by(Task.job_id)):
+            .where(Task.job_id.in_(job_ids), job_work()).group_by(Task.job_id)):
         out[jid]["progress"] = round(float(avg or 0), 4)
         out[jid]["total"] = total
     for jid, status, n in db.session.execute(
@@ -376,7 +376,7 @@ def cost_summary(job: Job) -> dict:
     """
     paid_tasks, spent = ledger.job_billing(job.id)
     remaining = db.session.execute(db.select(db.func.count()).where(
-        Task.job_id == job.id, Task.status.in_(ACTIVE))).scalar_one()
+        Task.job_id == job.id, Task.status.in_(ACTIVE), job_work())).scalar_one()
     cap = money.usd(job.max_price_micros, 4) if job.max_price_micros else "the network's average"
     if paid_tasks:
         mean = spent // paid_tasks
@@ -408,6 +408,8 @@ def serialize_job(job: Job, with_tasks: bool = True) -> dict:
     }
     if with_tasks:
         data["inputs"] = [{"name": i.name, "sha256": i.sha256, "size": i.size} for i in job.inputs]
+        tasks = outputs.tasks_with_outputs(job)
+        checks = verification.states_of([t.id for t in tasks])
         data["tasks"] = [{
             "id": t.id, "seq": t.seq, "status": t.status.value,
             "progress": 1.0 if t.status == TaskStatus.COMPLETED else round(t.progress or 0.0, 4),
@@ -416,7 +418,8 @@ def serialize_job(job: Job, with_tasks: bool = True) -> dict:
             "reward": None if t.reward_micros is None else money.fmt(t.reward_micros),
             "outputs": [{"name": o.name, "sha256": o.sha256, "size": o.size} for o in t.outputs]
             if t.status == TaskStatus.COMPLETED else [],
-        } for t in outputs.tasks_with_outputs(job)]
+            "verification": checks[t.id],
+        } for t in tasks]
     return data
 
 

@@ -1,7 +1,15 @@
 """The ledger: every movement of money is a signed micro-USD row, and every total is a sum of rows.
 
-A task's reward is one `task_reward` row whose unique `task_id` makes a second credit impossible;
-a job's cost is the sum of its tasks' reward rows, so the creator pays exactly what workers earn.
+A task's reward is one `task_reward` row per attempt: the unique (task_id, attempt) makes a second
+credit for the same delivery impossible. A job's cost is the sum of its tasks' reward rows and their
+reversals, so the creator pays exactly what workers keep and nothing for a result that failed its
+check. A verification task's reward is a `check_reward` row: the network pays it, the creator never.
+
+Money follows verification (services/verification.py): a row's `available_at` is NULL while its
+result waits for a spot check, else the moment it may be paid out (now + a settling delay for a
+result that was not sampled). A failed check takes a reward back with a `reversal` row pointing at
+it; nothing is ever deleted or rewritten except `available_at` when a check passes.
+
 `Worker.earnings_micros` and the per-day `WorkerDailyStat` rows are running copies kept in the
 same transaction as the rows they sum, so lists and charts never need to aggregate the ledger.
 """
@@ -11,6 +19,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
 from .. import money
 from ..clock import utcnow
@@ -22,8 +31,9 @@ from . import ServiceError
 MAX_MINING_EARNINGS_MICROS = 1000 * money.MICROS  # one report covers hours, not fortunes
 MAX_MINING_PERIOD = 7 * 24 * 3600
 
-# What counts as a worker's earnings. Mining is an estimate the app reports and is shown separately.
-EARNING_KINDS = (LedgerKind.TASK_REWARD, LedgerKind.ADJUSTMENT)
+# What counts as a worker's earnings (credited minus reversed). Mining is an estimate the app reports
+# and is shown separately.
+EARNING_KINDS = (LedgerKind.TASK_REWARD, LedgerKind.CHECK_REWARD, LedgerKind.REVERSAL, LedgerKind.ADJUSTMENT)
 
 
 def day_of(moment: datetime) -> str:
@@ -56,15 +66,17 @@ def task_reward_micros(bid_micros: int, compute_seconds: float) -> int:
     return int((Decimal(bid_micros) * seconds / 3600).to_integral_value(rounding=ROUND_HALF_UP))
 
 
-def credit_task_reward(task: Task, amount_micros: int) -> LedgerEntry:
-    """Credit the task's worker with its reward, once: a second call returns the first entry unchanged.
+def credit_task_reward(task: Task, amount_micros: int, available_at: datetime | None,
+                       kind: LedgerKind = LedgerKind.TASK_REWARD) -> LedgerEntry:
+    """Credit the task's worker with its reward for this attempt, once: a second call returns the first
+    entry unchanged. `available_at` None holds the money until a spot check decides.
 
-    Runs inside the caller's transaction (the caller commits). The unique task_id on the ledger is the
-    last line of defence: if two transactions race past the check, the second one's flush fails with
-    IntegrityError before any total moved.
+    Runs inside the caller's transaction (the caller commits). The unique (task_id, attempt) on the
+    ledger is the last line of defence: if two transactions race past the check, the second one's
+    flush fails with IntegrityError before any total moved.
     """
     existing = db.session.execute(
-        db.select(LedgerEntry).where(LedgerEntry.task_id == task.id)
+        db.select(LedgerEntry).where(LedgerEntry.task_id == task.id, LedgerEntry.attempt == task.attempts)
     ).scalar_one_or_none()
     if existing is not None:
         return existing
@@ -73,8 +85,8 @@ def credit_task_reward(task: Task, amount_micros: int) -> LedgerEntry:
     worker = task.worker
     if worker is None:
         raise ValueError("a task without a worker earns nobody anything")
-    entry = LedgerEntry(kind=LedgerKind.TASK_REWARD, amount_micros=amount_micros, worker_id=worker.id,
-                        provider_id=worker.owner_id, job_id=task.job_id, task_id=task.id,
+    entry = LedgerEntry(kind=kind, amount_micros=amount_micros, worker_id=worker.id, provider_id=worker.owner_id,
+                        job_id=task.job_id, task_id=task.id, attempt=task.attempts, available_at=available_at,
                         memo=f"Task {task.id} of job {task.job_id}")
     db.session.add(entry)
     db.session.flush()
@@ -82,6 +94,56 @@ def credit_task_reward(task: Task, amount_micros: int) -> LedgerEntry:
     # An SQL expression, not a Python sum: concurrent credits to one worker must not lose updates.
     worker.earnings_micros = Worker.earnings_micros + amount_micros
     return entry
+
+
+def reward_of(task_id: int, attempt: int) -> LedgerEntry | None:
+    """The reward row of one attempt of a task, if it was credited."""
+    return db.session.execute(db.select(LedgerEntry).where(
+        LedgerEntry.task_id == task_id, LedgerEntry.attempt == attempt)).scalar_one_or_none()
+
+
+def reverse(entry: LedgerEntry, reason: str, now: datetime | None = None) -> LedgerEntry:
+    """Take an entry back with a negative row of its own (once; a second call returns the first).
+
+    The reversal carries the original's job, so the job's cost drops by the same amount, and its
+    `available_at`, so a pending reward and its reversal cancel inside "pending".
+    """
+    now = now or utcnow()
+    existing = db.session.execute(db.select(LedgerEntry).where(LedgerEntry.reverses_id == entry.id)).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    reversal = LedgerEntry(kind=LedgerKind.REVERSAL, amount_micros=-entry.amount_micros, worker_id=entry.worker_id,
+                           provider_id=entry.provider_id, job_id=entry.job_id, reverses_id=entry.id,
+                           available_at=entry.available_at, memo=reason[:255], created_at=now)
+    db.session.add(reversal)
+    db.session.flush()
+    if entry.worker_id is not None:
+        db.session.execute(db.update(Worker).where(Worker.id == entry.worker_id)
+                           .values(earnings_micros=Worker.earnings_micros - entry.amount_micros))
+        bump_daily(entry.worker_id, day_of(now), task_earnings_micros=-entry.amount_micros)
+    return reversal
+
+
+def settle(entry: LedgerEntry, at: datetime) -> None:
+    """Make a held reward available from `at` (its check passed)."""
+    entry.available_at = at
+
+
+def _earned(condition) -> int:
+    return int(db.session.execute(
+        db.select(db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
+        .where(condition, LedgerEntry.kind.in_(list(EARNING_KINDS)))
+    ).scalar_one())
+
+
+def earnings_split(worker_id: int, now: datetime | None = None) -> dict[str, int]:
+    """A worker's earnings (credited minus reversed), split into pending (held for a check or still
+    settling) and available (may be paid out)."""
+    now = now or utcnow()
+    mine = LedgerEntry.worker_id == worker_id
+    pending = _earned(db.and_(mine, db.or_(LedgerEntry.available_at.is_(None), LedgerEntry.available_at > now)))
+    available = _earned(db.and_(mine, LedgerEntry.available_at <= now))
+    return {"total": pending + available, "pending": pending, "available": available}
 
 
 def record_mining(worker: Worker, *, coin: str, pool: str, hashrate: float, period_seconds: int,
@@ -92,7 +154,7 @@ def record_mining(worker: Worker, *, coin: str, pool: str, hashrate: float, peri
                           period_seconds=period_seconds, earnings_micros=earnings_micros, reported_at=now)
     db.session.add(report)
     db.session.add(LedgerEntry(kind=LedgerKind.MINING, amount_micros=earnings_micros, worker_id=worker.id,
-                               provider_id=worker.owner_id, memo=f"Mining {coin} on {pool}"[:255],
+                               provider_id=worker.owner_id, memo=f"Mining {coin} on {pool}"[:255], available_at=now,
                                created_at=now))
     bump_daily(worker.id, day_of(now), mining_earnings_micros=earnings_micros)
     return report
@@ -139,18 +201,22 @@ def report_mining(worker: Worker, data: dict, now: datetime | None = None) -> Mi
     return row
 
 
-# What a job bills its creator: its tasks' reward rows (a reversal, when there is one, is billed too:
-# it is negative, so a rejected result costs nothing).
-JOB_COST_KINDS = (LedgerKind.TASK_REWARD,)
+# What a job bills its creator: its tasks' reward rows, less their reversals (a result that failed its
+# check costs nothing). Check rewards carry the job's id too but are the network's cost, not the creator's.
+JOB_COST_KINDS = (LedgerKind.TASK_REWARD, LedgerKind.REVERSAL)
 
 
 def job_billing(job_id: int) -> tuple[int, int]:
-    """(how many of the job's tasks were billed, what the job cost its creator in micro-USD)."""
-    count, total = db.session.execute(
-        db.select(db.func.count(db.distinct(LedgerEntry.task_id)), db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
-        .where(LedgerEntry.job_id == job_id, LedgerEntry.kind.in_(JOB_COST_KINDS))
-    ).one()
-    return int(count), int(total)
+    """(how many of the job's task rewards stand, what the job cost its creator in micro-USD)."""
+    total = db.session.execute(
+        db.select(db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
+        .where(LedgerEntry.job_id == job_id, LedgerEntry.kind.in_(JOB_COST_KINDS))).scalar_one()
+    reversal = aliased(LedgerEntry)
+    standing = db.session.execute(
+        db.select(db.func.count(LedgerEntry.id)).where(
+            LedgerEntry.job_id == job_id, LedgerEntry.kind == LedgerKind.TASK_REWARD,
+            ~db.select(reversal.id).where(reversal.reverses_id == LedgerEntry.id).exists())).scalar_one()
+    return int(standing), int(total)
 
 
 def job_cost_micros(job_id: int) -> int:

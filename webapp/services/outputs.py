@@ -9,12 +9,12 @@ from sqlalchemy.orm import selectinload
 
 from ..clock import utcnow
 from ..extensions import db
-from ..models import Job, JobInput, Task, TaskOutput, TaskStatus
+from ..models import Job, JobInput, Task, TaskOutput, TaskStatus, job_work
 from . import NotFound, ServiceError, storage, thumbnails
 
 
 def tasks_with_outputs(job: Job, page: int | None = None, per_page: int = 50) -> list[Task]:
-    query = (db.select(Task).where(Task.job_id == job.id).options(selectinload(Task.outputs))
+    query = (db.select(Task).where(Task.job_id == job.id, job_work()).options(selectinload(Task.outputs))
              .order_by(Task.seq))
     if page is not None:
         query = query.limit(per_page).offset((max(1, page) - 1) * per_page)
@@ -24,7 +24,7 @@ def tasks_with_outputs(job: Job, page: int | None = None, per_page: int = 50) ->
 def completed_outputs(job: Job, limit: int | None = None) -> list[tuple[Task, TaskOutput]]:
     """(task, output) for every output of a completed task, in task order."""
     query = (db.select(Task, TaskOutput).join(TaskOutput, TaskOutput.task_id == Task.id)
-             .where(Task.job_id == job.id, Task.status == TaskStatus.COMPLETED)
+             .where(Task.job_id == job.id, Task.status == TaskStatus.COMPLETED, job_work())
              .order_by(Task.seq, TaskOutput.name))
     if limit is not None:
         query = query.limit(limit)
@@ -35,7 +35,7 @@ def get_output(job: Job, task_id: int, name: str) -> TaskOutput:
     """One output of one of the job's completed tasks (NotFound otherwise, or once purged)."""
     output = db.session.execute(
         db.select(TaskOutput).join(Task, TaskOutput.task_id == Task.id)
-        .where(Task.id == task_id, Task.job_id == job.id, Task.status == TaskStatus.COMPLETED,
+        .where(Task.id == task_id, Task.job_id == job.id, Task.status == TaskStatus.COMPLETED, job_work(),
                TaskOutput.name == name)).scalar_one_or_none()
     if output is None:
         raise NotFound("output")

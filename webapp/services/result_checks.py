@@ -220,7 +220,7 @@ def image_size(path: str | Path, name: str | None = None) -> tuple[int, int]:
             magic = fp.read(4)
         if magic == b"\x76\x2f\x31\x01":  # the OpenEXR magic number
             import OpenEXR
-            (x0, y0), (x1, y1) = OpenEXR.File(str(path)).header()["dataWindow"]
+            (x0, y0), (x1, y1) = OpenEXR.File(str(path), header_only=True).header()["dataWindow"]
             return int(x1 - x0 + 1), int(y1 - y0 + 1)
         with Image.open(path) as image:
             return image.size

@@ -10,10 +10,10 @@ from sqlalchemy import Integer, String, case, func, literal_column, update
 from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
-from ..models import Job, Task, TaskStatus, Worker, WorkerState, WorkerStatus
+from ..models import Job, JobType, Task, TaskStatus, Worker, WorkerState, WorkerStatus
 from ..money import fmt
 from ..security import new_pairing_code, new_token, normalize_pairing_code, token_hash
-from . import NotFound, Page, ServiceError
+from . import NotFound, Page, ServiceError, ledger, verification
 
 NAME_MAX = 80
 PER_PAGE_MAX = 100
@@ -26,6 +26,7 @@ MAX_ID = 2**31 - 1
 
 # Sorting by status groups the ones that need attention first: errors, then working, then idle ...
 STATUS_RANK = {
+    WorkerStatus.SUSPENDED: -1,
     WorkerStatus.ERROR: 0,
     WorkerStatus.BUSY: 1,
     WorkerStatus.ONLINE: 2,
@@ -181,6 +182,7 @@ def _derived(now: datetime, values: dict):
     cutoff = (now or utcnow()) - timedelta(seconds=_offline_after())
     heartbeat = Worker.last_heartbeat_at
     return case(
+        (Worker.suspended_at.is_not(None), values[WorkerStatus.SUSPENDED]),
         (heartbeat.is_(None), values[WorkerStatus.PENDING]),
         (heartbeat < cutoff, values[WorkerStatus.OFFLINE]),
         (Worker.state == WorkerState.BUSY, values[WorkerStatus.BUSY]),
@@ -204,6 +206,8 @@ def status_rank_expr(now: datetime | None = None):
 def status_of(worker: Worker, now: datetime | None = None) -> WorkerStatus:
     """The same rule as status_expr, in Python."""
     now = now or utcnow()
+    if worker.suspended_at is not None:
+        return WorkerStatus.SUSPENDED
     heartbeat = worker.last_heartbeat_at
     if heartbeat is None:
         return WorkerStatus.PENDING
@@ -376,6 +380,7 @@ def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float
         uptime_percent = presence.uptime_percent([worker.id], now=now).get(worker.id, 0.0)
     if uptime_seconds is None:
         uptime_seconds = presence.current_uptime_seconds(worker, now=now)
+    split = ledger.earnings_split(worker.id, now)
     return {
         "id": worker.id,
         "name": worker.name,
@@ -391,6 +396,10 @@ def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float
         "os": worker.os,
         "ram_mb": worker.ram_mb,
         "earnings": fmt(worker.earnings_micros),
+        "earnings_pending": fmt(split["pending"]),
+        "earnings_available": fmt(split["available"]),
+        "record": verification.record_of(worker),
+        "suspended_reason": worker.suspended_reason,
         "compute_seconds": round(worker.compute_seconds or 0.0, 3),
         "uptime_seconds": int(uptime_seconds),
         "uptime_percent_30d": round(float(uptime_percent), 2),
@@ -458,6 +467,8 @@ def task_duration_seconds(task: Task, now: datetime) -> float | None:
 
 def task_software_label(task: Task, worker: Worker) -> str:
     """The job type as the software used, e.g. "Blender 3.4 · Cycles" or "Real-ESRGAN x4"."""
+    if task.type == JobType.VERIFY:
+        return f"Spot check · {task.job.software}"
     label = task.job.software or task.type.value.title()
     renderers = worker.renderers or {}
     version = None

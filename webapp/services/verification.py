@@ -1,0 +1,237 @@
+"""Verified work: which results get a spot check, the verification tasks that do it, and the verdicts.
+
+Every result is checked cheaply at `complete` (services/result_checks.py: exactly the expected files,
+each a whole image of the job's format at the scene's size). On top of that a sample of render
+results is *replicated*: a verification task (type `verify`) asks a worker of a **different provider
+account** to re-render a few small random crops of one of the task's frames with the same scene,
+seed and settings, and the portal compares them with the same windows of the delivered frame
+(thresholds and their calibration in result_checks). The verifier never sees the delivered frame.
+
+The sampling policy, BOINC's adaptive replication made per worker:
+- a worker's first CHECK_FIRST_TASKS completed tasks are always checked;
+- after that the chance of a check is 1/n, n = the worker's consecutive passed checks, never below
+  CHECK_FLOOR (5%);
+- one failed check resets n to 0 (checked every time again) — and suspends the worker.
+
+Money follows verification (services/ledger.py): a sampled result's reward is held (pending) until
+its check passes; an unsampled one settles after VERIFY_SETTLE_SECONDS. A failed check reverses the
+reward (the creator is billed nothing for it), requeues the task for another worker, counts as a
+failure of that worker and suspends it; every other reward of that worker still pending is
+reversed and its task requeued too, because a worker caught once can't be trusted on results
+nobody checked yet. Verification tasks are paid like any task (a `check_reward`, the network's
+cost, never the creator's).
+
+What a check costs: crops of CROP_FRACTION of a frame each, CROPS_PER_CHECK of them, on the checked
+share of tasks; bench/verify_overhead.py measures it on real renders at this policy.
+"""
+
+import random
+from datetime import datetime, timedelta
+
+from flask import current_app
+
+from ..extensions import db
+from ..models import (Job, JobType, Task, TaskOutput, TaskStatus, Verification, VerificationState,
+                      Worker)
+from . import result_checks, storage
+
+CHECK_FIRST_TASKS = 5
+CHECK_FLOOR = 0.05
+CROPS_PER_CHECK = 2
+CROP_FRACTION = 1 / 16  # of the frame's area, per crop
+VERIFY_PRIORITY = 100  # above any job's priority (-10..10): a result waits for its check, money too
+CHECKABLE_ENGINES = ("CYCLES",)  # see tray_client/runners/verify.py ENGINES for why
+
+_system_random = random.SystemRandom()
+
+
+def settle_delay() -> timedelta:
+    return timedelta(seconds=int(current_app.config["VERIFY_SETTLE_SECONDS"]))
+
+
+def _rng() -> random.Random:
+    """Tests seed the sampling through config; production draws from the OS."""
+    seed = current_app.config.get("VERIFY_SEED")
+    return random.Random(seed) if seed is not None else _system_random
+
+
+# -- the policy ------------------------------------------------------------------------------------
+
+def check_probability(completed_before: int, streak: int) -> float:
+    """The chance that a worker's next result is checked, from its history.
+
+    `completed_before`: its job tasks completed before this one; `streak`: its consecutive passed
+    checks since its last failed one (all of them if none failed).
+    """
+    if completed_before < CHECK_FIRST_TASKS or streak <= 0:
+        return 1.0
+    return max(CHECK_FLOOR, 1.0 / streak)
+
+
+def _streak(worker_id: int) -> int:
+    last_failed = db.session.execute(
+        db.select(db.func.max(Verification.id)).where(
+            Verification.worker_id == worker_id, Verification.state == VerificationState.FAILED)).scalar()
+    conditions = [Verification.worker_id == worker_id, Verification.state == VerificationState.PASSED]
+    if last_failed is not None:
+        conditions.append(Verification.id > last_failed)
+    return db.session.execute(db.select(db.func.count(Verification.id)).where(*conditions)).scalar_one()
+
+
+def _completed_before(worker_id: int, task_id: int) -> int:
+    return db.session.execute(db.select(db.func.count(Task.id)).where(
+        Task.worker_id == worker_id, Task.status == TaskStatus.COMPLETED, Task.type != JobType.VERIFY,
+        Task.id != task_id)).scalar_one()
+
+
+def record_of(worker: Worker) -> dict:
+    """The provider's record on this worker: checks decided, passed, failed, and its current check rate."""
+    rows = dict(db.session.execute(
+        db.select(Verification.state, db.func.count()).where(Verification.worker_id == worker.id)
+        .group_by(Verification.state)).all())
+    passed, failed = rows.get(VerificationState.PASSED, 0), rows.get(VerificationState.FAILED, 0)
+    completed = db.session.execute(db.select(db.func.count(Task.id)).where(
+        Task.worker_id == worker.id, Task.status == TaskStatus.COMPLETED, Task.type != JobType.VERIFY)).scalar_one()
+    rate = check_probability(completed, _streak(worker.id))
+    return {"checked": passed + failed, "passed": passed, "failed": failed, "check_rate": round(rate, 4)}
+
+
+# -- issuing checks --------------------------------------------------------------------------------
+
+def _scene(job: Job) -> dict | None:
+    return (job.spec or {}).get("scene")
+
+
+def is_checkable(task: Task) -> bool:
+    """Whether a crop re-render can match this task's frames (Cycles, a scene read from the file,
+    no creator render region, no compositor or sequencer)."""
+    scene = _scene(task.job)
+    return (task.type == JobType.RENDER and scene is not None and scene.get("spot_checkable", False)
+            and task.params.get("engine") in CHECKABLE_ENGINES)
+
+
+def maybe_check(task: Task, worker: Worker, now: datetime) -> datetime | None:
+    """Decide at `complete` whether this result is spot-checked. Returns when its reward becomes
+    available: None (held for the check just issued) or now + the settling delay."""
+    if not is_checkable(task):
+        return now + settle_delay()
+    chance = check_probability(_completed_before(worker.id, task.id), _streak(worker.id))
+    rng = _rng()
+    if rng.random() >= chance:
+        return now + settle_delay()
+    issue_check(task, worker, now, rng)
+    return None
+
+
+def issue_check(task: Task, worker: Worker, now: datetime, rng: random.Random) -> Verification:
+    """Queue a verification task: CROPS_PER_CHECK random crops of one random frame of the task."""
+    scene = _scene(task.job)
+    width, height = result_checks.expected_render_size(
+        result_checks.RenderSettings(**scene["settings"]), task.params["resolution_percent"])
+    frame = rng.choice(task.params["frames"])
+    crops = result_checks.choose_crops(width, height, rng, count=CROPS_PER_CHECK, fraction=CROP_FRACTION)
+    params = {"kind": "render", "blend": task.params["blend"], "frame": frame, "engine": task.params["engine"],
+              "samples": task.params["samples"], "resolution_percent": task.params["resolution_percent"],
+              "format": task.params["format"], "device": "any", "crops": [c.border for c in crops]}
+    check = Task(job_id=task.job_id, seq=task.seq, type=JobType.VERIFY, params=params,
+                 input_names=[task.params["blend"]], status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY,
+                 device="any", max_price_micros=None, created_at=now)
+    db.session.add(check)
+    db.session.flush()
+    verification = Verification(task_id=task.id, attempt=task.attempts, worker_id=worker.id,
+                                provider_id=worker.owner_id, verify_task_id=check.id, created_at=now)
+    db.session.add(verification)
+    return verification
+
+
+# -- judging a verification task's result ----------------------------------------------------------
+
+def verification_of(verify_task: Task) -> Verification:
+    return db.session.execute(
+        db.select(Verification).where(Verification.verify_task_id == verify_task.id)).scalar_one()
+
+
+def expected_outputs(verify_task: Task) -> list[str]:
+    from tray_client.runners.verify import crop_name
+    return [crop_name(i, verify_task.params["format"]) for i in range(len(verify_task.params["crops"]))]
+
+
+def check_verifier_outputs(verify_task: Task, declared: list[dict]) -> None:
+    """The verifier's own result must be exactly its crops, each a whole image at the crop's size
+    (InvalidOutput otherwise, like any task's result)."""
+    result_checks.check_output_names([d["name"] for d in declared], expected_outputs(verify_task))
+    checked = db.session.get(Task, verification_of(verify_task).task_id)
+    width, height = _frame_size(checked)
+    fmt = "OPEN_EXR" if verify_task.params["format"] == "OPEN_EXR" else "PNG"
+    for item, border in zip(sorted(declared, key=lambda d: d["name"]), verify_task.params["crops"]):
+        crop = result_checks.crop_from_border(border, width, height)
+        result_checks.check_output_file(storage.path_for(item["sha256"]), fmt=fmt, expected_size=crop.size,
+                                        name=item["name"])
+
+
+def _frame_size(task: Task) -> tuple[int, int]:
+    return result_checks.expected_render_size(
+        result_checks.RenderSettings(**_scene(task.job)["settings"]), task.params["resolution_percent"])
+
+
+def judge(verify_task: Task, declared: list[dict], now: datetime) -> Verification:
+    """Compare the verifier's crops with the delivered frame and record the verdict (the caller acts
+    on a failed one). A check whose task was requeued meanwhile decides nothing."""
+    verification = verification_of(verify_task)
+    checked = db.session.get(Task, verification.task_id)
+    verification.decided_at = now
+    if checked.status != TaskStatus.COMPLETED or checked.attempts != verification.attempt:
+        verification.state, verification.reason = VerificationState.NONE, "the result was replaced before its check"
+        return verification
+    frame_name = result_checks.render_output_names([verify_task.params["frame"]], checked.params["format"])[0]
+    delivered = db.session.execute(db.select(TaskOutput).where(
+        TaskOutput.task_id == checked.id, TaskOutput.name == frame_name)).scalar_one()
+    width, height = _frame_size(checked)
+    scores, holds = [], True
+    for item, border in zip(sorted(declared, key=lambda d: d["name"]), verify_task.params["crops"]):
+        crop = result_checks.crop_from_border(border, width, height)
+        try:
+            score = result_checks.compare_crop(storage.path_for(delivered.sha256), storage.path_for(item["sha256"]),
+                                               crop)
+        except result_checks.InvalidOutput:
+            holds = False
+            scores.append({"psnr": None, "ssim": None})
+            continue
+        scores.append({"psnr": round(score.psnr, 2), "ssim": round(score.ssim, 4)})
+        holds = holds and result_checks.crop_holds(score, checked.params["format"])
+    verification.scores = scores
+    if holds:
+        verification.state = VerificationState.PASSED
+    else:
+        verification.state = VerificationState.FAILED
+        verification.reason = (f"Frame {verify_task.params['frame']} of task {checked.id} does not match a re-render "
+                               f"by another provider (crop scores {scores}).")[:500]
+    return verification
+
+
+# -- what creators see -----------------------------------------------------------------------------
+
+def states_of(task_ids: list[int]) -> dict[int, str]:
+    """Each task's verification state for its current attempt: none, pending, passed or failed."""
+    if not task_ids:
+        return {}
+    out = {task_id: VerificationState.NONE.value for task_id in task_ids}
+    rows = db.session.execute(
+        db.select(Verification.task_id, Verification.attempt, Verification.state, Task.attempts)
+        .join(Task, Task.id == Verification.task_id).where(Verification.task_id.in_(task_ids))
+        .order_by(Verification.id)).all()
+    for task_id, attempt, state, current in rows:  # oldest first: the latest that applies wins
+        if attempt == current or state == VerificationState.FAILED:
+            out[task_id] = state.value
+    return out
+
+
+def scene_of_blend(path) -> dict | None:
+    """What submission stores about the scene (job.spec["scene"]); None when the file can't be read."""
+    try:
+        settings = result_checks.read_render_settings(path)
+    except result_checks.UnreadableBlend:
+        return None
+    fields = {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+    fields["border"] = list(fields["border"])
+    return {"settings": fields, "spot_checkable": settings.spot_checkable}
