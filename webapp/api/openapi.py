@@ -27,7 +27,10 @@ SCHEMAS = {
         "properties": {
             "id": {"type": "integer"},
             "name": {"type": "string"},
-            "status": {"type": "string", "enum": ["pending", "online", "busy", "paused", "error", "offline"]},
+            "status": {"type": "string", "enum": ["pending", "online", "busy", "paused", "error", "offline",
+                                                  "suspended"]},
+            "suspended_reason": {"type": "string", "nullable": True,
+                                 "description": "why a failed spot check stopped this worker"},
             "status_message": {"type": "string", "nullable": True},
             "created_at": _TIME, "updated_at": _TIME, "last_heartbeat_at": _TIME_OR_NULL, "paired_at": _TIME_OR_NULL,
             "gpus": {"type": "array", "items": {"type": "object"}},
@@ -44,6 +47,11 @@ SCHEMAS = {
             "country": {"type": "string", "nullable": True},
             "location": {"type": "string", "nullable": True},
             "app_version": {"type": "string", "nullable": True},
+            "earnings_pending": {**_MONEY, "description": "held for a spot check or still settling"},
+            "earnings_available": {**_MONEY, "description": "settled: may be paid out"},
+            "record": {"type": "object", "description": "the worker's spot checks", "properties": {
+                "checked": {"type": "integer"}, "passed": {"type": "integer"}, "failed": {"type": "integer"},
+                "check_rate": {"type": "number", "description": "chance its next result is checked"}}},
         },
     },
     "Task": {
@@ -51,7 +59,7 @@ SCHEMAS = {
         "required": ["id", "job_id", "job_name", "job_type", "status", "progress", "created_at"],
         "properties": {
             "id": {"type": "integer"}, "job_id": {"type": "integer"}, "job_name": {"type": "string"},
-            "job_type": {"type": "string", "enum": ["render", "upscale"]},
+            "job_type": {"type": "string", "enum": ["render", "upscale", "verify"]},
             "software": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "canceled"]},
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
@@ -80,6 +88,8 @@ SCHEMAS = {
                     "id": {"type": "integer"}, "status": {"type": "string"}, "progress": {"type": "number"},
                     "worker_id": {"type": "integer", "nullable": True},
                     "reward": {**_MONEY, "nullable": True},
+                    "verification": {"type": "string", "enum": ["none", "pending", "passed", "failed"],
+                                     "description": "the spot check of the current result"},
                     "outputs": {"type": "array", "items": {"type": "object", "properties": {
                         "name": {"type": "string"}, "sha256": {"type": "string"},
                         "size": {"type": "integer"}}}}}}},

@@ -279,7 +279,9 @@ def worker_mining_report():
 
 _ERROR_TEXT = {400: "Bad input", 401: "Missing or unknown worker token", 404: "No such task (or not this worker's)",
             409: "The task is no longer running on this worker", 410: "The input is no longer stored",
-            413: "Body too large"}
+            413: "Body too large",
+            422: "invalid_output: a declared output broke a result rule (which file, which rule); counted as a "
+                 "failed attempt"}
 
 
 def _errors(*codes: int) -> dict:
@@ -405,9 +407,11 @@ OPENAPI_PATHS = {
                      "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
                      "description": "SHA-256 of the body; the upload is refused if it differs"}])},
     "/worker/tasks/{task_id}/complete": {"parameters": [_TASK_ID], "post": _op(
-        "completeTask", "Finish the task: every declared output must be uploaded; idempotent",
-        {"200": schema.json_response({"type": "object", "properties": {"reward": _MONEY}}, "The reward credited"),
-         **_errors(400, 401, 404, 409, 413)},
+        "completeTask", "Finish the task: every declared output must be uploaded and pass the result checks "
+                        "(exactly the task's files, each a whole image of the job's format and size); idempotent",
+        {"200": schema.json_response({"type": "object", "properties": {"reward": _MONEY}},
+                                     "The reward credited (pending until its spot check passes or it settles)"),
+         **_errors(400, 401, 404, 409, 413, 422)},
         _body({"outputs": {"type": "array", "minItems": 1, "items": _OUTPUT},
                "compute_seconds": {"type": "number", "minimum": 0}}, ["outputs", "compute_seconds"]))},
     "/worker/tasks/{task_id}/fail": {"parameters": [_TASK_ID], "post": _op(

@@ -10,7 +10,7 @@ from ..database import begin_write_transaction
 from ..extensions import db
 from ..models import (LedgerEntry, LedgerKind, MiningReport, Task, TaskEvent, TaskEventKind, TaskStatus,
                       Worker, WorkerDailyStat)
-from . import ServiceError
+from . import ServiceError, ledger, verification
 
 PERIODS = ("week", "month", "year", "custom")
 DAY_BUCKETS_MAX = 92  # a custom range up to about a quarter is shown per day, longer ones per month
@@ -263,8 +263,12 @@ def summary(worker: Worker, now: datetime | None = None) -> dict:
                   db.func.coalesce(db.func.sum(WorkerDailyStat.mining_earnings_micros), 0))
         .where(WorkerDailyStat.worker_id == worker.id)).one()
     percent = presence.uptime_percent([worker.id], now=now).get(worker.id, 0.0)
+    split = ledger.earnings_split(worker.id, now)
     return {
         "earnings_micros": int(worker.earnings_micros or 0),
+        "pending_micros": split["pending"],
+        "available_micros": split["available"],
+        "record": verification.record_of(worker),
         "mining_earnings_micros": int(mining),
         "compute_seconds": float(worker.compute_seconds or 0.0),
         "tasks_completed": int(completed),

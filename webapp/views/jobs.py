@@ -7,7 +7,7 @@ from .. import money
 from ..extensions import htmx
 from ..forms import EmptyForm, RenderJobForm, UpscaleJobForm
 from ..models import Job, JobStatus, Task
-from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails
+from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails, verification
 from ..web import job_outputs_zip, stored_file_download
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -119,9 +119,10 @@ def _detail_context(job: Job) -> dict:
     counts = jobs.task_counts(job)
     pages = max(1, -(-counts["total"] // TASKS_PER_PAGE))
     page = min(max(1, _page_arg()), pages)
+    tasks = outputs.tasks_with_outputs(job, page=page, per_page=TASKS_PER_PAGE)
     return {
         "job": job, "counts": counts, "progress": jobs.job_progress(job), "costs": jobs.cost_summary(job),
-        "tasks": outputs.tasks_with_outputs(job, page=page, per_page=TASKS_PER_PAGE), "page": page, "pages": pages,
+        "tasks": tasks, "checks": verification.states_of([t.id for t in tasks]), "page": page, "pages": pages,
         "outputs": [] if job.outputs_purged_at else outputs.completed_outputs(job, limit=THUMBS_SHOWN),
         "live": job.status in ACTIVE_JOB, "action_form": EmptyForm(), "thumbs_shown": THUMBS_SHOWN,
     }
