@@ -380,6 +380,10 @@ class Verification(db.Model):
     # A second opinion may not run on the first verifier's account either.
     other_provider_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     round: Mapped[int] = mapped_column(Integer, default=1)
+    # What is re-done, as the portal knows it (an upscale tile's window); never sent to the verifier.
+    sample: Mapped[dict | None] = mapped_column(JSON)
+    # A verification task's own input when it is not one of the job's (the tile cut from an image).
+    input_sha256: Mapped[str | None] = mapped_column(ForeignKey("stored_files.sha256"))
     state: Mapped[VerificationState] = mapped_column(_enum(VerificationState), default=VerificationState.PENDING)
     scores: Mapped[list | None] = mapped_column(JSON)  # [{"psnr", "ssim"}] per crop or tile
     reason: Mapped[str | None] = mapped_column(String(500))

@@ -8,7 +8,7 @@ from flask import Response, current_app, g, jsonify, request, send_file
 
 from .. import money
 from ..extensions import db, limiter
-from ..models import JobInput, Task
+from ..models import Task
 from ..services import ServiceError, dispatch, ledger, market, presence, releases, storage
 from ..web import json_error as error
 from ..web import server_url
@@ -33,11 +33,7 @@ def _iso(moment):
 
 def task_payload(task: Task) -> dict:
     """The claimed-task JSON (_CLAIMED_TASK below documents it), with the job's software and its bid."""
-    names = list(task.input_names or [])
-    rows = db.session.execute(
-        db.select(JobInput).where(JobInput.job_id == task.job_id, JobInput.name.in_(names))
-    ).scalars().all() if names else []
-    by_name = {row.name: row for row in rows}
+    inputs = dispatch.task_inputs(task)
     base = server_url()
     estimate = dispatch.reward_estimate_micros(task)
     return {
@@ -46,8 +42,7 @@ def task_payload(task: Task) -> dict:
         "type": task.type.value,
         "params": task.params,
         "inputs": [{"name": name, "url": f"{base}/api/v1/worker/tasks/{task.id}/inputs/{quote(name, safe='')}",
-                    "sha256": by_name[name].sha256, "size": by_name[name].size}
-                   for name in names if name in by_name],
+                    "sha256": sha256, "size": size} for name, (sha256, size) in inputs.items()],
         "lease_expires_at": _iso(task.lease_expires_at),
         "lease_seconds": dispatch.lease_seconds(),
         "reward_estimate": money.fmt(estimate) if estimate is not None else None,
@@ -120,19 +115,16 @@ def worker_claim():
 @worker_token_required
 def worker_task_input(task_id, name):
     task = dispatch.running_task_of(g.worker, task_id)
-    row = None
-    if name in (task.input_names or []):
-        row = db.session.execute(
-            db.select(JobInput).where(JobInput.job_id == task.job_id, JobInput.name == name)
-        ).scalar_one_or_none()
-    if row is None:
+    found = dispatch.task_inputs(task).get(name)
+    if found is None:
         return error("not_found", f"Task {task_id} has no input named {name!r}.", 404)
-    path = storage.path_for(row.sha256)
+    sha256 = found[0]
+    path = storage.path_for(sha256)
     if not path.exists():
         return error("input_missing", "The input file is no longer stored; the job cannot run.", 410)
     # conditional=True: ETag/If-None-Match and Range requests, so an interrupted download resumes.
     return send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=name,
-                     conditional=True, etag=row.sha256, max_age=0)
+                     conditional=True, etag=sha256, max_age=0)
 
 
 @bp.post("/worker/tasks/<int:task_id>/progress")

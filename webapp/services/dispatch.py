@@ -79,7 +79,9 @@ def _claim_statement(gpu: bool):
     conditions.append(~_blocklisted(worker_id, Task.job_id))
     # A verification task never goes to the account whose result it checks.
     conditions.append(db.or_(Task.type != JobType.VERIFY, ~db.select(Verification.id).where(
-        Verification.verify_task_id == Task.id, Verification.provider_id == db.bindparam("owner_id")).exists()))
+        Verification.verify_task_id == Task.id,
+        db.or_(Verification.provider_id == db.bindparam("owner_id"),
+               Verification.other_provider_id == db.bindparam("owner_id"))).exists()))
     return (db.select(Task).where(*conditions).order_by(Task.priority.desc(), Task.id).limit(1)
             .with_for_update(of=Task, skip_locked=True).execution_options(populate_existing=True))
 
@@ -390,13 +392,49 @@ def _refuse_result(task: Task, worker_id: int, reason: str, now: datetime) -> No
 
 
 def _act_on_verdict(check: Verification, now: datetime) -> None:
-    """A passed check makes the reward available; a failed one takes the result back and suspends its worker."""
+    """What a decided check does: a pass makes the reward available; a first "no match" asks a second
+    opinion; a failure takes the result back and suspends its worker; a second opinion that matches
+    overrules the first verifier, whose check reward is taken back and who is suspended."""
+    if check.round == 1 and check.state == VerificationState.FAILED:
+        verification.ask_second_opinion(check, now)
+        return
+    if check.round == 2 and check.state in (VerificationState.PASSED, VerificationState.FAILED):
+        first = verification.first_round(check)
+        first.state, first.decided_at = VerificationState.NONE, now  # superseded: the second opinion counts
+        if check.state == VerificationState.PASSED:
+            liar = db.session.get(Task, first.verify_task_id)
+            entry = ledger.reward_of(liar.id, liar.attempts)
+            if entry is not None:
+                ledger.reverse(entry, "A second opinion contradicted this check", now)
+            suspend_worker(liar.worker, f"Its spot check of task {check.task_id} was contradicted by a second "
+                                        "opinion from another provider.", now)
     if check.state == VerificationState.PASSED:
         entry = ledger.reward_of(check.task_id, check.attempt)
         if entry is not None:
             ledger.settle(entry, now)
     elif check.state == VerificationState.FAILED:
         suspend_worker(db.session.get(Worker, check.worker_id), check.reason, now)
+
+
+def decide_stale_disputes(now: datetime | None = None) -> int:
+    """Periodic: a dispute no third account took up in time is decided by the first verdict; commits."""
+    now = now or utcnow()
+    begin_write_transaction(db.session)
+    decided = 0
+    for second in verification.stale_disputes(now):
+        first = verification.first_round(second)
+        waiting = db.session.get(Task, second.verify_task_id)
+        if waiting.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            waiting.status, waiting.finished_at, waiting.lease_expires_at = TaskStatus.CANCELED, now, None
+        second.state, second.decided_at, second.reason = VerificationState.NONE, now, "no third provider in time"
+        first.state, first.decided_at = VerificationState.FAILED, now
+        first.reason = (first.reason or "").replace("Disputed, a second opinion is asked: ", "", 1)
+        checked = db.session.get(Task, first.task_id)
+        if checked.status == TaskStatus.COMPLETED and checked.attempts == first.attempt:
+            suspend_worker(db.session.get(Worker, first.worker_id), first.reason, now)
+        decided += 1
+    db.session.commit()
+    return decided
 
 
 def _take_back(task: Task, reason: str, now: datetime) -> None:
@@ -654,6 +692,19 @@ def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: in
     except Exception:
         db.session.rollback()
         raise
+
+
+def task_inputs(task: Task) -> dict[str, tuple[str, int]]:
+    """name -> (sha256, size) of the files a task needs: the job's inputs, or a verification's own tile."""
+    names = list(task.input_names or [])
+    if task.type == JobType.VERIFY and task.params.get("kind") == "upscale":
+        check = verification.verification_of(task)
+        stored = db.session.get(StoredFile, check.input_sha256)
+        return {task.params["image"]: (stored.sha256, stored.size)}
+    rows = db.session.execute(
+        db.select(JobInput).where(JobInput.job_id == task.job_id, JobInput.name.in_(names))).scalars().all() if names else []
+    by_name = {row.name: (row.sha256, row.size) for row in rows}
+    return {name: by_name[name] for name in names if name in by_name}
 
 
 def reward_estimate_micros(task: Task) -> int | None:

@@ -13,6 +13,13 @@ The sampling policy, BOINC's adaptive replication made per worker:
   CHECK_FLOOR (5%);
 - one failed check resets n to 0 (checked every time again) — and suspends the worker.
 
+A verifier can lie too (garbage crops to get an honest rival suspended), so one verifier's "no
+match" is not a verdict: it asks a **second opinion** from a third account (neither the checked
+provider nor the first verifier) on the same crops. The second verifier decides: a match clears the
+result and suspends the first verifier (its check reward reversed); a mismatch fails the result.
+A dispute no third account takes up within VERIFY_DISPUTE_SECONDS is decided by the first
+verdict (a small network may have only two providers); the money stays pending until then.
+
 Money follows verification (services/ledger.py): a sampled result's reward is held (pending) until
 its check passes; an unsampled one settles after VERIFY_SETTLE_SECONDS. A failed check reverses the
 reward (the creator is billed nothing for it), requeues the task for another worker, counts as a
@@ -22,17 +29,23 @@ nobody checked yet. Verification tasks are paid like any task (a `check_reward`,
 cost, never the creator's).
 
 What a check costs: crops of CROP_FRACTION of a frame each, CROPS_PER_CHECK of them, on the checked
-share of tasks; bench/verify_overhead.py measures it on real renders at this policy.
+share of tasks; bench/verify_overhead.py measures it with real renders at this policy, and
+bench/verify_calibration.py the thresholds.
 """
 
+import dataclasses
 import random
+import tempfile
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from flask import current_app
 
 from ..extensions import db
-from ..models import (Job, JobType, Task, TaskOutput, TaskStatus, Verification, VerificationState,
+from ..models import (Job, JobInput, JobType, Task, TaskOutput, TaskStatus, Verification, VerificationState,
                       Worker)
+from tray_client.runners.verify import TILE_NAME, crop_name
+
 from . import result_checks, storage
 
 CHECK_FIRST_TASKS = 5
@@ -41,6 +54,11 @@ CROPS_PER_CHECK = 2
 CROP_FRACTION = 1 / 16  # of the frame's area, per crop
 VERIFY_PRIORITY = 100  # above any job's priority (-10..10): a result waits for its check, money too
 CHECKABLE_ENGINES = ("CYCLES",)  # see tray_client/runners/verify.py ENGINES for why
+TILE_SIZE = 64  # input px a side of an upscale check's tile (plus result_checks.TILE_MARGIN around it)
+# Real-ESRGAN on the CPU is bit-identical from run to run; Lanczos is too, but a plain bicubic resize
+# passes its tile check half the time (bench/verify_calibration.py): checking it proves little.
+UNCHECKED_MODELS = ("lanczos",)
+REGION_NAME = "region.png"  # the padded window of the input an upscale check upscales again
 
 _system_random = random.SystemRandom()
 
@@ -103,8 +121,10 @@ def _scene(job: Job) -> dict | None:
 
 
 def is_checkable(task: Task) -> bool:
-    """Whether a crop re-render can match this task's frames (Cycles, a scene read from the file,
-    no creator render region, no compositor or sequencer)."""
+    """Whether a re-run of a sample can match this task's result: a render's crops (Cycles, a scene read
+    from the file, no creator render region, no compositor or sequencer), or an upscale's tile."""
+    if task.type == JobType.UPSCALE:
+        return task.params.get("model") not in UNCHECKED_MODELS
     scene = _scene(task.job)
     return (task.type == JobType.RENDER and scene is not None and scene.get("spot_checkable", False)
             and task.params.get("engine") in CHECKABLE_ENGINES)
@@ -124,7 +144,10 @@ def maybe_check(task: Task, worker: Worker, now: datetime) -> datetime | None:
 
 
 def issue_check(task: Task, worker: Worker, now: datetime, rng: random.Random) -> Verification:
-    """Queue a verification task: CROPS_PER_CHECK random crops of one random frame of the task."""
+    """Queue a verification task: CROPS_PER_CHECK random crops of one random frame of a render, or one
+    random tile of an upscale's input."""
+    if task.type == JobType.UPSCALE:
+        return _issue_tile_check(task, worker, now, rng)
     scene = _scene(task.job)
     width, height = result_checks.expected_render_size(
         result_checks.RenderSettings(**scene["settings"]), task.params["resolution_percent"])
@@ -144,7 +167,62 @@ def issue_check(task: Task, worker: Worker, now: datetime, rng: random.Random) -
     return verification
 
 
+def _issue_tile_check(task: Task, worker: Worker, now: datetime, rng: random.Random) -> Verification:
+    source = db.session.execute(db.select(JobInput).where(
+        JobInput.job_id == task.job_id, JobInput.name == task.params["image"])).scalar_one()
+    width, height = result_checks.image_size(storage.path_for(source.sha256))
+    tile = result_checks.choose_tile(width, height, rng, task.params["scale"], size=TILE_SIZE)
+    with tempfile.TemporaryDirectory() as folder:
+        cut = result_checks.cut_tile(storage.path_for(source.sha256), tile, Path(folder) / "tile.png")
+        stored = storage.put_bytes(cut.read_bytes())
+    db.session.flush()
+    params = {"kind": "upscale", "image": REGION_NAME, "scale": task.params["scale"], "model": task.params["model"]}
+    check = Task(job_id=task.job_id, seq=task.seq, type=JobType.VERIFY, params=params, input_names=[REGION_NAME],
+                 status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY, device="any", max_price_micros=None,
+                 created_at=now)
+    db.session.add(check)
+    db.session.flush()
+    verification = Verification(task_id=task.id, attempt=task.attempts, worker_id=worker.id,
+                                provider_id=worker.owner_id, verify_task_id=check.id, created_at=now,
+                                sample={"tile": dataclasses.asdict(tile)}, input_sha256=stored.sha256)
+    db.session.add(verification)
+    return verification
+
+
 # -- judging a verification task's result ----------------------------------------------------------
+
+def dispute_wait() -> timedelta:
+    return timedelta(seconds=int(current_app.config["VERIFY_DISPUTE_SECONDS"]))
+
+
+def ask_second_opinion(first: Verification, now: datetime) -> Verification:
+    """A first "no match": keep the result pending and queue the same crops for a third account."""
+    first.state, first.reason = VerificationState.PENDING, f"Disputed, a second opinion is asked: {first.reason}"[:500]
+    original = first.verify_task
+    check = Task(job_id=original.job_id, seq=original.seq, type=JobType.VERIFY, params=dict(original.params),
+                 input_names=list(original.input_names or []), status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY,
+                 device="any", max_price_micros=None, created_at=now)
+    db.session.add(check)
+    db.session.flush()
+    second = Verification(task_id=first.task_id, attempt=first.attempt, worker_id=first.worker_id,
+                          provider_id=first.provider_id, verify_task_id=check.id,
+                          other_provider_id=original.worker.owner_id, round=2, created_at=now)
+    db.session.add(second)
+    return second
+
+
+def first_round(second: Verification) -> Verification:
+    return db.session.execute(db.select(Verification).where(
+        Verification.task_id == second.task_id, Verification.attempt == second.attempt,
+        Verification.round == 1)).scalar_one()
+
+
+def stale_disputes(now: datetime) -> list[Verification]:
+    """Second opinions nobody delivered in time (still pending after VERIFY_DISPUTE_SECONDS)."""
+    return list(db.session.execute(db.select(Verification).where(
+        Verification.round == 2, Verification.state == VerificationState.PENDING,
+        Verification.created_at < now - dispute_wait())).scalars())
+
 
 def verification_of(verify_task: Task) -> Verification:
     return db.session.execute(
@@ -152,14 +230,24 @@ def verification_of(verify_task: Task) -> Verification:
 
 
 def expected_outputs(verify_task: Task) -> list[str]:
-    from tray_client.runners.verify import crop_name
+    """The files a verification task delivers (named as the Worker App's verify runner names them)."""
+    if verify_task.params["kind"] == "upscale":
+        return [TILE_NAME]
     return [crop_name(i, verify_task.params["format"]) for i in range(len(verify_task.params["crops"]))]
 
 
+def _tile(check: Verification) -> result_checks.Tile:
+    return result_checks.Tile(**check.sample["tile"])
+
+
 def check_verifier_outputs(verify_task: Task, declared: list[dict]) -> None:
-    """The verifier's own result must be exactly its crops, each a whole image at the crop's size
-    (InvalidOutput otherwise, like any task's result)."""
+    """The verifier's own result must be exactly its crops (or tile), each a whole image at the size it
+    was asked for (InvalidOutput otherwise, like any task's result)."""
     result_checks.check_output_names([d["name"] for d in declared], expected_outputs(verify_task))
+    if verify_task.params["kind"] == "upscale":
+        result_checks.check_output_file(storage.path_for(declared[0]["sha256"]), fmt="PNG",
+                                        expected_size=_tile(verification_of(verify_task)).tile_size, name=TILE_NAME)
+        return
     checked = db.session.get(Task, verification_of(verify_task).task_id)
     width, height = _frame_size(checked)
     fmt = "OPEN_EXR" if verify_task.params["format"] == "OPEN_EXR" else "PNG"
@@ -183,6 +271,8 @@ def judge(verify_task: Task, declared: list[dict], now: datetime) -> Verificatio
     if checked.status != TaskStatus.COMPLETED or checked.attempts != verification.attempt:
         verification.state, verification.reason = VerificationState.NONE, "the result was replaced before its check"
         return verification
+    if verify_task.params["kind"] == "upscale":
+        return _judge_tile(verification, checked, declared[0])
     frame_name = result_checks.render_output_names([verify_task.params["frame"]], checked.params["format"])[0]
     delivered = db.session.execute(db.select(TaskOutput).where(
         TaskOutput.task_id == checked.id, TaskOutput.name == frame_name)).scalar_one()
@@ -206,6 +296,24 @@ def judge(verify_task: Task, declared: list[dict], now: datetime) -> Verificatio
         verification.state = VerificationState.FAILED
         verification.reason = (f"Frame {verify_task.params['frame']} of task {checked.id} does not match a re-render "
                                f"by another provider (crop scores {scores}).")[:500]
+    return verification
+
+
+def _judge_tile(verification: Verification, checked: Task, tile_output: dict) -> Verification:
+    name = result_checks.upscale_output_names(checked.params["image"], checked.params["scale"])[0]
+    delivered = db.session.execute(db.select(TaskOutput).where(
+        TaskOutput.task_id == checked.id, TaskOutput.name == name)).scalar_one()
+    try:
+        score = result_checks.compare_tile(storage.path_for(delivered.sha256), storage.path_for(tile_output["sha256"]),
+                                           _tile(verification))
+        holds = result_checks.tile_holds(score)
+        verification.scores = [{"psnr": round(score.psnr, 2), "ssim": round(score.ssim, 4)}]
+    except result_checks.InvalidOutput:
+        holds, verification.scores = False, [{"psnr": None, "ssim": None}]
+    verification.state = VerificationState.PASSED if holds else VerificationState.FAILED
+    if not holds:
+        verification.reason = (f"The upscale of {checked.params['image']} (task {checked.id}) does not match a "
+                               f"re-run of one tile by another provider (scores {verification.scores}).")[:500]
     return verification
 
 
