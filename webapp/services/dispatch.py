@@ -377,7 +377,15 @@ def check_result(task: Task, declared: list[dict]) -> None:
 
 def _refuse_result(task: Task, worker_id: int, reason: str, now: datetime) -> None:
     """A result that is not acceptable: a failure of this worker (it never gets the task again), the
-    task back in the queue or failed, its outputs gone so the creator never sees them."""
+    task back in the queue or failed, its outputs gone so the creator never sees them, and its checks
+    still waiting called off."""
+    for check in verification.open_checks(task):
+        waiting = check.verify_task
+        if waiting.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            db.session.add(TaskEvent(task_id=waiting.id, job_id=waiting.job_id, worker_id=waiting.worker_id,
+                                     kind=TaskEventKind.CANCELED, created_at=now))
+            waiting.status, waiting.finished_at, waiting.lease_expires_at = TaskStatus.CANCELED, now, None
+        check.state, check.decided_at, check.reason = VerificationState.NONE, now, "the result was taken back"
     db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=worker_id,
                              kind=TaskEventKind.FAILED, reason=reason[:REASON_MAX], created_at=now))
     db.session.flush()

@@ -68,9 +68,11 @@ def settle_delay() -> timedelta:
 
 
 def _rng() -> random.Random:
-    """Tests seed the sampling through config; production draws from the OS."""
+    """Tests seed the sampling through config (one seeded sequence per app); production draws from the OS."""
     seed = current_app.config.get("VERIFY_SEED")
-    return random.Random(seed) if seed is not None else _system_random
+    if seed is None:
+        return _system_random
+    return current_app.extensions.setdefault("pictor_verify_rng", random.Random(seed))
 
 
 # -- the policy ------------------------------------------------------------------------------------
@@ -215,6 +217,13 @@ def first_round(second: Verification) -> Verification:
     return db.session.execute(db.select(Verification).where(
         Verification.task_id == second.task_id, Verification.attempt == second.attempt,
         Verification.round == 1)).scalar_one()
+
+
+def open_checks(task: Task) -> list[Verification]:
+    """The checks of the task's current result still waiting for a verdict."""
+    return list(db.session.execute(db.select(Verification).where(
+        Verification.task_id == task.id, Verification.attempt == task.attempts,
+        Verification.state == VerificationState.PENDING)).scalars())
 
 
 def stale_disputes(now: datetime) -> list[Verification]:
