@@ -13,6 +13,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import __version__
+from .untrusted import same_origin
 
 API_PREFIX = "/api/v1"
 CHUNK = 1024 * 1024
@@ -21,6 +22,14 @@ TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 
 class PortalUnreachable(Exception):
     """No answer from the portal (network down, server stopped, timeout): try again later."""
+
+
+class InputTooLarge(Exception):
+    """A download went past the size the portal announced for it: stopped there, nothing kept."""
+
+    def __init__(self, url: str, limit: int):
+        super().__init__(f"the portal sent more than the announced {limit} bytes; the download was stopped")
+        self.url, self.limit = url, limit
 
 
 class PortalError(Exception):
@@ -90,8 +99,7 @@ class PortalClient:
         return f"{self.server_url}{API_PREFIX}{path}"
 
     def _same_origin(self, url: str) -> bool:
-        a, b = urlsplit(url), urlsplit(self.server_url)
-        return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+        return same_origin(url, self.server_url)
 
     def _request(self, method: str, url: str, *, idempotent: bool = False,
                  body: Callable[[], Any] | None = None, ok: tuple[int, ...] = (200, 201, 204),
@@ -139,11 +147,7 @@ class PortalClient:
         response = self._request(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return {}
-        try:
-            data = response.json()
-        except ValueError:
-            raise PortalError(response.status_code, "bad_response",
-                              "the portal sent something that is not JSON: check the server URL") from None
+        data = _decode(response)
         return data if isinstance(data, dict) else {"items": data}
 
     # --- pairing and presence ---------------------------------------------------------------
@@ -173,7 +177,7 @@ class PortalClient:
         response = self._request("POST", "/worker/tasks/claim", json={})
         if response.status_code == 204 or not response.content:
             return None, _retry_after(response)
-        task = response.json()
+        task = _decode(response)
         if not isinstance(task, dict) or "id" not in task:
             raise PortalError(response.status_code, "bad_response", "the claim answer has no task id")
         return task, None
@@ -181,8 +185,14 @@ class PortalClient:
     def input_url(self, task_id: int, name: str) -> str:
         return self.url(f"/worker/tasks/{int(task_id)}/inputs/{quote(name, safe='')}")
 
-    def download(self, url: str, dest: Path, on_bytes: Callable[[int], None] | None = None) -> int:
-        """Stream url into dest; a dropped connection resumes with a Range request. Returns the size."""
+    def download(self, url: str, dest: Path, on_bytes: Callable[[int], None] | None = None,
+                 max_bytes: int | None = None) -> int:
+        """Stream url into dest; a dropped connection resumes with a Range request. Returns the size.
+
+        Only from the portal itself, never following a redirect elsewhere; past max_bytes (the size
+        the portal announced) the download stops with InputTooLarge."""
+        if not self._same_origin(url):
+            raise PortalError(0, "off_origin", f"refused to download from outside {self.server_url}")
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "wb"):
@@ -192,12 +202,19 @@ class PortalClient:
             have = dest.stat().st_size
             headers = {"Range": f"bytes={have}-"} if have else {}
             response = self._request("GET", url, idempotent=True, stream=True, headers=headers,
-                                     ok=(200, 206), timeout=(self.timeout[0], 60.0))
+                                     ok=(200, 206), timeout=(self.timeout[0], 60.0), allow_redirects=False)
             mode = "ab" if have and response.status_code == 206 else "wb"
+            written = have if mode == "ab" else 0
             try:
                 with response, open(dest, mode) as out:
+                    announced = response.headers.get("Content-Length", "")
+                    if max_bytes is not None and announced.isdigit() and written + int(announced) > max_bytes:
+                        raise InputTooLarge(url, max_bytes)
                     # Small reads: what arrived before a break is kept, and the retry resumes after it.
                     for chunk in response.iter_content(64 * 1024):
+                        written += len(chunk)
+                        if max_bytes is not None and written > max_bytes:
+                            raise InputTooLarge(url, max_bytes)
                         out.write(chunk)
                         if on_bytes:
                             on_bytes(len(chunk))
@@ -279,15 +296,25 @@ class PortalClient:
         return self._json("POST", "/worker/mining/report", report)
 
 
+def _decode(response: requests.Response) -> Any:
+    """The answer's JSON; a portal sending something else (or JSON nested past Python's recursion
+    limit) is a bad answer, never a crash."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        raise PortalError(response.status_code, "bad_response",
+                          "the portal sent something that is not JSON: check the server URL") from None
+
+
 def _error_from(response: requests.Response) -> PortalError:
     code, message = f"http_{response.status_code}", response.reason or "error"
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
-        code = str(data.get("error") or code)
-        message = str(data.get("message") or message)
+        code = str(data.get("error") or code)[:64]
+        message = str(data.get("message") or message)[:500]
     return PortalError(response.status_code, code, message, _retry_after(response))
 
 

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .api import sha256_file
+from .api import InputTooLarge, sha256_file
 
 log = logging.getLogger(__name__)
 _HEX = set("0123456789abcdef")
@@ -85,7 +85,9 @@ class InputCache:
         """The file with this hash, downloading it with download(dest) when it is not cached yet.
 
         A download whose hash does not match is thrown away and tried once more; a second mismatch
-        raises InputHashMismatch. Nothing unverified ever lands in the cache."""
+        raises InputHashMismatch. Nothing unverified ever lands in the cache. With size, download
+        should stop itself past it (PortalClient.download's max_bytes); a file that still came out
+        larger raises InputTooLarge."""
         sha256 = _check_sha(sha256)
         if hit := self.get(sha256, size):
             return hit
@@ -95,6 +97,8 @@ class InputCache:
             try:
                 download(part)
                 self.downloads += 1
+                if size is not None and part.stat().st_size > size:
+                    raise InputTooLarge(name or sha256, size)
                 actual = sha256_file(part)
                 if actual == sha256:
                     return self._adopt(part, sha256)

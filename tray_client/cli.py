@@ -7,6 +7,7 @@ import json
 import logging
 import logging.handlers
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import click
 from . import __version__, pairing
 from . import config as config_mod
 from .api import PortalClient, PortalError, PortalUnreachable
+from .untrusted import SafeFormatter, printable
 
 # Exit codes shared with Engine.run(): 0 ok, 1 task failed (--once), 2 usage or configuration,
 # 3 portal unreachable, 4 refused by the portal (token or pairing code), 5 already running.
@@ -43,14 +45,18 @@ def _common(command):
 
 def _load(config_path, data_dir) -> config_mod.WorkerConfig:
     try:
-        return config_mod.load(config_path, data_dir)
+        cfg = config_mod.load(config_path, data_dir)
     except config_mod.ConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
+    for line in cfg.set_aside:  # said first: a config set aside is why the worker is not paired now
+        click.echo(f"Warning: {printable(line)}", err=True)
+    return cfg
 
 
 def _fail(message: str, code: int):
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {printable(message)}", err=True)
     sys.exit(code)
+
 
 
 def _paired(cfg: config_mod.WorkerConfig) -> config_mod.WorkerConfig:
@@ -67,7 +73,7 @@ def _setup_logging(cfg: config_mod.WorkerConfig | None, to_stdout: bool, verbose
         if getattr(handler, "_pictor", False):  # ours from an earlier call; leave others' alone
             root.removeHandler(handler)
             handler.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if to_stdout:
         handler: logging.Handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(fmt)
@@ -255,16 +261,20 @@ def status(config_path, data_dir):
                 state += f"; error: {snap.error}"
     except (OSError, ValueError, TypeError, AttributeError):
         pass
-    click.echo(f"State:         {state}")
+    click.echo(f"State:         {printable(state)}")
     click.echo(f"Data folder:   {cfg.data_dir}")
     size = InputCache(cfg.cache_dir, int(cfg.settings["cache_max_bytes"])).total_bytes() \
         if cfg.cache_dir.exists() else 0
     click.echo(f"Cache:         {size / 2**20:.1f} MiB of {int(cfg.settings['cache_max_bytes']) / 2**30:.1f} GiB")
     pending = 0
     if cfg.outbox_path.exists():
-        outbox = Outbox(cfg.outbox_path)
-        pending = len(outbox)
-        outbox.close()
+        try:
+            outbox = Outbox(cfg.outbox_path)
+        except sqlite3.DatabaseError:  # the engine sets it aside when it starts; status only reads
+            pending = "an unreadable file:"
+        else:
+            pending = len(outbox)
+            outbox.close()
     click.echo(f"Outbox:        {pending} update(s) waiting for the portal")
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "pictor-worker"
 CONFIG_FILE_NAME = "worker.json"
@@ -28,6 +32,31 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 
 # The top-level keys of worker.json this version reads; others are kept as they are.
 DOCUMENT_KEYS = frozenset({"server_url", "worker_id", "token", "data_dir", "settings", "ui"})
+
+
+def set_aside(path: Path, why: str) -> str:
+    """Move an unreadable file of ours out of the way (never delete it: it may hold something a
+    person wants back) and return the one line that says so; the caller starts fresh."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    os.replace(path, target)
+    message = f"{path.name} was unreadable ({why}); moved to {target} and started fresh"
+    log.warning("%s", message)
+    return message
+
+
+def _setting_ok(key: str, value: Any) -> bool:
+    if value is None:
+        return key in ("blender_path", "gpu_backend")
+    if key in ("blender_path", "gpu_backend"):
+        return isinstance(value, str) and len(value) < 4096 and "\x00" not in value
+    if key == "cache_max_bytes":
+        return type(value) is int and 0 <= value <= 2**50
+    return type(value) is bool
 
 
 class ConfigError(Exception):
@@ -64,6 +93,8 @@ class WorkerConfig:
     worker_id: int | None = None
     token: str | None = None
     settings: dict[str, Any] = field(default_factory=lambda: dict(SETTINGS_DEFAULTS))
+    # One line per file or value found unreadable at load and set aside (shown, and logged).
+    set_aside: list[str] = field(default_factory=list)
     data_dir_explicit: bool = False  # given by --data-dir or the file: saved back into the file
     ui: dict[str, Any] = field(default_factory=dict)  # the desktop UI's own preferences, kept as they are
     # Top-level keys this version does not know (a newer app wrote them): written back untouched.
@@ -156,22 +187,36 @@ def load(config_path: str | os.PathLike | None = None,
          data_dir: str | os.PathLike | None = None) -> WorkerConfig:
     """The config at config_path (default: the user's config folder); unpaired when it is absent."""
     path = Path(config_path).expanduser() if config_path else default_config_path()
-    doc: dict[str, Any] = {}
+    doc: Any = {}
+    notices: list[str] = []
     if path.exists():
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # half-written, or not ours: keep it, start unpaired
+            notices.append(set_aside(path, f"not JSON: {str(exc)[:80]}") + "; pair the worker again")
+            doc = {}
         if not isinstance(doc, dict):
-            raise ConfigError(f"{path} is not a JSON object")
-    explicit = data_dir is not None or bool(doc.get("data_dir"))
-    chosen = Path(data_dir or doc.get("data_dir") or default_data_dir()).expanduser()
-    cfg = WorkerConfig(path=path, data_dir=chosen, data_dir_explicit=explicit)
+            notices.append(set_aside(path, "not a JSON object") + "; pair the worker again")
+            doc = {}
+    saved_dir = doc.get("data_dir") if isinstance(doc.get("data_dir"), str) else None
+    explicit = data_dir is not None or bool(saved_dir)
+    chosen = Path(data_dir or saved_dir or default_data_dir()).expanduser()
+    cfg = WorkerConfig(path=path, data_dir=chosen, data_dir_explicit=explicit, set_aside=notices)
     if doc.get("token") or doc.get("server_url"):
         cfg.__dict__.update(parse_document(doc, str(path)))
     settings = doc.get("settings") or {}
     if isinstance(settings, dict):
-        cfg.settings.update({k: v for k, v in settings.items() if k in SETTINGS_DEFAULTS})
+        for key, value in settings.items():
+            if key not in SETTINGS_DEFAULTS:
+                continue
+            if _setting_ok(key, value):
+                cfg.settings[key] = value
+            else:  # one bad value must not stop the app; the default stands until it is set again
+                line = f"setting {key} in {path.name} is invalid ({str(value)[:40]!r}); using the default"
+                log.warning("%s", line)
+                cfg.set_aside.append(line)
     if isinstance(doc.get("ui"), dict):
         cfg.ui = doc["ui"]
     cfg.extra = {k: v for k, v in doc.items() if k not in DOCUMENT_KEYS}

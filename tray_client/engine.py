@@ -27,10 +27,11 @@ from typing import Any, Callable
 import psutil
 
 from . import __version__, compliance, hardware
-from .api import PortalClient, PortalError, PortalUnreachable, retry_later
+from .api import InputTooLarge, PortalClient, PortalError, PortalUnreachable, retry_later
 from .cache import InputCache, InputHashMismatch
-from .config import WorkerConfig
+from .config import WorkerConfig, set_aside
 from .outbox import Outbox
+from .untrusted import BadTask, TaskInput, check_task, clamp_interval, printable, task_id_of
 from .runners import RUNNERS, UnknownJobType, get_runner
 from .runners.base import Progress, RunFailed, RunnerSettings
 
@@ -235,10 +236,13 @@ def _derived_state(s: EngineState) -> State:
 
 
 def _money(value: Any) -> Decimal | None:
+    if type(value) not in (str, int, float) or (isinstance(value, str) and len(value) > 40):
+        return None
     try:
-        return Decimal(str(value)) if value is not None else None
+        amount = Decimal(str(value))
     except InvalidOperation:
         return None
+    return amount if amount.is_finite() else None
 
 
 class Engine:
@@ -264,7 +268,9 @@ class Engine:
         self.progress_interval = progress_interval
         self.idle_backoff = idle_backoff
         self.finish_grace_s = finish_grace_s
-        self.heartbeat_s = HEARTBEAT_S
+        self.heartbeat_s = HEARTBEAT_S  # these three as the portal last asked, clamped (untrusted.py)
+        self.poll_s: float | None = None
+        self.lease_s: float | None = None
         self.latest_app_version: str | None = None
         self.hardware: dict[str, Any] = {}
         self.gpu_backend: str | None = None
@@ -288,6 +294,7 @@ class Engine:
         self.exit_code: int | None = None
         self._opened = False
         self._disk_error: str | None = None
+        self._notices: list[str] = list(cfg.set_aside)  # local files found unreadable and set aside
         self.cache: InputCache | None = None
         self.outbox: Outbox | None = None
 
@@ -465,8 +472,14 @@ class Engine:
         try:
             self.cache = InputCache(self.cfg.cache_dir, int(self.cfg.settings["cache_max_bytes"]))
             self.cache.remove_partial_downloads()
-            self.outbox = Outbox(self.cfg.outbox_path, self.cfg.data_dir / "outbox-files")
+            self.outbox, notices = Outbox.open(self.cfg.outbox_path, self.cfg.data_dir / "outbox-files")
+            self._notices += notices
             self._recover_previous_run()
+            self.outbox.pending()  # sets aside updates it cannot send, so they are told now
+            self._notices += self.outbox.notices
+            if self._notices:  # one line each in the log already; the UI and status show the last
+                self._update(last_error=printable("; ".join(self._notices), 300),
+                             message=printable(self._notices[-1], 200))
             return self._hello_until_ready(once)
         except EngineError as exc:
             self._update(error=str(exc))
@@ -558,12 +571,20 @@ class Engine:
     def _recover_previous_run(self) -> None:
         """A task the last run was working on cannot be resumed: report it failed, never drop it."""
         self._kill_leftovers()
+        previous, task_id = None, None
         try:
             previous = json.loads(self.cfg.state_path.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if isinstance(previous, dict) and previous.get("task_id") is not None:
-            task_id = int(previous["task_id"])
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, RecursionError) as exc:
+            self._notices.append(set_aside(self.cfg.state_path, f"not JSON: {str(exc)[:60]}") +
+                                 ": a task it named, if any, is requeued by the portal when its lease ends")
+        if previous is not None:
+            task_id = task_id_of({"id": previous.get("task_id")}) if isinstance(previous, dict) else None
+            if task_id is None and not (isinstance(previous, dict) and previous.get("task_id") is None):
+                self._notices.append(set_aside(self.cfg.state_path, "no usable task id") +
+                                     ": a task it named, if any, is requeued by the portal when its lease ends")
+        if task_id is not None:
             if not self.outbox.has_final(task_id):
                 log.warning("task %s was running when the app stopped: reporting it failed", task_id)
                 self.outbox.put_fail(task_id, RESTART_REASON, retryable=True, kind="crash")
@@ -642,6 +663,7 @@ class Engine:
             return EXIT_OK
         self._apply_hello(answer)
         latest = answer.get("latest_app_version")
+        latest = printable(latest, 40) if isinstance(latest, str) else None
         if latest and latest != self.latest_app_version:
             # The app-version check needs the portal's answer: tell it the corrected results.
             self.latest_app_version = latest
@@ -666,25 +688,37 @@ class Engine:
         return None
 
     def _apply_hello(self, answer: dict[str, Any]) -> None:
-        for key in ("heartbeat_seconds", "heartbeat_interval"):
-            if isinstance(answer.get(key), (int, float)) and answer[key] > 0:
-                self.heartbeat_s = float(answer[key])
-        if isinstance(answer.get("worker_id"), int):
+        self._apply_intervals(answer)
+        if type(answer.get("worker_id")) is int and 0 < answer["worker_id"] < 2**63:
             self._update(worker_id=answer["worker_id"])
         self._apply_market(answer)
+
+    def _apply_intervals(self, answer: dict[str, Any]) -> None:
+        """Intervals the portal asks for, within 5-300 s: 1e308 would end the heartbeat thread (a
+        wait that long overflows) and 0.001 would flood the portal."""
+        for key in ("heartbeat_seconds", "heartbeat_interval"):
+            if key in answer:
+                self.heartbeat_s = clamp_interval(answer[key], self.heartbeat_s)
+        if "poll_seconds" in answer:
+            self.poll_s = clamp_interval(answer["poll_seconds"], self.poll_s or IDLE_BACKOFF_S[1])
+        if "lease_seconds" in answer:
+            self.lease_s = clamp_interval(answer["lease_seconds"], self.lease_s or 90.0)
 
     def _apply_market(self, answer: dict[str, Any]) -> None:
         """Bid, average bid, Bench Score and earning estimate from any answer that carries them."""
         source = answer.get("settings") if isinstance(answer.get("settings"), dict) else answer
         changes: dict[str, Any] = {}
-        for key in ("bid", "average_bid", "bench_score"):
-            if key in source:
-                changes[key] = source[key]
+        for key in ("bid", "average_bid"):
+            if key in source and (source[key] is None or _money(source[key]) is not None):
+                changes[key] = None if source[key] is None else printable(source[key], 40)
+        if "bench_score" in source and (source["bench_score"] is None or (
+                type(source["bench_score"]) is int and 0 <= source["bench_score"] < 2**63)):
+            changes["bench_score"] = source["bench_score"]
         estimate = source.get("estimated_earning_per_hour")
         if isinstance(estimate, dict):
             estimate = estimate.get("amount") or estimate.get("usd") or estimate.get("micros")
-        if estimate is not None:
-            changes["estimated_earning_per_hour"] = str(estimate)
+        if estimate is not None and _money(estimate) is not None:
+            changes["estimated_earning_per_hour"] = printable(estimate, 40)
         if changes:
             self._update(**changes)
 
@@ -727,7 +761,10 @@ class Engine:
 
     def _heartbeat_loop(self) -> None:
         while not self._heartbeat_stop.wait(self.heartbeat_s):
-            self.heartbeat()
+            try:
+                self.heartbeat()
+            except Exception:  # an answer we did not foresee must not end the heartbeats for good
+                log.exception("heartbeat failed")
 
     def _presence(self, snap: EngineState | None = None) -> tuple[State, str]:
         """(state, message) as the portal's heartbeat and hello want them: never offline (we are
@@ -757,17 +794,20 @@ class Engine:
         was_offline = not snap.online
         self._update(online=True)
         self._apply_market(answer)
-        for key in ("heartbeat_seconds", "heartbeat_interval"):
-            if isinstance(answer.get(key), (int, float)) and answer[key] > 0:
-                self.heartbeat_s = float(answer[key])
+        self._apply_intervals(answer)
         if was_offline:
             self._wake.set()  # the portal is back: replay queued updates now
 
     # --- one task ------------------------------------------------------------------------------
 
     def process(self, task: dict[str, Any]) -> TaskOutcome:
-        """Run one claimed task to its end and say how it ended."""
-        task_id = int(task["id"])
+        """Run one claimed task to its end and say how it ended. A claim answer that is not a task we
+        can run (untrusted.check_task) is reported failed, when its id allows, and nothing runs."""
+        try:
+            inputs = check_task(task, self.cfg.server_url, self.client.input_url)
+        except BadTask as exc:
+            return self._refuse_task(exc)
+        task_id = task["id"]
         self._cancel.clear()
         self._latest = None
         self._write_task_file(task)
@@ -779,7 +819,7 @@ class Engine:
         workdir = self.cfg.work_dir / f"task-{task_id}"
         outcome = TaskOutcome.FAILED
         try:
-            outcome = self._execute(task, workdir)
+            outcome = self._execute(task, inputs, workdir)
         except Exception as exc:  # our own bug: the task must still be reported, not dropped
             log.exception("task %s: internal error", task_id)
             outcome = self._report_failure(task_id, RunFailed(
@@ -798,8 +838,20 @@ class Engine:
             log.info("task %s: %s", task_id, outcome)
         return outcome
 
-    def _execute(self, task: dict[str, Any], workdir: Path) -> TaskOutcome:
-        task_id = int(task["id"])
+    def _refuse_task(self, exc: BadTask) -> TaskOutcome:
+        log.warning("claimed task refused: %s", exc.message)
+        with self._lock:
+            failed = self._state.tasks_failed + 1
+        if exc.task_id is None:  # nothing to tell the portal: its lease expiry requeues it
+            self._update(last_error=f"a claimed task was refused: {exc.message}"[:300], tasks_failed=failed)
+            return TaskOutcome.FAILED
+        self._report_failure(exc.task_id, RunFailed("bad_task", f"the worker refused the task: "
+                                                                f"{exc.message}"[:300], retryable=False))
+        self._update(tasks_failed=failed)
+        return TaskOutcome.FAILED
+
+    def _execute(self, task: dict[str, Any], inputs: list[TaskInput], workdir: Path) -> TaskOutcome:
+        task_id = task["id"]
         settings = RunnerSettings(blender_path=self.cfg.settings.get("blender_path"),
                                   gpu_backend=self.gpu_backend)
         try:
@@ -812,7 +864,9 @@ class Engine:
         _rmtree(workdir)
         workdir.mkdir(parents=True)
         try:
-            inputs, hashes = self._download_inputs(task, workdir / "inputs")
+            files, hashes = self._download_inputs(inputs, workdir / "inputs")
+        except InputTooLarge as exc:
+            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=False))
         except InputHashMismatch as exc:
             return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=True))
         except RunFailed as exc:
@@ -839,7 +893,7 @@ class Engine:
         with self.cache.pinned(hashes):
             reporter.start()
             try:
-                result = runner.run(params, inputs, workdir, on_progress=self._on_progress,
+                result = runner.run(params, files, workdir, on_progress=self._on_progress,
                                     should_stop=self._should_stop)
             except RunFailed as exc:
                 if self._cancel.is_set():
@@ -874,24 +928,17 @@ class Engine:
     def _should_stop(self) -> bool:
         return self._cancel.is_set() or self._hand_back.is_set()
 
-    def _download_inputs(self, task: dict[str, Any], folder: Path) -> tuple[dict[str, Path], list[str]]:
-        inputs: dict[str, Path] = {}
+    def _download_inputs(self, inputs: list[TaskInput], folder: Path) -> tuple[dict[str, Path], list[str]]:
+        """Inputs as check_task() left them: plain names, same-origin URLs, announced sizes."""
+        files: dict[str, Path] = {}
         hashes: list[str] = []
-        listed = task.get("inputs") or []
-        for item in listed:
-            name, sha = item["name"], item["sha256"]
-            # A plain file name only: a name with a path in it must not escape the folder.
-            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-                raise RunFailed("bad_input", f"input name {name!r} is not a plain file name", retryable=False)
-            url = item.get("url") or self.client.input_url(task["id"], name)
-            if url.startswith("/"):
-                url = self.cfg.server_url + url
-            self._update(progress_message=f"downloading {name}")
-            self.cache.fetch(sha, lambda dest, url=url: self.client.download(url, dest), name=name,
-                             size=item.get("size"))
-            hashes.append(sha)
-            inputs[name] = self.cache.link_into(sha, folder / name)
-        return inputs, hashes
+        for item in inputs:
+            self._update(progress_message=f"downloading {item.name}")
+            self.cache.fetch(item.sha256, lambda dest, item=item: self.client.download(
+                item.url, dest, max_bytes=item.size), name=item.name, size=item.size)
+            hashes.append(item.sha256)
+            files[item.name] = self.cache.link_into(item.sha256, folder / item.name)
+        return files, hashes
 
     def _on_progress(self, progress: Progress) -> None:
         """Called by the runner for every line that moves progress: keep it cheap."""
@@ -980,7 +1027,7 @@ class Engine:
     # --- the task file: what survives a crash ------------------------------------------------
 
     def _write_task_file(self, task: dict[str, Any]) -> None:
-        doc = {"task_id": int(task["id"]), "job_id": task.get("job_id"), "claimed_at": time.time(),
+        doc = {"task_id": task["id"], "job_id": task.get("job_id"), "claimed_at": time.time(),
                "pid": os.getpid()}
         tmp = self.cfg.state_path.with_name("state.json.tmp")
         tmp.write_text(json.dumps(doc))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import PortalClient, PortalError, PortalUnreachable, retry_later, sha256_file
+from .config import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,33 @@ def _blocks(exc: Exception) -> bool:
     return retry_later(exc) or (isinstance(exc, PortalError) and exc.status in (401, 403))
 
 
+_COLUMNS = "id, task_id, kind, payload, created_at, attempts, last_error"
+
+
+def _row_problem(row: tuple) -> str | None:
+    """Why a stored update cannot be sent as it is (a damaged file, an older app's bug), or None."""
+    _id, task_id, kind, payload, *_ = row
+    if type(task_id) is not int or not 1 <= task_id <= 2**63 - 1:
+        return "task id out of range"
+    try:
+        p = json.loads(payload)
+    except (TypeError, ValueError, RecursionError):
+        return "payload is not JSON"
+    if not isinstance(p, dict):
+        return "payload is not an object"
+    if kind == PROGRESS:
+        ok = type(p.get("progress")) in (int, float)
+    elif kind in (FAIL, HAND_BACK):
+        ok = isinstance(p.get("reason"), str)
+    elif kind == COMPLETE:
+        ok = isinstance(p.get("outputs"), list) and all(
+            isinstance(o, dict) and all(isinstance(o.get(k), str) for k in ("name", "sha256", "path"))
+            and type(o.get("size")) is int for o in p["outputs"])
+    else:
+        ok = False
+    return None if ok else f"{kind} update is missing fields"
+
+
 class Outbox:
     """One SQLite file of pending updates; safe to use from the engine's threads."""
 
@@ -79,13 +107,36 @@ class Outbox:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.files_dir = Path(files_dir) if files_dir else self.path.parent / "outbox-files"
+        self.set_aside_path = self.path.with_name(self.path.name + ".set-aside.jsonl")
+        self.notices: list[str] = []  # one line per update set aside since opening
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an update we said is queued survives power loss
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an update we said is queued survives power loss
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"SELECT {_COLUMNS} FROM updates LIMIT 1").fetchall()  # our columns
+        except sqlite3.DatabaseError:
+            self._db.close()
+            raise
         self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, files_dir: Path | None = None) -> tuple["Outbox", list[str]]:
+        """The outbox at path; one that is not a readable SQLite outbox is set aside (kept, with the
+        updates it may hold) and a fresh one opened. Returns (outbox, what was set aside)."""
+        try:
+            return cls(path, files_dir), []
+        except sqlite3.DatabaseError as exc:
+            path = Path(path)
+            line = set_aside(path, f"{exc}") + ("; the updates it held were not sent (the portal "
+                                                "requeues those tasks when their leases run out)")
+            for suffix in ("-wal", "-shm"):  # SQLite's side files belong to the old file, not the new
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    set_aside(side, "belongs to the unreadable outbox")
+            return cls(path, files_dir), [line]
 
     def close(self) -> None:
         with self._lock:
@@ -158,9 +209,27 @@ class Outbox:
 
     def pending(self) -> list[Entry]:
         with self._lock:
-            rows = self._db.execute("SELECT id, task_id, kind, payload, created_at, attempts, last_error "
-                                    "FROM updates ORDER BY id").fetchall()
-        return [Entry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM updates ORDER BY id").fetchall()
+        entries = []
+        for r in rows:
+            if problem := _row_problem(r):
+                self._set_aside_row(r, problem)
+            else:
+                entries.append(Entry(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]))
+        return entries
+
+    def _set_aside_row(self, row: tuple, why: str) -> None:
+        """An update that can never be sent leaves the queue (it would block it for ever) but is kept,
+        as a JSON line, in set_aside_path."""
+        with self._lock:
+            with open(self.set_aside_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"row": [str(v) if isinstance(v, bytes) else v for v in row],
+                                    "why": why, "at": time.time()}, default=str) + "\n")
+            self._db.execute("DELETE FROM updates WHERE id = ?", (row[0],))
+        line = (f"a queued {str(row[2])[:20]} update of task {str(row[1])[:20]} was unreadable ({why}); "
+                f"set aside in {self.set_aside_path}")
+        log.warning("%s", line)
+        self.notices.append(line)
 
     def __len__(self) -> int:
         with self._lock:
@@ -203,6 +272,10 @@ class Outbox:
                     continue
                 try:
                     answer = self._send(client, entry)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a payload we cannot use
+                    self._set_aside_row((entry.id, entry.task_id, entry.kind, json.dumps(entry.payload),
+                                         entry.created_at), f"cannot be sent: {exc!r}"[:200])
+                    continue
                 except (PortalUnreachable, PortalError) as exc:
                     if _blocks(exc):
                         self._note_failure(entry, exc)

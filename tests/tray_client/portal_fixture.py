@@ -199,9 +199,12 @@ class FakeClient:
     def input_url(self, task_id, name):
         return f"{self.server_url}/api/v1/worker/tasks/{task_id}/inputs/{name}"
 
-    def download(self, url, dest, on_bytes=None):
+    def download(self, url, dest, on_bytes=None, max_bytes=None):
         self._call("download", url)
         data = self.files[url.rsplit("/", 1)[-1]]
+        if max_bytes is not None and len(data) > max_bytes:
+            from tray_client.api import InputTooLarge
+            raise InputTooLarge(url, max_bytes)
         dest.write_bytes(data)
         return len(data)
 

@@ -150,14 +150,16 @@ def test_uploads_stream_the_file_with_its_sha256_and_resend_it_whole_after_a_503
     assert puts[-1]["sha"] == hashlib.sha256(BODY).hexdigest()
 
 
-def test_the_token_never_goes_to_another_host(portal, tmp_path):
+def test_nothing_is_fetched_from_another_host_and_the_token_stays_home(portal, tmp_path):
     client, script = portal
     other = make_server(script)
+    seen = len(script.seen)
     try:
-        client.download(f"http://localhost:{other.server_port}/signed/inputs/scene.blend", tmp_path / "x")
+        with pytest.raises(PortalError, match="outside"):
+            client.download(f"http://localhost:{other.server_port}/signed/inputs/scene.blend", tmp_path / "x")
     finally:
         other.shutdown()
-    assert script.seen[-1]["auth"] is None
+    assert len(script.seen) == seen  # not even asked
     client.download(client.input_url(1, "scene.blend"), tmp_path / "y")
     assert script.seen[-1]["auth"] == "Bearer pwk_secret"
 

@@ -65,11 +65,26 @@ def test_bad_documents_are_refused_with_a_reason(doc, words):
         config.parse_document(doc)
 
 
-def test_a_corrupt_config_file_is_a_config_error(tmp_path):
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "[" * 100_000])
+def test_a_corrupt_config_file_is_set_aside_and_the_app_starts_unpaired(tmp_path, text):
     path = tmp_path / "worker.json"
-    path.write_text("{not json")
-    with pytest.raises(config.ConfigError, match="cannot read"):
-        config.load(path)
+    path.write_text(text)
+    cfg = config.load(path)
+    assert not cfg.paired and not path.exists()
+    kept = list(tmp_path.glob("worker.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_text() == text
+    assert len(cfg.set_aside) == 1 and str(kept[0]) in cfg.set_aside[0] and "pair" in cfg.set_aside[0]
+
+
+def test_a_bad_setting_falls_back_to_its_default_with_a_notice(tmp_path):
+    path = tmp_path / "worker.json"
+    path.write_text(json.dumps({"server_url": "http://127.0.0.1:5000", "token": "t",
+                                "settings": {"cache_max_bytes": "lots", "auto_benchmark": False},
+                                "data_dir": 7}))
+    cfg = config.load(path)
+    assert cfg.paired and cfg.settings["cache_max_bytes"] == config.DEFAULT_CACHE_MAX_BYTES
+    assert cfg.settings["auto_benchmark"] is False
+    assert any("cache_max_bytes" in line for line in cfg.set_aside)
 
 
 def test_the_ui_section_and_keys_from_a_newer_app_survive_a_save(tmp_path):

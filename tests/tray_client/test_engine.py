@@ -307,7 +307,7 @@ def test_a_missing_renderer_is_an_error_state_with_a_message(cfg, client):
 
 
 def test_an_input_that_keeps_arriving_corrupted_fails_the_task(cfg, client):
-    client.files["scene.blend"] = b"not what the portal announced"
+    client.files["scene.blend"] = b"X" * len(BLEND)  # the announced size, not the announced bytes
     client.tasks = [task(1)]
     make_engine(cfg, client).run(once=True)
     assert client.names().count("download") == 2

@@ -16,6 +16,7 @@ from tkinter import messagebox
 
 from .. import config as config_mod
 from ..engine import EXIT_AUTH, Engine, EngineError
+from ..untrusted import SafeFormatter
 from .pairing import PairingView
 from .tray import Tray
 from .viewmodel import STATE_TITLES, Controller
@@ -218,7 +219,7 @@ class App:
 def _setup_logging(cfg: config_mod.WorkerConfig) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     errors = logging.StreamHandler(sys.stderr)
     errors.setLevel(logging.WARNING)
     errors.setFormatter(fmt)
