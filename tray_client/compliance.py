@@ -75,6 +75,14 @@ def renderer_hardening(blender_path: str | None = None) -> dict[str, str]:
                                               "an isolated user config and no PYTHONPATH")
 
 
+def renderer_sandbox() -> dict[str, str]:
+    """What keeps a creator's scene from the provider's files here (runners/sandbox.py): the scene
+    path check everywhere, plus bubblewrap on Linux when it is installed and works."""
+    from .runners import sandbox
+    found = sandbox.protection()
+    return result("renderer_sandbox", PASS if found.sandboxed else WARN, found.detail)
+
+
 def not_admin() -> dict[str, str]:
     if sys.platform == "win32":
         try:
@@ -129,6 +137,7 @@ def run_all(*, config_path: Path | None, server: str | None, data_dir: Path, cac
         ("credentials_file", lambda: credentials_file(config_path)),
         ("server_connection", lambda: server_url(server)),
         ("renderer_hardening", lambda: renderer_hardening(blender_path)),
+        ("renderer_sandbox", renderer_sandbox),
         ("not_admin", not_admin),
         ("free_disk", lambda: free_disk(data_dir, cache_max_bytes)),
         ("gpu_driver", lambda: gpu_driver(hardware.get("gpus"), hardware.get("gpu_note"))),

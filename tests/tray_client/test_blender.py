@@ -30,15 +30,17 @@ def test_argv_is_a_locked_down_list(tmp_path):
     assert argv[argv.index("-f") + 1] == "1..3,7"
     assert argv[-3:] == ["--", "--cycles-device", "CPU"]
     # Everything Blender runs comes before "--"; the Python it runs is our fixed template.
-    expr = argv[argv.index("--python-expr") + 1]
-    assert "resolution_percentage = 100" in expr and "samples = 4" in expr
-    assert "cube.blend" not in expr
+    exprs = [argv[i + 1] for i, a in enumerate(argv) if a == "--python-expr"]
+    assert "PICTOR_UNSAFE_SCENE" in exprs[0]  # the scene's paths are checked before anything else
+    assert argv.index("--python-exit-code") < argv.index("--python-expr")  # a refusal stops Blender
+    assert "resolution_percentage = 100" in exprs[1] and "samples = 4" in exprs[1]
+    assert not any("in.blend" in expr for expr in exprs)
 
 
 def test_gpu_jobs_ask_for_the_gpu_only(tmp_path):
     argv = build_argv("blender", tmp_path / "in.blend", tmp_path, params(device="gpu"), gpu_backend="OPTIX")
     assert argv[-1] == "OPTIX"
-    assert "compute_device_type = 'OPTIX'" in argv[argv.index("--python-expr") + 1]
+    assert "compute_device_type = 'OPTIX'" in argv[argv.index("--python-expr") + 3]  # after the scene check
     assert cycles_device("gpu", None) == "CUDA"
     assert cycles_device("any", "CUDA") == "CUDA+CPU"  # "any" may fall back to the CPU
     assert cycles_device("any", None) == "CPU"

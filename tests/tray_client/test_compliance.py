@@ -68,6 +68,6 @@ def test_run_all_reports_every_check_even_when_one_breaks(tmp_path, monkeypatch)
                                  cache_max_bytes=1, hardware={})
     names = [r["check"] for r in results]
     assert names == ["app_version", "credentials_file", "server_connection", "renderer_hardening",
-                     "not_admin", "free_disk", "gpu_driver"]
+                     "renderer_sandbox", "not_admin", "free_disk", "gpu_driver"]
     assert results[-1]["status"] == "warn" and "could not run" in results[-1]["reason"]
     assert all(r["status"] in ("pass", "warn", "fail") and r["reason"] for r in results)

@@ -51,8 +51,8 @@ def test_each_crop_is_its_own_region_and_output_in_one_blender_run(tmp_path):
     crops = [CROP, {"min_x": 0, "max_x": 1, "min_y": 0.5, "max_y": 1}]
     params = get_runner("verify").validate(verify_params(crops=crops))
     argv = build_crops_argv("blender", tmp_path / "cube.blend", tmp_path, params)
-    assert argv.count("-f") == 2 and argv.count("--python-expr") == 3  # the job's settings + 2 regions
-    regions = [argv[i + 1] for i, a in enumerate(argv) if a == "--python-expr"][1:]
+    assert argv.count("-f") == 2 and argv.count("--python-expr") == 4  # scene check, settings, 2 regions
+    regions = [argv[i + 1] for i, a in enumerate(argv) if a == "--python-expr"][2:]
     assert "render.border_min_y = 0.25" in regions[0] and "render.border_max_x = 1.0" in regions[1]
     assert all("color_depth = '8'" in r for r in regions)
     outputs = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"][1:]

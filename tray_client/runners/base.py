@@ -30,6 +30,7 @@ RETRYABLE = {
     "invalid_params": False,
     "render_error": False,
     "output_missing": False,
+    "unsafe_scene": False,  # the scene reaches outside its task folder: it would on any worker
     "out_of_memory": True,
     "crash": True,
     "no_device": True,

