@@ -275,6 +275,7 @@ class Task(db.Model):
     max_price_micros: Mapped[int | None] = mapped_column(BigInteger)
 
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
+    slot: Mapped[str | None] = mapped_column(String(32))  # the worker's device it runs on (one task per slot)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
     eta_seconds: Mapped[int | None] = mapped_column(Integer)
@@ -304,6 +305,10 @@ def job_work():
     """SQL: the tasks that do a creator's work, as opposed to verification tasks checking it."""
     return Task.type != JobType.VERIFY
 
+
+# One running task per device slot of a worker, enforced by the database so two racing claims can't both win.
+Index("uq_tasks_running_slot", Task.worker_id, Task.slot, unique=True,
+      sqlite_where=Task.status == TaskStatus.RUNNING, postgresql_where=Task.status == TaskStatus.RUNNING)
 
 # The claim order (highest priority, then oldest) as an index, so a claim reads the first eligible
 # queued rows in order instead of sorting the whole queue (added by the dispatch issue).

@@ -26,14 +26,18 @@ def make_user(email: str = "provider@example.com") -> int:
 
 
 def make_worker(owner_id: int | None = None, name: str = "node", job_types=("render", "upscale"), gpu: bool = True,
-                bid: str | None = None, bench_score: int | None = None, seen: bool = True) -> tuple[int, str]:
-    """A paired worker that said hello; returns (id, bearer token)."""
+                bid: str | None = None, bench_score: int | None = None, seen: bool = True,
+                slots: int | None = 16) -> tuple[int, str]:
+    """A paired worker that said hello; returns (id, bearer token). It reports `slots` devices (a farm
+    box by default, so a test can hold several tasks on one worker; None: one task at a time)."""
     owner_id = owner_id or make_user()
     token = new_token("pwk")
     now = utcnow()
     worker = Worker(owner_id=owner_id, name=name, token_hash=token_hash(token), paired_at=now,
                     capabilities={"job_types": list(job_types), "gpu": gpu,
-                                  "devices": ["CPU"] + (["CUDA"] if gpu else [])},
+                                  "devices": ["CPU"] + (["CUDA"] if gpu else []),
+                                  **({"slots": [{"id": f"gpu{i}", "kind": "gpu", "name": "GPU", "memory_mb": None}
+                                                for i in range(slots)]} if slots else {})},
                     gpus=[], renderers={}, compliance=[], mining_config={}, bench_details={},
                     bid_micros=money.to_micros(bid) if bid is not None else None, bench_score=bench_score,
                     last_heartbeat_at=now if seen else None, earnings_micros=0, compute_seconds=0.0)

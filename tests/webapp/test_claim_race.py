@@ -7,7 +7,9 @@ from collections import Counter
 import requests
 
 from tests.conftest import LiveServer
-from tests.webapp.dispatch_factories import auth, make_job, make_tasks_bulk, make_user, make_worker
+from tests.webapp.dispatch_factories import auth, make_job, make_tasks_bulk, make_user
+from webapp.clock import utcnow
+from webapp.security import new_token, token_hash
 from webapp.extensions import db
 from webapp.models import Task, TaskEvent, TaskEventKind, TaskStatus, Worker
 from webapp.services import dispatch
@@ -15,13 +17,26 @@ from webapp.services import dispatch
 CLAIMERS = 50
 
 
-def _setup(app, tasks: int) -> list[tuple[int, str]]:
+def _setup(app, tasks: int) -> list[list[tuple[int, str]]]:
+    """CLAIMERS groups of workers, more workers than tasks in all: a worker runs one task at a time (one
+    slot), so each claimer thread drives a group of them, the way many workers poll one portal."""
+    per_claimer = 3 * tasks // CLAIMERS  # ample: a fast thread must not run out before the queue does
     with app.app_context():
         owner = make_user()
-        workers = [make_worker(owner, name=f"racer-{i}", bid="0.50") for i in range(CLAIMERS)]
+        rows = []
+        for i in range(CLAIMERS * per_claimer):
+            token = new_token("pwk")
+            rows.append((Worker(owner_id=owner, name=f"racer-{i}", token_hash=token_hash(token), paired_at=utcnow(),
+                                capabilities={"job_types": ["render"], "gpu": True, "devices": ["CPU"]},
+                                gpus=[], renderers={}, compliance=[], mining_config={}, bench_details={},
+                                bid_micros=500_000, last_heartbeat_at=utcnow(), earnings_micros=0,
+                                compute_seconds=0.0), token))
+        db.session.add_all([worker for worker, _ in rows])
+        db.session.commit()
+        workers = [(worker.id, token) for worker, token in rows]
         job_id, _ = make_job(tasks=0, input_bytes=None)
         make_tasks_bulk(job_id, tasks)
-        return workers
+        return [workers[i::CLAIMERS] for i in range(CLAIMERS)]
 
 
 def _run(threads) -> float:
@@ -57,16 +72,16 @@ def _report(capsys, what: str, backend: str, claimed: list[int], seconds: float)
 
 def test_concurrent_claims_through_the_service_never_share_a_task(any_app, capsys):
     total = 2000
-    workers = _setup(any_app, total)
-    claims: dict[int, list[int]] = {worker_id: [] for worker_id, _ in workers}
+    groups = _setup(any_app, total)
+    claims: dict[int, list[int]] = {worker_id: [] for group in groups for worker_id, _ in group}
     errors = []
     barrier = threading.Barrier(CLAIMERS)
 
-    def claimer(worker_id):
+    def claimer(group):
         try:
             with any_app.app_context():
                 barrier.wait()
-                while True:
+                for worker_id, _ in group:
                     task = dispatch.claim_task(db.session.get(Worker, worker_id))
                     if task is None:
                         break
@@ -75,7 +90,7 @@ def test_concurrent_claims_through_the_service_never_share_a_task(any_app, capsy
         except Exception as exc:  # reported below: a thread's exception would otherwise vanish
             errors.append(repr(exc))
 
-    seconds = _run([threading.Thread(target=claimer, args=(worker_id,)) for worker_id, _ in workers])
+    seconds = _run([threading.Thread(target=claimer, args=(group,)) for group in groups])
     claimed = [task_id for ids in claims.values() for task_id in ids]
     _report(capsys, "service", any_app.config["SQLALCHEMY_DATABASE_URI"].split(":")[0], claimed, seconds)
     assert errors == []
@@ -86,20 +101,19 @@ def test_concurrent_claims_through_the_service_never_share_a_task(any_app, capsy
 
 def test_concurrent_claims_over_http_never_share_a_task(any_app, capsys):
     total = 1000
-    workers = _setup(any_app, total)
+    groups = _setup(any_app, total)
     server = LiveServer(any_app)
-    claims: dict[int, list[int]] = {worker_id: [] for worker_id, _ in workers}
+    claims: dict[int, list[int]] = {worker_id: [] for group in groups for worker_id, _ in group}
     statuses = Counter()
     errors = []
     barrier = threading.Barrier(CLAIMERS)
 
-    def claimer(worker_id, token):
+    def claimer(group):
         try:
             with requests.Session() as http:
-                http.headers.update(auth(token))
                 barrier.wait()
-                while True:
-                    response = http.post(f"{server.url}/api/v1/worker/tasks/claim", timeout=60)
+                for worker_id, token in group:
+                    response = http.post(f"{server.url}/api/v1/worker/tasks/claim", headers=auth(token), timeout=60)
                     statuses[response.status_code] += 1
                     if response.status_code == 204:
                         assert response.headers["Retry-After"] == "5"
@@ -110,7 +124,7 @@ def test_concurrent_claims_over_http_never_share_a_task(any_app, capsys):
             errors.append(repr(exc))
 
     try:
-        seconds = _run([threading.Thread(target=claimer, args=worker) for worker in workers])
+        seconds = _run([threading.Thread(target=claimer, args=(group,)) for group in groups])
     finally:
         server.stop()
     claimed = [task_id for ids in claims.values() for task_id in ids]

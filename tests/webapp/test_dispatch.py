@@ -379,3 +379,35 @@ def test_record_output_stores_the_blob_row_once_and_replaces_by_name(db_ctx):
     assert (row.sha256, row.size) == (sha(b"second render"), len(b"second render"))
     with pytest.raises(ServiceError):
         dispatch.record_output(w(worker), task_id, "../escape", digest, size)
+
+
+# -- one task per device slot ------------------------------------------------------------------------
+
+def test_a_worker_runs_one_task_per_slot(db_ctx):
+    worker, _ = make_worker(slots=None)
+    make_job(tasks=4)
+    first = dispatch.claim_task(w(worker))
+    assert first is not None and first.slot == "0"
+    assert dispatch.claim_task(w(worker)) is None  # the one default slot is busy: 204
+    # A farm box that reported two GPUs runs two tasks at once, one per GPU, and no more.
+    w(worker).capabilities = dict(w(worker).capabilities, slots=[{"id": "gpu0", "kind": "gpu"},
+                                                                {"id": "gpu1", "kind": "gpu"}])
+    db.session.commit()
+    assert dispatch.claim_task(w(worker), slot="gpu1").slot == "gpu1"
+    assert dispatch.claim_task(w(worker), slot="gpu1") is None
+    assert dispatch.claim_task(w(worker)).slot == "gpu0"  # no slot named: the first free one
+    assert dispatch.claim_task(w(worker)) is None
+    with pytest.raises(ServiceError) as exc:
+        dispatch.claim_task(w(worker), slot="gpu7")
+    assert exc.value.code == "invalid_slot"
+
+
+def test_the_database_refuses_a_second_running_task_on_a_slot(db_ctx):
+    worker, _ = make_worker(slots=None)
+    _, (a, b) = make_job(tasks=2)
+    dispatch.claim_task(w(worker))
+    other = db.session.get(Task, b)
+    other.status, other.worker_id, other.slot = TaskStatus.RUNNING, worker, "0"  # what a racing claim would write
+    with pytest.raises(IntegrityError):
+        db.session.commit()
+    db.session.rollback()

@@ -40,6 +40,7 @@ def task_payload(task: Task) -> dict:
         "id": task.id,
         "job_id": task.job_id,
         "type": task.type.value,
+        "slot": task.slot,
         "params": task.params,
         "inputs": [{"name": name, "url": f"{base}/api/v1/worker/tasks/{task.id}/inputs/{quote(name, safe='')}",
                     "sha256": sha256, "size": size} for name, (sha256, size) in inputs.items()],
@@ -103,7 +104,8 @@ def worker_heartbeat():
 @bp.post("/worker/tasks/claim")
 @worker_token_required
 def worker_claim():
-    task = dispatch.claim_task(g.worker)
+    data = _json() if request.content_length else {}
+    task = dispatch.claim_task(g.worker, slot=data.get("slot"))
     if task is None:
         response = Response(status=204)
         response.headers["Retry-After"] = str(current_app.config["POLL_SECONDS"])
@@ -323,9 +325,11 @@ _SETTINGS = {"type": "object", "properties": {
 _CLAIMED_TASK = {"type": "object", "required": ["id", "job_id", "type", "params", "inputs", "lease_expires_at",
                                                 "reward_estimate"], "properties": {
     "id": {"type": "integer"}, "job_id": {"type": "integer"},
-    "type": {"type": "string", "enum": ["render", "upscale"]},
+    "type": {"type": "string", "enum": ["render", "upscale", "verify"]},
+    "slot": {"type": "string", "description": "the worker's device slot the task runs on"},
     "params": {"type": "object", "description": "render: blend, frames, engine, samples, resolution_percent, "
-                                                "format, device; upscale: image, scale, model"},
+                                                "format, device; upscale: image, scale, model; verify: kind "
+                                                "(render: the crops of one frame to re-render; upscale: a tile)"},
     "inputs": {"type": "array", "items": {"type": "object", "properties": {
         "name": {"type": "string"}, "url": {"type": "string"}, "sha256": {"type": "string"},
         "size": {"type": "integer"}}}},
@@ -370,10 +374,13 @@ OPENAPI_PATHS = {
         _body({"state": {"type": "string", "enum": ["idle", "busy", "paused", "error"]},
                "message": {"type": "string"}}, ["state"]))},
     "/worker/tasks/claim": {"post": _op(
-        "claimTask", "Claim the next task this worker may run (atomic: no task is given twice)",
+        "claimTask", "Claim the next task this worker may run on one of its device slots (atomic: no task is "
+                     "given twice; one running task per slot)",
         {"200": schema.json_response(_CLAIMED_TASK, "A task, leased to this worker"),
-         "204": {"description": "Nothing to do now; poll again after Retry-After seconds"},
-         **_errors(401)})},
+         "204": {"description": "Nothing to do now (or the slot is busy); poll again after Retry-After seconds"},
+         **_errors(400, 401)},
+        {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "slot": {"type": "string", "description": "a slot id from hello; default: the first"}}}}}})},
     "/worker/tasks/{task_id}/inputs/{name}": {"parameters": [_TASK_ID, _FILE_NAME], "get": _op(
         "downloadTaskInput", "Download an input of this worker's running task (ETag = SHA-256; Range supported)",
         {"200": {"description": "The file", "content": {"application/octet-stream": {

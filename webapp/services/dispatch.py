@@ -157,11 +157,33 @@ def roll_up_status(job: Job) -> JobStatus:
 
 # -- the task lifecycle ----------------------------------------------------------------------------
 
-def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
-    """Give the worker the first eligible queued task (highest priority, then oldest), or None.
+DEFAULT_SLOT = "0"  # a worker that reports no slots runs one task at a time
+
+
+def slot_of(worker: Worker, slot) -> str | None:
+    """The claim's device slot: the one named (it must be one the worker reported in hello), else its first
+    free one; None when every slot is busy. A worker that reports no slots has one, DEFAULT_SLOT."""
+    reported = [s["id"] for s in (worker.capabilities or {}).get("slots") or []] or [DEFAULT_SLOT]
+    if slot is not None:
+        if isinstance(slot, bool) or not isinstance(slot, (str, int)) or str(slot) not in reported:
+            raise ServiceError("invalid_slot", f"'slot' must be one of the slots this worker reported in hello "
+                                               f"({', '.join(reported)}).")
+        candidates = [str(slot)]
+    else:
+        candidates = reported
+    busy = set(db.session.execute(db.select(Task.slot).where(
+        Task.worker_id == worker.id, Task.status == TaskStatus.RUNNING)).scalars())
+    return next((s for s in candidates if s not in busy), None)
+
+
+def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task | None:
+    """Give the worker the first eligible queued task (highest priority, then oldest) for one of its
+    device slots, or None.
 
     Eligible: a job type it reported, GPU when the task requires one, a price per bench-hour at or
-    under the task's maximum, a task it has not failed, a job it is not blocklisted on.
+    under the task's maximum, a task it has not failed, a job it is not blocklisted on. A slot runs one
+    task at a time: a claim for a busy slot gets None (the unique running-slot index makes it hold under
+    racing claims too).
     """
     now = now or utcnow()
     worker_id = worker.id
@@ -177,6 +199,10 @@ def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
         return None
 
     begin_write_transaction(db.session)
+    slot = slot_of(worker, slot)
+    if slot is None:  # every slot busy
+        db.session.commit()
+        return None
     task = db.session.execute(_claim_statement(bool(capabilities.get("gpu"))),
                               {"worker_id": worker_id, "owner_id": worker.owner_id, "price": price, "types": types}).scalar_one_or_none()
     if task is None:
@@ -184,6 +210,7 @@ def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
         return None
     task.status = TaskStatus.RUNNING
     task.worker_id = worker_id
+    task.slot = slot
     task.bid_micros = bid
     task.started_at = now
     task.lease_expires_at = now + timedelta(seconds=lease_seconds())
@@ -197,7 +224,11 @@ def claim_task(worker: Worker, now: datetime | None = None) -> Task | None:
     # of the job's tasks) would change nothing, so the hot path skips it.
     if task.job.status != JobStatus.RUNNING:
         roll_up_status(task.job)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # another claim for this slot won the race
+        db.session.rollback()
+        return None
     return task
 
 
@@ -475,6 +506,7 @@ def _requeue(task: Task) -> None:
     """Back to the queue as a fresh attempt: the next worker starts from nothing."""
     task.status = TaskStatus.QUEUED
     task.worker_id = None
+    task.slot = None
     task.lease_expires_at = None
     task.started_at = None
     task.finished_at = None

@@ -244,6 +244,33 @@ def parse_capabilities(value) -> dict:
             "devices": [d[:32] for d in devices]}
 
 
+SLOT_ID_RE = re.compile(r"^[A-Za-z0-9:_-]{1,32}$")
+MAX_SLOTS = 16
+SLOT_KINDS = ("gpu", "cpu")
+
+
+def parse_slots(value) -> list[dict]:
+    """[{"id", "kind", "name", "memory_mb"}]: the devices a worker runs tasks on, one task each at a time."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_SLOTS:
+        raise _bad(f"'slots' must be a list of 1 to {MAX_SLOTS} devices.")
+    slots, seen = [], set()
+    for i, slot in enumerate(value):
+        if not isinstance(slot, dict) or not isinstance(slot.get("id"), str) or not SLOT_ID_RE.match(slot["id"]):
+            raise _bad(f"slots[{i}].id must be 1-32 letters, digits, ':', '_' or '-'.")
+        if slot["id"] in seen:
+            raise _bad(f"slots[{i}].id {slot['id']!r} is listed twice.")
+        seen.add(slot["id"])
+        kind, memory, name = slot.get("kind", "gpu"), slot.get("memory_mb"), slot.get("name")
+        if kind not in SLOT_KINDS:
+            raise _bad(f"slots[{i}].kind must be gpu or cpu.")
+        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory < 2**31):
+            raise _bad(f"slots[{i}].memory_mb must be a whole number of megabytes.")
+        if name is not None and not isinstance(name, str):
+            raise _bad(f"slots[{i}].name must be a string.")
+        slots.append({"id": slot["id"], "kind": kind, "name": (name or "")[:128], "memory_mb": memory})
+    return slots
+
+
 def parse_compliance(value) -> list[dict]:
     if not isinstance(value, list) or len(value) > 50:
         raise _bad("'compliance' must be a list of at most 50 checks.")
@@ -285,6 +312,8 @@ def parse_hello(report: dict) -> dict:
         fields["renderers"] = parse_renderers(report["renderers"])
     if "capabilities" in report:
         fields["capabilities"] = parse_capabilities(report["capabilities"])
+    if "slots" in report:
+        fields["slots"] = parse_slots(report["slots"])
     if "compliance" in report:
         fields["compliance"] = parse_compliance(report["compliance"])
     return fields
@@ -300,8 +329,11 @@ def record_hello(worker: Worker, report: dict, ip: str | None, now: datetime | N
     worker_id = worker.id
     begin_write_transaction(db.session)
     worker = db.session.get(Worker, worker_id)
+    slots = fields.pop("slots", None)
     for name, value in fields.items():
         setattr(worker, name, value)
+    if slots is not None:  # kept with the capabilities: dispatch reads both on every claim
+        worker.capabilities = {**(worker.capabilities or {}), "slots": slots}
     worker.ip_address = (ip or "")[:64] or None
     worker.country = country
     record_heartbeat(worker, state, message, now, commit=False)
