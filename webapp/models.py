@@ -372,6 +372,16 @@ class LedgerEntry(db.Model):
     )
 
 
+class MarketDay(db.Model):
+    """The network's average bid for one UTC day, computed once a day (services/market.py says how)."""
+    __tablename__ = "market_days"
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    average_bid_micros: Mapped[int] = mapped_column(BigInteger)
+    raw_bid_micros: Mapped[int | None] = mapped_column(BigInteger)  # before the daily limit; None = no data
+    accounts: Mapped[int] = mapped_column(Integer, default=0)  # how many provider accounts it came from
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Verification(db.Model):
     """One spot check of one attempt of a task: a verification task re-does a sample of its result on a
     worker of another provider account, and the portal compares the two (services/verification.py)."""

@@ -33,6 +33,7 @@ JOBS = [
     PeriodicJob("daily_rollup", "stats:rollup_recent", 300),
     PeriodicJob("output_retention", "outputs:purge_old_outputs", 3600),
     PeriodicJob("stale_disputes", "dispatch:decide_stale_disputes", 300),
+    PeriodicJob("market_day", "market:compute_market_day", 600),
 ]
 
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import T0
-from tests.webapp.dispatch_factories import frame_png, make_job, make_worker
+from tests.webapp.dispatch_factories import frame_png, make_job, make_user, make_worker
 from webapp.extensions import db
 from webapp.models import (LedgerEntry, LedgerKind, PresenceInterval, Task, TaskOutput, TaskStatus, Worker,
                            WorkerDailyStat)
@@ -23,20 +23,56 @@ def seen(worker_id, at):
     db.session.commit()
 
 
-def test_average_bid_is_the_mean_custom_bid_of_workers_seen_in_24_hours(ctx, clock):
-    assert market.average_bid_micros() == 500_000  # DEFAULT_BID with nobody bidding
-    make_worker(bid="0.40")
-    recent, _ = make_worker(bid="0.61")
-    seen(recent, T0 - timedelta(hours=2))
-    stale, _ = make_worker(bid="9.00")
-    seen(stale, T0 - timedelta(hours=25))
-    default_bidder, _ = make_worker(bid=None)
-    deleted, _ = make_worker(bid="5.00")
-    db.session.get(Worker, deleted).deleted_at = T0
+def verified(worker_id, at=None):
+    """A task reward for the worker: it did verified work."""
+    db.session.add(LedgerEntry(kind=LedgerKind.TASK_REWARD, amount_micros=1000, worker_id=worker_id,
+                               created_at=at or T0))
     db.session.commit()
-    assert market.average_bid_micros() == 505_000
-    assert market.effective_bid_micros(db.session.get(Worker, default_bidder)) == 505_000
-    assert market.effective_bid_micros(db.session.get(Worker, recent)) == 610_000
+
+
+def test_average_bid_is_one_voice_per_account_with_verified_work(ctx, clock):
+    assert market.average_bid_micros() == 500_000  # DEFAULT_BID before the first market day
+    careful = make_user("careful@example.com")
+    for bid in ("0.40", "0.44", "0.48"):
+        verified(make_worker(careful, bid=bid)[0])
+    verified(make_worker(make_user("solo@example.com"), bid="0.56")[0])
+    # The attack: a hundred throwaway workers at $100/h that never delivered, and one that did.
+    sybil = make_user("sybil@example.com")
+    for i in range(100):
+        make_worker(sybil, name=f"throwaway-{i}", bid="100")
+    verified(make_worker(make_user("greedy@example.com"), bid="100")[0])
+    stale, _ = make_worker(make_user("gone@example.com"), bid="9.00")
+    verified(stale, at=T0 - timedelta(hours=25))  # its work is older than a day
+    default_bidder, _ = make_worker(bid=None)
+    verified(default_bidder)
+    # Accounts' medians 0.44, 0.56 and 100: the median is 0.56, inside today's 0.40..0.625 band.
+    assert market.compute_market_day() == 560_000 == market.average_bid_micros()
+    assert market.effective_bid_micros(db.session.get(Worker, default_bidder)) == 560_000
+    assert market.compute_market_day() == 560_000  # once a day, whatever happens meanwhile
+
+
+def test_the_average_bid_moves_at_most_a_quarter_a_day(ctx, clock):
+    for i in range(3):
+        verified(make_worker(make_user(f"p{i}@example.com"), bid="100")[0])
+    assert market.compute_market_day() == 625_000  # DEFAULT_BID 0.50 x 5/4, not 100
+    clock.advance(days=1)
+    for worker in db.session.execute(db.select(Worker)).scalars():
+        verified(worker.id, at=clock.now)
+    assert market.compute_market_day() == 781_250  # and again x 5/4: the majority walks it, slowly
+    assert market.default_max_price_micros() == 976_562  # x 1.25, under the cap of 4 x DEFAULT_BID
+
+
+def test_reversed_or_suspended_work_gives_no_voice(ctx, clock):
+    liar, _ = make_worker(make_user("liar@example.com"), bid="0.10")
+    verified(liar)
+    entry = db.session.execute(db.select(LedgerEntry).where(LedgerEntry.worker_id == liar)).scalar_one()
+    db.session.add(LedgerEntry(kind=LedgerKind.REVERSAL, amount_micros=-1000, worker_id=liar, reverses_id=entry.id))
+    caught, _ = make_worker(make_user("caught@example.com"), bid="0.10")
+    verified(caught)
+    db.session.get(Worker, caught).suspended_at = T0
+    db.session.commit()
+    assert market.verified_bids_by_account(T0) == {}
+    assert market.compute_market_day() == 500_000
 
 
 def test_price_per_bench_hour():

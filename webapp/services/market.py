@@ -1,5 +1,14 @@
 """The market: bids, bench scores, price per bench-hour, and what a worker can expect to earn.
 
+The average bid (what workers without a custom bid charge, and what a job's default maximum price is
+derived from) must not be movable by one provider. It is computed once per UTC day by
+`compute_market_day` (a periodic job): the median over provider *accounts* of each account's median
+custom bid, counting only workers whose work was verified in the last 24 hours (a task reward that
+stands: not reversed, from a worker that is not suspended) — so a thousand throwaway workers of one
+account are one voice, and workers that never delivered have none. The result may move at most
+DAILY_MOVE (25%) from the previous day's average, so even a majority can only walk it slowly; with no
+history it starts from DEFAULT_BID.
+
 Bench Score = 1000 x (reference time / this worker's time) on the fixed benchmark scene, so a worker
 as fast as the reference machine scores 1000. Price per bench-hour = bid / (bench score / 1000): what
 an hour of reference-machine work costs on this worker. A job's maximum price per bench-hour decides
@@ -12,12 +21,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from flask import current_app
+from sqlalchemy.orm import aliased
 
 from .. import money
 from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
-from ..models import PresenceInterval, Task, TaskStatus, Worker
+from ..models import LedgerEntry, LedgerKind, MarketDay, PresenceInterval, Task, TaskStatus, Worker
 from . import ServiceError
 
 UNBENCHED_SCORE = 1000  # a worker that never ran the benchmark is priced as the reference machine
@@ -33,21 +43,64 @@ MINING_KEYS = ("pool", "coin", "wallet", "extra", "enabled")
 MINING_DEFAULTS = {"pool": "", "coin": "", "wallet": "", "extra": "", "enabled": False}
 
 
-def average_bid_micros(now: datetime | None = None) -> int:
-    """Mean custom bid of the workers seen in the last 24 hours; DEFAULT_BID when there is none.
+DAILY_MOVE = (4, 5)  # a day's average stays within 4/5 .. 5/4 of the day before
+DEFAULT_MAX_PRICE_CAP = (4, 1)  # a job's default max price is at most 4 x DEFAULT_BID per bench-hour
 
-    Workers without a custom bid bid the average itself, so they cannot move it and are left out.
-    """
+
+def _median(values: list[int]) -> int:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle] + 1) // 2
+
+
+def _default_bid() -> int:
+    return money.to_micros(current_app.config["DEFAULT_BID"])
+
+
+def average_bid_micros(now: datetime | None = None) -> int:
+    """The network's average bid: the latest daily figure up to `now`'s day, or DEFAULT_BID before the first."""
+    day = (now or utcnow()).strftime("%Y-%m-%d")
+    value = db.session.execute(db.select(MarketDay.average_bid_micros).where(MarketDay.day <= day)
+                               .order_by(MarketDay.day.desc()).limit(1)).scalar()
+    return int(value) if value is not None else _default_bid()
+
+
+def verified_bids_by_account(now: datetime) -> dict[int, list[int]]:
+    """owner id -> the custom bids of its workers with verified work in the last 24 hours."""
+    reversal = aliased(LedgerEntry)
+    verified = db.select(LedgerEntry.worker_id).where(
+        LedgerEntry.kind == LedgerKind.TASK_REWARD, LedgerEntry.created_at >= now - NETWORK_WINDOW,
+        ~db.select(reversal.id).where(reversal.reverses_id == LedgerEntry.id).exists())
+    rows = db.session.execute(db.select(Worker.owner_id, Worker.bid_micros).where(
+        Worker.id.in_(verified), Worker.bid_micros.is_not(None), Worker.deleted_at.is_(None),
+        Worker.suspended_at.is_(None))).all()
+    accounts: dict[int, list[int]] = {}
+    for owner_id, bid in rows:
+        accounts.setdefault(owner_id, []).append(int(bid))
+    return accounts
+
+
+def compute_market_day(now: datetime | None = None) -> int:
+    """Compute (once) today's average bid from verified bids, one voice per account, within DAILY_MOVE of
+    the previous day's; returns it. Run by the scheduler; safe to call again (the first row of a day stays)."""
     now = now or utcnow()
-    count, total = db.session.execute(
-        db.select(db.func.count(Worker.id), db.func.sum(Worker.bid_micros)).where(
-            Worker.deleted_at.is_(None), Worker.bid_micros.is_not(None),
-            Worker.last_heartbeat_at >= now - NETWORK_WINDOW)
-    ).one()
-    if not count:
-        return money.to_micros(current_app.config["DEFAULT_BID"])
-    total = int(total)
-    return (2 * total + count) // (2 * count)  # rounded half up, in integers
+    day = now.strftime("%Y-%m-%d")
+    begin_write_transaction(db.session)
+    existing = db.session.get(MarketDay, day)
+    if existing is not None:
+        db.session.commit()
+        return existing.average_bid_micros
+    previous = db.session.execute(db.select(MarketDay.average_bid_micros).where(MarketDay.day < day)
+                                  .order_by(MarketDay.day.desc()).limit(1)).scalar()
+    anchor = int(previous) if previous is not None else _default_bid()
+    accounts = verified_bids_by_account(now)
+    raw = _median([_median(bids) for bids in accounts.values()]) if accounts else None
+    low, high = DAILY_MOVE
+    average = anchor if raw is None else min(max(raw, anchor * low // high), anchor * high // low)
+    db.session.add(MarketDay(day=day, average_bid_micros=average, raw_bid_micros=raw, accounts=len(accounts),
+                             computed_at=now))
+    db.session.commit()
+    return average
 
 
 def effective_bid_micros(worker: Worker, now: datetime | None = None, average: int | None = None) -> int:
@@ -69,9 +122,10 @@ def price_per_bench_hour_micros(bid_micros: int, bench_score: int | None) -> int
 
 def default_max_price_micros(now: datetime | None = None) -> int:
     """A job's default maximum price per bench-hour: a margin over the network's average bid (at bench
-    score 1000, price per bench-hour == bid)."""
+    score 1000, price per bench-hour == bid), capped at DEFAULT_MAX_PRICE_CAP x DEFAULT_BID."""
     num, den = PRICE_MARGIN
-    return average_bid_micros(now) * num // den
+    cap_num, cap_den = DEFAULT_MAX_PRICE_CAP
+    return min(average_bid_micros(now) * num // den, _default_bid() * cap_num // cap_den)
 
 
 def worker_price_micros(worker: Worker, now: datetime | None = None, average: int | None = None) -> int:
