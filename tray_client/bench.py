@@ -17,6 +17,7 @@ from .runners.blender import BlenderRunner, blender_version, find_blender
 log = logging.getLogger(__name__)
 
 SCENE_VERSION = 2  # bump when the scene or the settings change: older scores stop being comparable
+FRAME_SIZE = (320, 240)  # what the scene renders to (SCENE_SCRIPT): the portal checks Bench Score runs by it
 
 # Seconds the reference machine takes for the benchmark render: the project's 2-core CI box (Debian
 # Blender 3.4.1, Cycles on the CPU), wall time of the Blender process including its start-up, measured

@@ -57,7 +57,9 @@ DEFAULTS = {
     # Verified work (services/verification.py): how long an unchecked result's reward stays pending, so
     # a worker caught later still loses it; VERIFY_SEED pins the sampling (tests only).
     "VERIFY_SETTLE_SECONDS": 6 * 3600,
-    "VERIFY_DISPUTE_SECONDS": 3600,  # how long a disputed check waits for a third account's opinion
+    "VERIFY_DISPUTE_SECONDS": 3600,
+    # Progress pings that don't move a task forward keep its lease alive this long, then no more.
+    "STALL_SECONDS": 1800,  # how long a disputed check waits for a third account's opinion
     "VERIFY_SEED": None,
     "PAGE_SIZE": 25,
     "OUTPUT_RETENTION_DAYS": 30,

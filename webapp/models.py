@@ -61,6 +61,7 @@ class JobType(str, enum.Enum):
     RENDER = "render"
     UPSCALE = "upscale"
     VERIFY = "verify"
+    BENCHMARK = "benchmark"  # a portal-issued, portal-timed Bench Score run (services/benchmarks.py)
 
 
 class VerificationState(str, enum.Enum):
@@ -168,9 +169,10 @@ class Worker(db.Model):
     bid_micros: Mapped[int | None] = mapped_column(BigInteger)  # USD/hour of compute; None = network average
     wallet_address: Mapped[str | None] = mapped_column(String(128))
     mining_config: Mapped[dict] = mapped_column(JSON, default=dict)
-    bench_score: Mapped[int | None] = mapped_column(Integer)
+    bench_score: Mapped[int | None] = mapped_column(Integer)  # the portal's measurement (services/benchmarks.py)
     bench_details: Mapped[dict] = mapped_column(JSON, default=dict)
     benchmarked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    bench_score_reported: Mapped[int | None] = mapped_column(Integer)  # the app's own: shown, never priced
 
     # Connection speed and location.
     download_mbps: Mapped[float | None] = mapped_column(Float)
@@ -276,12 +278,15 @@ class Task(db.Model):
 
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
     slot: Mapped[str | None] = mapped_column(String(32))  # the worker's device it runs on (one task per slot)
+    for_worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))  # only this worker may claim it
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
     eta_seconds: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str | None] = mapped_column(String(500))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     bid_micros: Mapped[int | None] = mapped_column(BigInteger)  # the worker's bid when it claimed
+    bench_score: Mapped[int | None] = mapped_column(Integer)  # the worker's portal score when it claimed
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when progress last moved forward
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -290,7 +295,7 @@ class Task(db.Model):
     reward_micros: Mapped[int | None] = mapped_column(BigInteger)  # copy of its ledger entry, for lists
 
     job: Mapped[Job] = relationship(back_populates="tasks")
-    worker: Mapped[Worker | None] = relationship()
+    worker: Mapped[Worker | None] = relationship(foreign_keys=[worker_id])
     outputs: Mapped[list["TaskOutput"]] = relationship(back_populates="task")
 
     __table_args__ = (

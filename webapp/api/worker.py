@@ -85,6 +85,7 @@ def worker_hello():
         "bid": money.fmt(bid),
         "custom_bid": money.fmt(worker.bid_micros) if worker.bid_micros is not None else None,
         "bench_score": worker.bench_score,
+        "bench_score_reported": worker.bench_score_reported,
         "wallet_address": worker.wallet_address,
         "country": worker.country,
         "latest_app_version": releases.latest_version(),
@@ -205,8 +206,9 @@ def worker_update_settings():
 @worker_token_required
 def worker_benchmark():
     data = _json()
-    score = market.record_benchmark(g.worker, data.get("score"), data.get("details"))
-    return jsonify({"bench_score": score, **market.settings_of(g.worker)})
+    market.record_benchmark(g.worker, data.get("score"), data.get("details"))
+    # The answer carries the portal's own score (what prices this worker) beside the reported one.
+    return jsonify(market.settings_of(g.worker))
 
 
 def _speedtest_block() -> bytes:
@@ -318,6 +320,7 @@ _MINING_CONFIG = {"type": "object", "properties": {
 _SETTINGS = {"type": "object", "properties": {
     "bid": {**_MONEY, "description": "USD per compute hour the worker charges (custom or the average)"},
     "custom_bid": _MONEY_OR_NULL, "average_bid": _MONEY, "bench_score": {"type": "integer", "nullable": True},
+    "bench_score_reported": {"type": "integer", "nullable": True},
     "price_per_bench_hour": _MONEY_OR_NULL, "wallet_address": {"type": "string", "nullable": True},
     "mining_config": _MINING_CONFIG,
     "estimated_earning_per_hour": {"type": "object", "properties": {

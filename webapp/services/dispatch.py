@@ -27,7 +27,7 @@ from ..extensions import db
 from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind, StoredFile, Task, TaskEvent, TaskEventKind,
                       TaskOutput, TaskStatus, Verification, VerificationState, Worker, job_work)
 from . import Conflict, ServiceError
-from . import ledger, market, permissions, result_checks, storage, verification
+from . import benchmarks, ledger, market, permissions, result_checks, storage, verification
 
 MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
@@ -77,6 +77,7 @@ def _claim_statement(gpu: bool):
     conditions.append(~db.select(failed.id).where(
         failed.task_id == Task.id, failed.worker_id == worker_id, _failures_that_count(failed)).exists())
     conditions.append(~_blocklisted(worker_id, Task.job_id))
+    conditions.append(db.or_(Task.for_worker_id.is_(None), Task.for_worker_id == worker_id))
     # A verification task never goes to the account whose result it checks.
     conditions.append(db.or_(Task.type != JobType.VERIFY, ~db.select(Verification.id).where(
         Verification.verify_task_id == Task.id,
@@ -213,6 +214,8 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     task.slot = slot
     task.bid_micros = bid
     task.started_at = now
+    task.progress_at = now
+    task.bench_score = worker.bench_score
     task.lease_expires_at = now + timedelta(seconds=lease_seconds())
     task.attempts = (task.attempts or 0) + 1
     task.progress = 0.0
@@ -254,10 +257,16 @@ def report_progress(worker: Worker, task_id: int, progress, eta_s=None, message=
     task_id = permissions.valid_id(task_id, "task")
     begin_write_transaction(db.session)
     # One conditional UPDATE: it only lands while the task is still this worker's running task.
+    # A ping extends the lease only while the task moves forward, or stalled less than STALL_SECONDS:
+    # a worker can't hold a task (and bill its time) by pinging the same progress forever.
+    advanced = Task.progress < progress
+    stall = timedelta(seconds=int(current_app.config["STALL_SECONDS"]))
     result = db.session.execute(
         db.update(Task).where(Task.id == task_id, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
         .values(progress=progress, eta_seconds=eta_s, message=message,
-                lease_expires_at=now + timedelta(seconds=lease_seconds()))
+                progress_at=db.case((advanced, now), else_=Task.progress_at),
+                lease_expires_at=db.case((db.or_(advanced, Task.progress_at >= now - stall),
+                                          now + timedelta(seconds=lease_seconds())), else_=Task.lease_expires_at))
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:
@@ -346,9 +355,9 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
                                                  "failed attempt; the task went to another worker.", 422) from None
 
         observed = max(0.0, (now - task.started_at).total_seconds()) if task.started_at else 0.0
-        seconds = min(reported, observed)
+        seconds = min(reported, observed, market.billable_seconds_bound(task))
         bid = task.bid_micros if task.bid_micros is not None else market.effective_bid_micros(worker, now)
-        reward = ledger.task_reward_micros(bid, seconds)
+        reward = min(ledger.task_reward_micros(bid, seconds), market.price_cap_micros(task, seconds))
         task.status = TaskStatus.COMPLETED
         task.progress = 1.0
         task.eta_seconds = None
@@ -359,7 +368,9 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
             ledger.credit_task_reward(task, reward, now + verification.settle_delay(), kind=LedgerKind.CHECK_REWARD)
             _act_on_verdict(verification.judge(task, declared, now), now)
         else:
-            ledger.credit_task_reward(task, reward, verification.maybe_check(task, worker, now))
+            # The network pays for its own work (Bench Score runs); creators pay for theirs.
+            kind = LedgerKind.CHECK_REWARD if task.type == JobType.BENCHMARK else LedgerKind.TASK_REWARD
+            ledger.credit_task_reward(task, reward, verification.maybe_check(task, worker, now), kind=kind)
         db.session.execute(db.update(Worker).where(Worker.id == worker_id)
                            .values(compute_seconds=Worker.compute_seconds + seconds))
         ledger.bump_daily(worker_id, ledger.day_of(now), task_earnings_micros=reward, tasks_completed=1,
@@ -385,7 +396,9 @@ def check_result(task: Task, declared: list[dict]) -> None:
     """A job task's declared outputs must be exactly the files it should produce, each a whole image of
     the job's format at the expected size (result_checks.InvalidOutput otherwise)."""
     params = task.params
-    if task.type == JobType.RENDER:
+    if task.type == JobType.BENCHMARK:
+        expected, fmt, size = [benchmarks.FRAME_NAME], "PNG", benchmarks.FRAME_SIZE
+    elif task.type == JobType.RENDER:
         expected = result_checks.render_output_names(params["frames"], params["format"])
         fmt = params["format"]
         scene = (task.job.spec or {}).get("scene")
@@ -451,6 +464,9 @@ def _act_on_verdict(check: Verification, now: datetime) -> None:
         entry = ledger.reward_of(check.task_id, check.attempt)
         if entry is not None:
             ledger.settle(entry, now)
+        checked = db.session.get(Task, check.task_id)
+        if checked.type == JobType.BENCHMARK:
+            benchmarks.record_score(checked, now)
     elif check.state == VerificationState.FAILED:
         suspend_worker(db.session.get(Worker, check.worker_id), check.reason, now)
 

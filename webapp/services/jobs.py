@@ -6,6 +6,7 @@ submission (claim, cancel, requeue, the status roll-up) belongs to `dispatch`, a
 
 import math
 import os
+from decimal import Decimal
 import zipfile
 from datetime import datetime
 from typing import BinaryIO
@@ -387,7 +388,16 @@ def cost_summary(job: Job) -> dict:
         estimate = spent if not remaining else None
         explanation = (f"Shown once the first task finishes. Each task is billed at its worker's bid for the "
                        f"compute time, and only workers priced at or under {cap} per bench-hour take it.")
-    return {"spent_micros": spent, "estimate_micros": estimate, "explanation": explanation}
+    # The promise kept: what the billed tasks' bench-hours would have cost at the job's cap, and the saving.
+    work = Decimal(0)
+    for seconds, score in db.session.execute(db.select(Task.compute_seconds, Task.bench_score).where(
+            Task.job_id == job.id, Task.status == TaskStatus.COMPLETED, job_work(), Task.compute_seconds.is_not(None))):
+        work += market.bench_hours(seconds, score)
+    paid_rate = int(Decimal(spent) / work) if work > 0 else None
+    cap_total = int(Decimal(job.max_price_micros) * work) if job.max_price_micros and work > 0 else None
+    return {"spent_micros": spent, "estimate_micros": estimate, "explanation": explanation,
+            "bench_hours": float(round(work, 6)), "paid_per_bench_hour_micros": paid_rate,
+            "saving_micros": None if cap_total is None else max(0, cap_total - spent)}
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -404,6 +414,10 @@ def serialize_job(job: Job, with_tasks: bool = True) -> dict:
         "device": job.device, "max_price": money.fmt(job.max_price_micros), "spec": job.spec,
         "task_counts": task_counts(job), "cost": money.fmt(costs["spent_micros"]),
         "cost_estimate": None if costs["estimate_micros"] is None else money.fmt(costs["estimate_micros"]),
+        "bench_hours": costs["bench_hours"],
+        "paid_per_bench_hour": None if costs["paid_per_bench_hour_micros"] is None
+        else money.fmt(costs["paid_per_bench_hour_micros"]),
+        "saving": None if costs["saving_micros"] is None else money.fmt(costs["saving_micros"]),
         "outputs_purged_at": _iso(job.outputs_purged_at),
     }
     if with_tasks:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from flask import current_app
+from sqlalchemy import BigInteger
 from sqlalchemy.orm import aliased
 
 from .. import money
@@ -135,6 +136,53 @@ def worker_price_micros(worker: Worker, now: datetime | None = None, average: in
                                        worker.bench_score or UNBENCHED_SCORE)
 
 
+# Billable time the worker can't stretch: a task bills at most what its job's verified peers suggest it
+# should take on this worker (their bench-seconds per frame, scaled by this worker's score), times a
+# tolerance for frames and machines that differ, and never more than a hard cap.
+BILLABLE_TOLERANCE = 2.0
+MIN_PEERS = 3
+HARD_CAP_SECONDS = 24 * 3600
+PEER_SAMPLE = 200
+
+
+def _units(params: dict) -> int:
+    """How much work a task is, in frames (an upscale or a check is one unit)."""
+    return max(1, len(params.get("frames") or [1]))
+
+
+def billable_seconds_bound(task: Task) -> float:
+    """The most compute seconds `task` may bill (see BILLABLE_TOLERANCE)."""
+    reversal = aliased(LedgerEntry)
+    standing = db.select(LedgerEntry.id).where(
+        LedgerEntry.task_id == Task.id, LedgerEntry.attempt == Task.attempts, LedgerEntry.kind == LedgerKind.TASK_REWARD,
+        ~db.select(reversal.id).where(reversal.reverses_id == LedgerEntry.id).exists())
+    peers = db.session.execute(
+        db.select(Task.compute_seconds, Task.bench_score, Task.params).where(
+            Task.job_id == task.job_id, Task.type == task.type, Task.status == TaskStatus.COMPLETED,
+            Task.id != task.id, Task.worker_id != task.worker_id, Task.compute_seconds.is_not(None),
+            standing.exists())
+        .order_by(Task.finished_at.desc()).limit(PEER_SAMPLE)).all()
+    if len(peers) < MIN_PEERS:
+        return float(HARD_CAP_SECONDS)
+    per_unit = sorted(seconds * (score or UNBENCHED_SCORE) / 1000 / _units(params) for seconds, score, params in peers)
+    median = per_unit[len(per_unit) // 2]
+    expected = median * _units(task.params) * 1000 / (task.bench_score or UNBENCHED_SCORE)
+    return min(float(HARD_CAP_SECONDS), expected * BILLABLE_TOLERANCE)
+
+
+def bench_hours(seconds: float, bench_score: int | None) -> Decimal:
+    """Compute time as hours of the reference machine's work: hours x score / 1000."""
+    return Decimal(repr(float(seconds))) / 3600 * Decimal(bench_score or UNBENCHED_SCORE) / 1000
+
+
+def price_cap_micros(task: Task, seconds: float) -> int:
+    """The creator's promise: a task never bills more than its max price per bench-hour x the bench-hours
+    its work represents (no cap for the network's own work, which has no max price)."""
+    if task.max_price_micros is None:
+        return 2**62
+    return int(Decimal(task.max_price_micros) * bench_hours(seconds, task.bench_score))
+
+
 def estimated_earning_per_hour(worker: Worker, now: datetime | None = None) -> dict:
     """bid x expected utilisation, the utilisation measured over the last 24 hours on the workers whose
     price per bench-hour is at or under this worker's: their computed time over their online time."""
@@ -143,8 +191,9 @@ def estimated_earning_per_hour(worker: Worker, now: datetime | None = None) -> d
     average = average_bid_micros(now)
     bid = effective_bid_micros(worker, now, average)
     price = worker_price_micros(worker, now, average)
-    peer_price_ok = (db.func.coalesce(Worker.bid_micros, average) * 1000
-                     <= price * db.func.coalesce(Worker.bench_score, UNBENCHED_SCORE))
+    # BIGINT literals: $100/h x a score overflows PostgreSQL's 32-bit integer.
+    peer_price_ok = (db.func.coalesce(Worker.bid_micros, db.literal(average, BigInteger)) * 1000
+                     <= db.literal(price, BigInteger) * db.func.coalesce(Worker.bench_score, UNBENCHED_SCORE))
     peers = db.select(Worker.id).where(Worker.deleted_at.is_(None), Worker.last_heartbeat_at >= since,
                                        peer_price_ok)
     peer_count = db.session.execute(db.select(db.func.count()).select_from(peers.subquery())).scalar_one()
@@ -274,6 +323,7 @@ def settings_of(worker: Worker, now: datetime | None = None) -> dict:
         "custom_bid": money.fmt(worker.bid_micros) if worker.bid_micros is not None else None,
         "average_bid": money.fmt(average),
         "bench_score": worker.bench_score,
+        "bench_score_reported": worker.bench_score_reported,
         "price_per_bench_hour": money.fmt(price) if price is not None else None,
         "wallet_address": worker.wallet_address,
         "mining_config": {**MINING_DEFAULTS, **{k: v for k, v in (worker.mining_config or {}).items()
@@ -285,7 +335,8 @@ def settings_of(worker: Worker, now: datetime | None = None) -> dict:
 
 
 def record_benchmark(worker: Worker, score, details=None, now: datetime | None = None) -> int:
-    """Store a Bench Score (int 1..10,000,000) and what the app says about how it was measured."""
+    """Store the Bench Score the app measured itself (int 1..10,000,000) and how: shown as "reported",
+    never used for price or eligibility (the portal measures its own, services/benchmarks.py)."""
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= MAX_BENCH_SCORE:
         raise ServiceError("invalid_benchmark", f"'score' must be a whole number from 1 to {MAX_BENCH_SCORE:,}.")
     details = {} if details is None else details
@@ -300,9 +351,9 @@ def record_benchmark(worker: Worker, score, details=None, now: datetime | None =
     worker_id = worker.id
     begin_write_transaction(db.session)
     worker = db.session.get(Worker, worker_id)
-    worker.bench_score = score
-    worker.bench_details = details
-    worker.benchmarked_at = now or utcnow()
+    worker.bench_score_reported = score
+    worker.bench_details = {**details, **({"portal": worker.bench_details["portal"]}
+                                          if "portal" in (worker.bench_details or {}) else {})}
     db.session.commit()
     return score
 

@@ -16,8 +16,7 @@ from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
 from ..models import JobType, PresenceInterval, Worker, WorkerState
-from . import ServiceError
-from . import geo
+from . import ServiceError, benchmarks, geo
 
 MESSAGE_MAX = 500
 COMPLIANCE_STATUSES = ("pass", "warn", "fail")
@@ -337,6 +336,7 @@ def record_hello(worker: Worker, report: dict, ip: str | None, now: datetime | N
     worker.ip_address = (ip or "")[:64] or None
     worker.country = country
     record_heartbeat(worker, state, message, now, commit=False)
+    benchmarks.schedule(worker, now)  # a worker without a portal-measured Bench Score gets a run
     db.session.commit()
     return worker
 

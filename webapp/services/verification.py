@@ -122,9 +122,17 @@ def _scene(job: Job) -> dict | None:
     return (job.spec or {}).get("scene")
 
 
+def _format(task: Task) -> str:
+    """The image format a render-like task delivers (a Bench Score run: always PNG)."""
+    return task.params.get("format", "PNG")
+
+
 def is_checkable(task: Task) -> bool:
     """Whether a re-run of a sample can match this task's result: a render's crops (Cycles, a scene read
-    from the file, no creator render region, no compositor or sequencer), or an upscale's tile."""
+    from the file, no creator render region, no compositor or sequencer), a Bench Score run's crops, or an
+    upscale's tile."""
+    if task.type == JobType.BENCHMARK:
+        return True
     if task.type == JobType.UPSCALE:
         return task.params.get("model") not in UNCHECKED_MODELS
     scene = _scene(task.job)
@@ -137,7 +145,9 @@ def maybe_check(task: Task, worker: Worker, now: datetime) -> datetime | None:
     available: None (held for the check just issued) or now + the settling delay."""
     if not is_checkable(task):
         return now + settle_delay()
-    chance = check_probability(_completed_before(worker.id, task.id), _streak(worker.id))
+    # A Bench Score run prices every task after it: it is checked every time.
+    chance = 1.0 if task.type == JobType.BENCHMARK else check_probability(
+        _completed_before(worker.id, task.id), _streak(worker.id))
     rng = _rng()
     if rng.random() >= chance:
         return now + settle_delay()
@@ -150,16 +160,21 @@ def issue_check(task: Task, worker: Worker, now: datetime, rng: random.Random) -
     random tile of an upscale's input."""
     if task.type == JobType.UPSCALE:
         return _issue_tile_check(task, worker, now, rng)
-    scene = _scene(task.job)
-    width, height = result_checks.expected_render_size(
-        result_checks.RenderSettings(**scene["settings"]), task.params["resolution_percent"])
-    frame = rng.choice(task.params["frames"])
-    crops = result_checks.choose_crops(width, height, rng, count=CROPS_PER_CHECK, fraction=CROP_FRACTION)
-    params = {"kind": "render", "blend": task.params["blend"], "frame": frame, "engine": task.params["engine"],
-              "samples": task.params["samples"], "resolution_percent": task.params["resolution_percent"],
-              "format": task.params["format"], "device": "any", "crops": [c.border for c in crops]}
+    width, height = _frame_size(task)
+    crops = [c.border for c in result_checks.choose_crops(width, height, rng, count=CROPS_PER_CHECK,
+                                                          fraction=CROP_FRACTION)]
+    if task.type == JobType.BENCHMARK:
+        params = {"kind": "benchmark", "seed": task.params["seed"], "scene_version": task.params["scene_version"],
+                  "crops": crops}
+        inputs = []
+    else:
+        params = {"kind": "render", "blend": task.params["blend"], "frame": rng.choice(task.params["frames"]),
+                  "engine": task.params["engine"], "samples": task.params["samples"],
+                  "resolution_percent": task.params["resolution_percent"], "format": task.params["format"],
+                  "device": "any", "crops": crops}
+        inputs = [task.params["blend"]]
     check = Task(job_id=task.job_id, seq=task.seq, type=JobType.VERIFY, params=params,
-                 input_names=[task.params["blend"]], status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY,
+                 input_names=inputs, status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY,
                  device="any", max_price_micros=None, created_at=now)
     db.session.add(check)
     db.session.flush()
@@ -242,7 +257,7 @@ def expected_outputs(verify_task: Task) -> list[str]:
     """The files a verification task delivers (named as the Worker App's verify runner names them)."""
     if verify_task.params["kind"] == "upscale":
         return [TILE_NAME]
-    return [crop_name(i, verify_task.params["format"]) for i in range(len(verify_task.params["crops"]))]
+    return [crop_name(i, verify_task.params.get("format", "PNG")) for i in range(len(verify_task.params["crops"]))]
 
 
 def _tile(check: Verification) -> result_checks.Tile:
@@ -259,7 +274,7 @@ def check_verifier_outputs(verify_task: Task, declared: list[dict]) -> None:
         return
     checked = db.session.get(Task, verification_of(verify_task).task_id)
     width, height = _frame_size(checked)
-    fmt = "OPEN_EXR" if verify_task.params["format"] == "OPEN_EXR" else "PNG"
+    fmt = "OPEN_EXR" if verify_task.params.get("format") == "OPEN_EXR" else "PNG"
     for item, border in zip(sorted(declared, key=lambda d: d["name"]), verify_task.params["crops"]):
         crop = result_checks.crop_from_border(border, width, height)
         result_checks.check_output_file(storage.path_for(item["sha256"]), fmt=fmt, expected_size=crop.size,
@@ -268,7 +283,7 @@ def check_verifier_outputs(verify_task: Task, declared: list[dict]) -> None:
 
 def _frame_size(task: Task) -> tuple[int, int]:
     return result_checks.expected_render_size(
-        result_checks.RenderSettings(**_scene(task.job)["settings"]), task.params["resolution_percent"])
+        result_checks.RenderSettings(**_scene(task.job)["settings"]), task.params.get("resolution_percent", 100))
 
 
 def judge(verify_task: Task, declared: list[dict], now: datetime) -> Verification:
@@ -282,7 +297,7 @@ def judge(verify_task: Task, declared: list[dict], now: datetime) -> Verificatio
         return verification
     if verify_task.params["kind"] == "upscale":
         return _judge_tile(verification, checked, declared[0])
-    frame_name = result_checks.render_output_names([verify_task.params["frame"]], checked.params["format"])[0]
+    frame_name = result_checks.render_output_names([verify_task.params.get("frame", 1)], _format(checked))[0]
     delivered = db.session.execute(db.select(TaskOutput).where(
         TaskOutput.task_id == checked.id, TaskOutput.name == frame_name)).scalar_one()
     width, height = _frame_size(checked)
@@ -297,13 +312,13 @@ def judge(verify_task: Task, declared: list[dict], now: datetime) -> Verificatio
             scores.append({"psnr": None, "ssim": None})
             continue
         scores.append({"psnr": round(score.psnr, 2), "ssim": round(score.ssim, 4)})
-        holds = holds and result_checks.crop_holds(score, checked.params["format"])
+        holds = holds and result_checks.crop_holds(score, _format(checked))
     verification.scores = scores
     if holds:
         verification.state = VerificationState.PASSED
     else:
         verification.state = VerificationState.FAILED
-        verification.reason = (f"Frame {verify_task.params['frame']} of task {checked.id} does not match a re-render "
+        verification.reason = (f"Frame {verify_task.params.get('frame', 1)} of task {checked.id} does not match a re-render "
                                f"by another provider (crop scores {scores}).")[:500]
     return verification
 

@@ -405,6 +405,7 @@ def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float
         "uptime_percent_30d": round(float(uptime_percent), 2),
         "bid": fmt(worker.bid_micros) if worker.bid_micros is not None else None,
         "bench_score": worker.bench_score,
+        "bench_score_reported": worker.bench_score_reported,
         "country": worker.country,
         "location": worker.location_override or worker.country,
         "app_version": worker.app_version,

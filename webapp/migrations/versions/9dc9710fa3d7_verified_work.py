@@ -67,14 +67,21 @@ def upgrade():
     with op.batch_alter_table('workers', schema=None) as batch_op:
         batch_op.add_column(sa.Column('suspended_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('suspended_reason', sa.String(length=500), nullable=True))
+        batch_op.add_column(sa.Column('bench_score_reported', sa.Integer(), nullable=True))
 
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.add_column(sa.Column('slot', sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column('for_worker_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('bench_score', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('progress_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_foreign_key(batch_op.f('fk_tasks_for_worker_id_workers'), 'workers', ['for_worker_id'], ['id'])
     running = sa.text("status = 'running'")
     op.create_index('uq_tasks_running_slot', 'tasks', ['worker_id', 'slot'], unique=True,
                     sqlite_where=running, postgresql_where=running)
 
     # ### end Alembic commands ###
+    # Scores the apps reported are kept as "reported"; the portal measures its own from now on.
+    op.execute("UPDATE workers SET bench_score_reported = bench_score, bench_score = NULL")
     # Money earned before checks existed is settled; each task's one reward belongs to its last attempt.
     op.execute("UPDATE ledger_entries SET available_at = created_at")
     op.execute("UPDATE ledger_entries SET attempt = (SELECT attempts FROM tasks WHERE tasks.id = ledger_entries.task_id)"
@@ -86,9 +93,14 @@ def downgrade():
     op.drop_table('market_days')
     op.drop_index('uq_tasks_running_slot', table_name='tasks')
     with op.batch_alter_table('tasks', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('fk_tasks_for_worker_id_workers'), type_='foreignkey')
+        batch_op.drop_column('for_worker_id')
+        batch_op.drop_column('progress_at')
+        batch_op.drop_column('bench_score')
         batch_op.drop_column('slot')
 
     with op.batch_alter_table('workers', schema=None) as batch_op:
+        batch_op.drop_column('bench_score_reported')
         batch_op.drop_column('suspended_reason')
         batch_op.drop_column('suspended_at')
 
