@@ -155,6 +155,17 @@ def maybe_check(task: Task, worker: Worker, now: datetime) -> datetime | None:
     return None
 
 
+def _queue_check_task(beside: Task, params: dict, inputs: list[str], now: datetime) -> Task:
+    """A queued verification task in the job of `beside`, ahead of any job's work, open to any device and
+    price (the network pays for it)."""
+    check = Task(job_id=beside.job_id, seq=beside.seq, type=JobType.VERIFY, params=params, input_names=inputs,
+                 status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY, device="any", max_price_micros=None,
+                 created_at=now)
+    db.session.add(check)
+    db.session.flush()
+    return check
+
+
 def issue_check(task: Task, worker: Worker, now: datetime, rng: random.Random) -> Verification:
     """Queue a verification task: CROPS_PER_CHECK random crops of one random frame of a render, or one
     random tile of an upscale's input."""
@@ -173,11 +184,7 @@ def issue_check(task: Task, worker: Worker, now: datetime, rng: random.Random) -
                   "resolution_percent": task.params["resolution_percent"], "format": task.params["format"],
                   "device": "any", "crops": crops}
         inputs = [task.params["blend"]]
-    check = Task(job_id=task.job_id, seq=task.seq, type=JobType.VERIFY, params=params,
-                 input_names=inputs, status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY,
-                 device="any", max_price_micros=None, created_at=now)
-    db.session.add(check)
-    db.session.flush()
+    check = _queue_check_task(task, params, inputs, now)
     verification = Verification(task_id=task.id, attempt=task.attempts, worker_id=worker.id,
                                 provider_id=worker.owner_id, verify_task_id=check.id, created_at=now)
     db.session.add(verification)
@@ -194,11 +201,7 @@ def _issue_tile_check(task: Task, worker: Worker, now: datetime, rng: random.Ran
         stored = storage.put_bytes(cut.read_bytes())
     db.session.flush()
     params = {"kind": "upscale", "image": REGION_NAME, "scale": task.params["scale"], "model": task.params["model"]}
-    check = Task(job_id=task.job_id, seq=task.seq, type=JobType.VERIFY, params=params, input_names=[REGION_NAME],
-                 status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY, device="any", max_price_micros=None,
-                 created_at=now)
-    db.session.add(check)
-    db.session.flush()
+    check = _queue_check_task(task, params, [REGION_NAME], now)
     verification = Verification(task_id=task.id, attempt=task.attempts, worker_id=worker.id,
                                 provider_id=worker.owner_id, verify_task_id=check.id, created_at=now,
                                 sample={"tile": dataclasses.asdict(tile)}, input_sha256=stored.sha256)
@@ -216,11 +219,7 @@ def ask_second_opinion(first: Verification, now: datetime) -> Verification:
     """A first "no match": keep the result pending and queue the same crops for a third account."""
     first.state, first.reason = VerificationState.PENDING, f"Disputed, a second opinion is asked: {first.reason}"[:500]
     original = first.verify_task
-    check = Task(job_id=original.job_id, seq=original.seq, type=JobType.VERIFY, params=dict(original.params),
-                 input_names=list(original.input_names or []), status=TaskStatus.QUEUED, priority=VERIFY_PRIORITY,
-                 device="any", max_price_micros=None, created_at=now)
-    db.session.add(check)
-    db.session.flush()
+    check = _queue_check_task(original, dict(original.params), list(original.input_names or []), now)
     second = Verification(task_id=first.task_id, attempt=first.attempt, worker_id=first.worker_id,
                           provider_id=first.provider_id, verify_task_id=check.id,
                           other_provider_id=original.worker.owner_id, round=2, created_at=now)
