@@ -63,4 +63,5 @@ DEFAULTS = {
     "VERIFY_SEED": None,
     "PAGE_SIZE": 25,
     "OUTPUT_RETENTION_DAYS": 30,
+    "BLOB_GRACE_SECONDS": 3600,  # an unreferenced upload is kept this long before it is collected
 }

@@ -32,6 +32,7 @@ JOBS = [
     PeriodicJob("presence_sweep", "presence:close_stale_intervals", 60),
     PeriodicJob("daily_rollup", "stats:rollup_recent", 300),
     PeriodicJob("output_retention", "outputs:purge_old_outputs", 3600),
+    PeriodicJob("blob_collection", "outputs:collect_unreferenced_blobs", 3600),
     PeriodicJob("stale_disputes", "dispatch:decide_stale_disputes", 300),
     PeriodicJob("market_day", "market:compute_market_day", 600),
 ]

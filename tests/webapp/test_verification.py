@@ -281,3 +281,18 @@ def test_a_dispute_nobody_takes_up_is_decided_by_the_first_verdict(vctx, clock):
     clock.advance(seconds=2)
     assert dispatch.decide_stale_disputes() == 1
     assert w(cheat).suspended_at is not None and ledger.worker_earnings(cheat) == 0
+
+
+def test_unreferenced_blobs_are_collected_after_their_grace_period(vctx, clock):
+    from webapp.models import StoredFile
+    from webapp.services import outputs
+    _, (task_id,) = make_job(tasks=1)  # its input blob is referenced
+    kept = upload(task_id, "frame_0001.png", png(picture(1)))["sha256"]
+    junk = storage.put_bytes(b"an upload nobody declared").sha256
+    db.session.commit()
+    assert outputs.collect_unreferenced_blobs() == 0  # too young: it may be an upload on its way
+    clock.advance(seconds=vctx.config["BLOB_GRACE_SECONDS"] + 1)
+    assert outputs.collect_unreferenced_blobs() == 1
+    assert not storage.path_for(junk).exists() and db.session.get(StoredFile, junk) is None
+    assert storage.path_for(kept).exists()
+    assert all(storage.path_for(row.sha256).exists() for row in db.session.execute(db.select(StoredFile)).scalars())

@@ -25,7 +25,7 @@ from tray_client.runners.blender import find_blender
 from webapp.clock import freeze
 from webapp.extensions import db
 from webapp.models import LedgerEntry, LedgerKind, Task, Verification
-from webapp.services import storage
+from webapp.services import outputs, storage
 
 pytestmark = pytest.mark.slow
 
@@ -447,10 +447,15 @@ def test_a_refused_result_counts_as_a_failed_attempt_of_its_worker(scenario):
 
 
 def test_an_upload_that_is_not_declared_is_deleted(scenario):
-    """notes.html went up with c-black's frame but was not among its declared outputs."""
-    with scenario.net.app.app_context():
+    """notes.html went up with c-black's frame but was not among its declared outputs: the blob
+    collector deletes it once its grace period is over, and keeps every file still referred to."""
+    net = scenario.net
+    assert "notes.html" not in net.zip(scenario.job_id)
+    with net.app.app_context():
+        net.clock.advance(seconds=net.app.config["BLOB_GRACE_SECONDS"] + 1)
+        outputs.collect_unreferenced_blobs()
         assert not storage.path_for(sha(UNDECLARED)).exists()
-    assert "notes.html" not in scenario.net.zip(scenario.job_id)
+    assert len(net.zip(scenario.job_id)) == len(FRAMES)  # the job's frames are all still there
 
 
 @pytest.mark.parametrize("case", ["black", "other scene"])

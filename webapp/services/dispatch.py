@@ -733,8 +733,10 @@ def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: in
         running_task_of(worker, task_id, lock=True)
         # Two workers may upload the same bytes at once: the blob's row is created once, quietly.
         insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        db.session.execute(insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
-                           .on_conflict_do_nothing(index_elements=["sha256"]))
+        # Touching created_at keeps a blob uploaded again from being collected as unreferenced meanwhile.
+        stmt = insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
+        db.session.execute(stmt.on_conflict_do_update(index_elements=["sha256"],
+                                                      set_={"created_at": stmt.excluded.created_at}))
         output = db.session.execute(
             db.select(TaskOutput).where(TaskOutput.task_id == task_id, TaskOutput.name == name)
         ).scalar_one_or_none()

@@ -9,7 +9,7 @@ from sqlalchemy.orm import selectinload
 
 from ..clock import utcnow
 from ..extensions import db
-from ..models import Job, JobInput, Task, TaskOutput, TaskStatus, job_work
+from ..models import AppRelease, Job, JobInput, StoredFile, Task, TaskOutput, TaskStatus, Verification, job_work
 from . import NotFound, ServiceError, storage, thumbnails
 
 
@@ -133,3 +133,24 @@ def purge_old_outputs(now: datetime | None = None) -> int:
         storage.delete_blob(sha)
         thumbnails.forget(sha)
     return len(jobs)
+
+
+def collect_unreferenced_blobs(now: datetime | None = None) -> int:
+    """Delete stored blobs nothing refers to any more — uploads that were not declared outputs, results
+    refused or taken back — once BLOB_GRACE_SECONDS old, so an upload still on its way is never
+    collected; returns how many. Run by the scheduler."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=int(current_app.config.get("BLOB_GRACE_SECONDS", 3600)))
+    from ..database import begin_write_transaction
+    begin_write_transaction(db.session)
+    referenced = db.union(db.select(JobInput.sha256), db.select(TaskOutput.sha256), db.select(AppRelease.sha256),
+                          db.select(Verification.input_sha256).where(Verification.input_sha256.is_not(None)))
+    gone = list(db.session.execute(db.select(StoredFile.sha256).where(
+        StoredFile.created_at < cutoff, StoredFile.sha256.not_in(referenced)).limit(1000)).scalars())
+    if gone:
+        db.session.execute(db.delete(StoredFile).where(StoredFile.sha256.in_(gone)))
+    db.session.commit()  # rows first: a crash below leaves a file to collect again, never a row without one
+    for sha in gone:
+        storage.delete_blob(sha)
+        thumbnails.forget(sha)
+    return len(gone)
