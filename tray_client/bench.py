@@ -4,6 +4,7 @@ the same runner as real tasks on the device tasks will use; 1000 means "as fast 
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -28,6 +29,7 @@ REFERENCE_SECONDS = 7.0
 # Render settings, fixed: they are what makes two scores comparable.
 PARAMS = {"blend": "bench.blend", "frames": [1], "engine": "CYCLES", "samples": 96,
           "resolution_percent": 100, "format": "PNG", "device": "any"}
+FRAME_SIZE = (320, 240)  # what SCENE_SCRIPT sets; the portal checks a benchmark frame against it
 
 # Runs inside Blender (no task data reaches it): a glossy Suzanne on a floor, a glass sphere, an
 # area light and a sun. Subdivision and glass make the CPU or GPU work as real scenes do.
@@ -104,6 +106,33 @@ def score(seconds: float) -> int:
     return max(1, round(1000 * REFERENCE_SECONDS / seconds))
 
 
+def render_params(gpu_backend: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """PARAMS for this machine: on its GPU when it has one, as `pictor-worker bench` renders; a
+    portal benchmark task adds its seed so that no earlier frame can pass for the new one."""
+    params = dict(PARAMS, device="gpu" if gpu_backend else "any")
+    if seed is not None:
+        params["seed"] = seed
+    return params
+
+
+def scene_path(folder: Path) -> Path:
+    return Path(folder) / f"bench-v{SCENE_VERSION}.blend"
+
+
+def cached_scene(blender: Path, folder: Path) -> Path:
+    """The benchmark scene in folder, built once per SCENE_VERSION. Written under a temporary name
+    and renamed, so a build cut short (or two at once) never leaves a damaged scene behind."""
+    scene = scene_path(folder)
+    if not scene.is_file():
+        partial = scene.with_name(f"{scene.stem}.partial-{os.getpid()}.blend")
+        try:
+            make_scene(blender, partial)
+            os.replace(partial, scene)
+        finally:
+            partial.unlink(missing_ok=True)
+    return scene
+
+
 def make_scene(blender: Path, out: Path) -> Path:
     """Write the benchmark .blend with Blender itself (no binary file ships with the app)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,12 +155,10 @@ def run(cfg: WorkerConfig, gpu_backend: str | None = None, repeat: int = 1) -> d
     if blender is None:
         raise BenchmarkError("Blender not found: install Blender or set blender_path in Settings")
     folder = cfg.data_dir / "bench"
-    scene = folder / f"bench-v{SCENE_VERSION}.blend"
-    if not scene.is_file():
-        make_scene(blender, scene)
+    scene = cached_scene(blender, folder)
     runner = BlenderRunner(RunnerSettings(blender_path=cfg.settings.get("blender_path"),
                                           gpu_backend=gpu_backend))
-    params = dict(PARAMS, device="gpu" if gpu_backend else "any")
+    params = render_params(gpu_backend)
     timings = []
     for _ in range(max(1, repeat)):
         started = time.monotonic()
@@ -147,7 +174,7 @@ def run(cfg: WorkerConfig, gpu_backend: str | None = None, repeat: int = 1) -> d
             "seconds": round(best, 3), "runs": [round(t, 3) for t in timings],
             "reference_seconds": REFERENCE_SECONDS, "scene_version": SCENE_VERSION,
             "device": gpu_backend or "CPU", "blender_version": blender_version(blender),
-            "samples": PARAMS["samples"], "resolution": "320x240", "machine": platform.machine(),
+            "samples": PARAMS["samples"], "resolution": "%dx%d" % FRAME_SIZE, "machine": platform.machine(),
         },
     }
 

@@ -88,7 +88,18 @@ def test_params_outside_the_allow_list_are_refused(bad):
 
 def test_valid_params_pass_and_device_defaults_to_any():
     clean = BlenderRunner().validate({k: v for k, v in PARAMS.items() if k != "device"})
-    assert clean == PARAMS
+    assert clean == dict(PARAMS, seed=None)  # no seed given: the scene's own
+    assert BlenderRunner().validate(clean) == clean  # a clean copy validates again (the runner re-checks)
+
+
+def test_a_seed_reaches_cycles_as_a_number_only():
+    from tray_client.runners.blender import settings_expression
+    clean = BlenderRunner().validate(dict(PARAMS, seed=4242))
+    assert "scene.cycles.seed = 4242\n" in settings_expression(clean, None)
+    assert "cycles.seed" not in settings_expression(dict(PARAMS, seed=None), None)
+    for bad in (-1, 2**31, "7; import os", 1.5, True):
+        with pytest.raises(InvalidParams):
+            BlenderRunner().validate(dict(PARAMS, seed=bad))
 
 
 def test_invalid_params_run_nothing(tmp_path, monkeypatch):

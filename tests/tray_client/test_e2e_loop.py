@@ -206,6 +206,8 @@ def test_bench_posts_a_score_the_portal_shows(portal, blender, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     score = int(done.stdout.split("Bench Score: ")[1].split()[0])
     assert score > 0
-    assert portal.api("GET", f"/workers/{worker['id']}")["bench_score"] == score
+    shown = portal.api("GET", f"/workers/{worker['id']}")
+    # Kept as what the app reported; the portal prices by its own measured runs (services/benchmarks.py).
+    assert (shown["bench_score_reported"], shown["bench_score"]) == (score, None)
     assert (data_dir / "bench").is_dir() and json.loads(config_path.read_text())["worker_id"] == worker["id"]
     assert os.path.exists(data_dir / "bench" / "render" / "frame_0001.png")

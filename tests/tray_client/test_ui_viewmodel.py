@@ -282,7 +282,7 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
         assert vm.feedback["bench"][0] == "ok", vm.feedback
         score = vm.snapshot.bench_score
         assert isinstance(score, int) and score > 0 and vm.feedback["bench"][1] == f"New Bench Score: {score}"
-        assert portal.api("GET", f"/workers/{worker['id']}")["bench_score"] == score
+        assert portal.api("GET", f"/workers/{worker['id']}")["bench_score_reported"] == score  # shown, not priced
 
         # Quit: the engine stops and says goodbye.
         stopped = []

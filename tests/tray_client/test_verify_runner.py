@@ -23,8 +23,8 @@ def verify_params(**changes):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"kind": "paint"}, "kind must be render or upscale"),
-    ([], "kind must be render or upscale"),
+    ({"kind": "paint"}, "kind must be render, upscale or benchmark"),
+    ([], "kind must be render, upscale or benchmark"),
     (verify_params(crops=[]), "list of 1 to 8"),
     (verify_params(crops=[CROP] * 9), "list of 1 to 8"),
     (verify_params(crops=[{**CROP, "max_x": 1.5}]), "from 0 to 1"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import (InvalidParams, Progress, RunFailed, Runner, RunnerSettings, RunResult,
                    run_process)
+from .benchmark import BenchmarkRunner
 from .blender import BlenderRunner
 from .realesrgan import RealesrganRunner
 from .verify import VerifyRunner
@@ -12,6 +13,7 @@ RUNNERS: dict[str, type[Runner]] = {
     "render": BlenderRunner,
     "upscale": RealesrganRunner,
     "verify": VerifyRunner,
+    "benchmark": BenchmarkRunner,
 }
 
 

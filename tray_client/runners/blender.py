@@ -34,8 +34,10 @@ SCHEMA = {
     "resolution_percent": int_in(1, 100),
     "format": one_of(*FORMATS),
     "device": one_of(*DEVICES),
+    # Cycles' seed; a Bench Score run draws one per run so its result can't be reused. None: the scene's own.
+    "seed": lambda key, value: None if value is None else int_in(0, 2**31 - 1)(key, value),
 }
-DEFAULTS = {"device": "any"}
+DEFAULTS = {"device": "any", "seed": None}
 
 # Exit code Blender uses when our expression raises (e.g. no GPU): it then renders nothing.
 EXPR_EXIT_CODE = 3
@@ -166,6 +168,9 @@ if scene.node_tree:
             node.mute = True
 """
 
+# Added when the task names a seed (a portal benchmark varies it so no earlier frame can pass).
+_SEED_EXPR = "scene.cycles.seed = {seed}\n"
+
 # Added for device=gpu with Cycles: pick the GPUs, and refuse to run at all when there are none,
 # because Blender would otherwise quietly render on the CPU.
 _GPU_EXPR = """\
@@ -192,6 +197,10 @@ def scene_check_expression(task_dir: Path | str) -> str:
 def settings_expression(params: Mapping[str, Any], gpu_backend: str | None) -> str:
     expr = _SETTINGS_EXPR.format(resolution_percent=int(params["resolution_percent"]),
                                  samples=int(params["samples"]))
+    if params.get("seed") is not None:
+        expr += f"scene.cycles.seed = {int(params['seed'])}\n"
+    if params.get("seed") is not None:
+        expr += _SEED_EXPR.format(seed=int(params["seed"]))
     if params["device"] == "gpu" and params["engine"] == "CYCLES":
         expr += _GPU_EXPR.format(backend=_backend(gpu_backend))
     return expr

@@ -14,6 +14,9 @@ from .base import (InvalidParams, Progress, RunFailed, Runner, RunResult, check_
 from .blender import DEFAULTS as RENDER_DEFAULTS
 from .blender import DEVICES, FORMATS, SCHEMA as RENDER_SCHEMA, BlenderRunner, build_argv
 from .metadata import strip_path_metadata
+from .benchmark import SCHEMA as BENCHMARK_SCHEMA
+from .benchmark import bench_scene, check_benchmark
+from .. import bench
 from .realesrgan import DEFAULTS as UPSCALE_DEFAULTS
 from .realesrgan import SCHEMA as UPSCALE_SCHEMA, RealesrganRunner
 
@@ -60,6 +63,8 @@ RENDER_VERIFY_SCHEMA = {
     "device": one_of(*DEVICES),
     "crops": border_list,
 }
+# Crops of a Bench Score run: the same scene (built by tray_client/bench.py) and seed as the run.
+BENCHMARK_VERIFY_SCHEMA = {"kind": one_of("benchmark"), **BENCHMARK_SCHEMA, "crops": border_list}
 UPSCALE_VERIFY_SCHEMA = {"kind": one_of("upscale"), **UPSCALE_SCHEMA}
 
 # Added per crop after the job's own settings expression; filled only with validated floats.
@@ -100,7 +105,7 @@ def build_crops_argv(blender: Path | str, blend: Path | str, workdir: Path,
     fmt = crop_format(params["format"])
     render_params = {"frames": [params["frame"]], "engine": params["engine"],
                      "samples": params["samples"], "resolution_percent": params["resolution_percent"],
-                     "format": fmt, "device": params["device"]}
+                     "format": fmt, "device": params["device"], "seed": params.get("seed")}
     argv = build_argv(blender, blend, workdir, render_params, gpu_backend)
     at = argv.index("-f")
     per_crop: list[str] = []
@@ -120,7 +125,9 @@ class VerifyRunner(Runner):
             return check_params(params, RENDER_VERIFY_SCHEMA, RENDER_DEFAULTS)
         if kind == "upscale":
             return check_params(params, UPSCALE_VERIFY_SCHEMA, UPSCALE_DEFAULTS)
-        raise InvalidParams("kind must be render or upscale")
+        if kind == "benchmark":
+            return check_benchmark(check_params(params, BENCHMARK_VERIFY_SCHEMA))
+        raise InvalidParams("kind must be render, upscale or benchmark")
 
     def run(self, params: Any, inputs: Mapping[str, Path], workdir: Path,
             on_progress: Callable[[Progress], None] | None = None,
@@ -132,6 +139,11 @@ class VerifyRunner(Runner):
             stale.unlink(missing_ok=True)
         if params["kind"] == "upscale":
             return self._upscale(params, inputs, workdir, on_progress, should_stop)
+        if params["kind"] == "benchmark":
+            scene = bench_scene(BlenderRunner(self.settings), workdir)
+            render = dict(bench.PARAMS, kind="render", frame=1, seed=params["seed"], crops=params["crops"])
+            del render["frames"]
+            return self._render_crops(render, {bench.PARAMS["blend"]: scene}, workdir, on_progress, should_stop)
         return self._render_crops(params, inputs, workdir, on_progress, should_stop)
 
     def _render_crops(self, params, inputs, workdir, on_progress, should_stop) -> RunResult:
