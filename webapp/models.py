@@ -113,6 +113,8 @@ class User(db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     wallet_address: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of the login cookie's id; logging out bumps it, so a cookie copied before then stops working.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     # flask-login protocol
     is_authenticated = True
@@ -120,7 +122,7 @@ class User(db.Model):
     is_anonymous = False
 
     def get_id(self) -> str:
-        return str(self.id)
+        return f"{self.id}:{self.session_version or 0}"
 
 
 class ApiToken(db.Model):

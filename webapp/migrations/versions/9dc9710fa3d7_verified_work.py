@@ -64,6 +64,9 @@ def upgrade():
         batch_op.create_unique_constraint('uq_ledger_task_attempt', ['task_id', 'attempt'])
         batch_op.create_foreign_key(batch_op.f('fk_ledger_entries_reverses_id_ledger_entries'), 'ledger_entries', ['reverses_id'], ['id'])
 
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('session_version', sa.Integer(), server_default='0', nullable=False))
+
     with op.batch_alter_table('workers', schema=None) as batch_op:
         batch_op.add_column(sa.Column('suspended_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('suspended_reason', sa.String(length=500), nullable=True))
@@ -98,6 +101,9 @@ def downgrade():
         batch_op.drop_column('progress_at')
         batch_op.drop_column('bench_score')
         batch_op.drop_column('slot')
+
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_column('session_version')
 
     with op.batch_alter_table('workers', schema=None) as batch_op:
         batch_op.drop_column('bench_score_reported')
