@@ -1,15 +1,88 @@
 """What pages and the JSON API share about HTTP: the portal's public URL, JSON errors, file downloads.
 
 Services return data; the responses built from it live here (and in the views and API modules), so a
-service never needs a request.
+service never needs a request. Hostile input stops here too: every JSON body goes through load_json,
+and every request through refuse_unstorable_text, so a 4xx answers what would otherwise be a 500.
 """
 
+import json
 import mimetypes
+import re
 
 from flask import Response, current_app, jsonify, request, send_file
 
 from .models import AppRelease, Job
-from .services import outputs, releases, storage
+from .services import ServiceError, outputs, releases, storage
+
+JSON_MAX_DEPTH = 32  # the deepest legitimate body (a complete's output list) is 3
+# A JSON string (the same extent as the JSON grammar's) or a bracket: what the depth count looks at.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# Text no database column can hold: NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+class BadJSON(ServiceError):
+    def __init__(self, message: str):
+        super().__init__("invalid_json", message)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(raw: bytes | str, max_depth: int = JSON_MAX_DEPTH):
+    """Parse a JSON document from a client, or BadJSON (a 400) saying what is wrong.
+
+    Nesting is counted before parsing (a 2 KB body 1,000 deep costs a regex scan, not a recursion
+    error), and strings holding NUL or lone surrogates, or keys holding control characters, are
+    refused: no database column could store them.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadJSON("The body is not UTF-8 text.") from None
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(raw):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise BadJSON(f"The JSON is nested more than {max_depth} levels deep.")
+        elif token in "]}":
+            depth -= 1
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadJSON(f"The body is not valid JSON: {exc}.") from None
+    _check_text(data)
+    return data
+
+
+def _check_text(value) -> None:
+    if isinstance(value, str):
+        if UNSTORABLE.search(value):
+            raise BadJSON("Text may not contain NUL characters or lone UTF-16 surrogates.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _CONTROL.search(key) or UNSTORABLE.search(key):
+                raise BadJSON("Object keys may not contain control characters.")
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
+
+
+def refuse_unstorable_text() -> None:
+    """Before every request: a NUL in the path, the query or a form field is a 400 (PostgreSQL would
+    raise on it; percent-decoding turns invalid UTF-8, and so any surrogate, into U+FFFD already)."""
+    values = [request.path, *request.args.values()]
+    # Multipart bodies are uploads, read by their views after auth; their text parts are checked there.
+    if request.mimetype == "application/x-www-form-urlencoded":
+        values.extend(request.form.values())
+    if any("\x00" in value for value in values):
+        raise ServiceError("invalid_text", "Text may not contain NUL characters.")
 
 def server_url() -> str:
     """The URL workers are told to call: the configured SERVER_URL, else how this request reached us."""

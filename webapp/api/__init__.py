@@ -11,6 +11,7 @@ from ..models import ApiToken, Worker
 from ..security import token_hash
 from ..services import ServiceError
 from ..web import json_error as error
+from ..web import load_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # bearer tokens, not cookies: no CSRF exposure
@@ -86,8 +87,10 @@ def worker_token_required(view):
 
 
 def json_body() -> dict:
-    """The request's JSON object, or a 400 the client can act on."""
-    data = request.get_json(silent=True)
+    """The request's JSON object, or a 400 the client can act on (web.load_json says what it refuses)."""
+    if not request.is_json:
+        raise ServiceError("invalid_json", "Send a JSON object with 'Content-Type: application/json'.")
+    data = load_json(request.get_data(cache=True))
     if not isinstance(data, dict):
         raise ServiceError("invalid_json", "Send a JSON object with 'Content-Type: application/json'.")
     return data

@@ -1,7 +1,5 @@
 """The creator API: submit render and upscale jobs, follow them, cancel or requeue, download outputs."""
 
-import json
-
 from flask import g, jsonify, request, url_for
 
 from ..models import JobStatus
@@ -18,10 +16,7 @@ def _spec_from_request():
     if raw is None:
         raise ServiceError("missing_spec", "Send the job spec as the multipart part 'spec' (a JSON object), "
                            "with the files as parts 'blend', 'images' or 'archive'.")
-    try:
-        spec = json.loads(raw)
-    except ValueError as exc:
-        raise ServiceError("invalid_json", f"The 'spec' part is not valid JSON: {exc}.") from None
+    spec = web.load_json(raw)
     if not isinstance(spec, dict):
         raise ServiceError("invalid_spec", "The 'spec' part must be a JSON object.")
     return spec

@@ -1,6 +1,12 @@
 """The domain: plain functions over the models, shared by pages, the JSON API and the scheduler."""
 
+import unicodedata
 from dataclasses import dataclass
+
+
+def is_single_line(text: str) -> bool:
+    """No control characters, lone surrogates or line breaks: the rule for names and labels."""
+    return not any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in text)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from flask import current_app
 from .. import money
 from ..extensions import db
 from ..models import Job, JobInput, JobStatus, JobType, StoredFile, Task, TaskStatus, job_work
-from . import Page, ServiceError, ledger, market, outputs, storage, uploads, verification
+from . import Page, ServiceError, is_single_line, ledger, market, outputs, storage, uploads, verification
 
 # --- The rules of a job spec -------------------------------------------
 NAME_MAX = 120
@@ -98,6 +98,8 @@ def _common(spec, kind: str, allowed: set, errors: dict) -> dict:
         errors["name"] = "Required: give the job a name you will recognise."
     elif len(name.strip()) > NAME_MAX:
         errors["name"] = f"Too long ({len(name.strip())} characters; at most {NAME_MAX})."
+    elif not is_single_line(name):
+        errors["name"] = "A job name cannot contain control characters or line breaks."
     out = {"type": kind, "name": name.strip() if isinstance(name, str) else None,
            "device": _choice(spec, "device", errors, DEVICES, "any"),
            "priority": _int(spec, "priority", errors, PRIORITY_MIN, PRIORITY_MAX, 0)}

@@ -1,7 +1,6 @@
 """Worker management for providers: create and pair workers, derive their status, list, rename, delete."""
 
 import math
-import unicodedata
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
@@ -13,7 +12,7 @@ from ..extensions import db
 from ..models import Job, JobType, Task, TaskStatus, Worker, WorkerState, WorkerStatus
 from ..money import fmt
 from ..security import new_pairing_code, new_token, normalize_pairing_code, token_hash
-from . import NotFound, Page, ServiceError, ledger, verification
+from . import NotFound, Page, ServiceError, is_single_line, ledger, verification
 
 NAME_MAX = 80
 PER_PAGE_MAX = 100
@@ -67,7 +66,7 @@ def clean_name(name) -> str:
         raise ServiceError("invalid_name", "Give the worker a name (1 to 80 characters).")
     if len(name) > NAME_MAX:
         raise ServiceError("invalid_name", f"A worker name has at most {NAME_MAX} characters.")
-    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in name):
+    if not is_single_line(name):
         raise ServiceError("invalid_name", "A worker name cannot contain control characters or line breaks.")
     return name
 
@@ -341,7 +340,7 @@ def set_location(worker: Worker, location) -> Worker:
     location = (location or "").strip()
     if len(location) > LOCATION_MAX:
         raise ServiceError("invalid_location", f"A location has at most {LOCATION_MAX} characters.")
-    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in location):
+    if not is_single_line(location):
         raise ServiceError("invalid_location", "A location cannot contain control characters or line breaks.")
     begin_write_transaction(db.session)
     worker.location_override = location or None
