@@ -1,16 +1,41 @@
 """The Worker Portal application factory: wiring only."""
 
+import errno
+import logging
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from . import config
-from .extensions import csrf, db, htmx, limiter, login_manager, migrate
+from .extensions import csrf, db, htmx, limiter, login_manager, migrate, talisman
 from .services import ServiceError
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+# Scripts and styles from our own static/ only (htmx included; it needs no eval here). Inline style
+# attributes stay allowed: progress bars set their width with one; inline scripts do not.
+CSP = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
+class RowIdConverter(IntegerConverter):
+    """<int:...> in every route: ids beyond a BIGINT are a 404 before any view runs (see permissions.MAX_ID)."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
 
 def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(ROOT / "instance"), instance_relative_config=True,
@@ -24,6 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config.update(config.from_environment(instance))
 
+    app.url_map.converters["int"] = RowIdConverter  # before any route is added
     db.init_app(app)
     with app.app_context():
         from .database import configure_sqlite
@@ -31,7 +57,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "webapp" / "migrations"))
     csrf.init_app(app)
     limiter.init_app(app)
+    _warn_unshared_rate_limits(app)
     htmx.init_app(app)
+    secure = bool(app.config.get("SESSION_COOKIE_SECURE"))
+    talisman.init_app(app, force_https=bool(app.config.get("FORCE_HTTPS")), strict_transport_security=secure,
+                      session_cookie_secure=secure, content_security_policy=CSP, frame_options="DENY",
+                      referrer_policy="strict-origin-when-cross-origin", x_content_type_options=True)
+    app.config["REMEMBER_COOKIE_SECURE"] = secure
+    from .web import refuse_unstorable_text
+    app.before_request(refuse_unstorable_text)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
@@ -50,6 +84,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     filters.init_app(app)
     _register_errors(app)
 
+    from .services import storage
+    with app.app_context():
+        storage.sweep_temp_files()  # what a crash mid-upload left behind
+
     from . import cli
     cli.init_app(app)
     if app.config.get("SCHEDULER_ENABLED") and not app.config.get("TESTING"):
@@ -58,9 +96,40 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
+def _warn_unshared_rate_limits(app: Flask) -> None:
+    """Limits counted per process let N processes take N times the limit: say so at start-up."""
+    uri = app.config.get("RATELIMIT_STORAGE_URI") or "memory://"
+    if uri.startswith("memory://"):
+        log.warning("Rate limits are counted per process (RATELIMIT storage %s): set PICTOR_RATELIMIT_STORAGE "
+                    "to a redis:// URL so all portal processes share them.", uri)
+        return
+    try:
+        reachable = limiter.storage.check()
+    except Exception:  # the storage library's own connection errors
+        reachable = False
+    if not reachable:
+        log.warning("Rate-limit storage %s is unreachable: limits are counted per process until it is back.", uri)
+
+
 def _register_errors(app: Flask) -> None:
     def wants_json() -> bool:
         return request.path.startswith("/api/")
+
+    @app.errorhandler(OSError)
+    def disk_full(exc: OSError):
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise exc  # any other OSError is a server error (the 500 handler below)
+        db.session.rollback()
+        log.error("storage is full: %s", exc)
+        message = "The portal's storage is full; nothing was stored. Try again later."
+        if wants_json():
+            response = jsonify(error="storage_full", message=message)
+        else:
+            response = app.make_response(render_template("errors/error.html", code=507, title="Storage full",
+                                                         message=message))
+        response.status_code = 507
+        response.headers["Retry-After"] = "300"
+        return response
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):

@@ -23,14 +23,24 @@ def from_environment(instance_path: Path) -> dict:
     if database_url.startswith("postgresql://"):
         # psycopg 3 is the driver we install.
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    server_url = os.environ.get("PICTOR_SERVER_URL")
     return {
         "SECRET_KEY": _secret_key(instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url,
         "STORAGE_DIR": os.environ.get("PICTOR_STORAGE_DIR") or str(instance_path / "storage"),
-        "RATELIMIT_STORAGE_URI": os.environ.get("PICTOR_RATELIMIT_STORAGE", "memory://"),
-        "SERVER_URL": os.environ.get("PICTOR_SERVER_URL"),  # what workers are told to call; else the request's host
+        # Shared by every portal process (memory:// would count per process; create_app warns about it).
+        "RATELIMIT_STORAGE_URI": os.environ.get("PICTOR_RATELIMIT_STORAGE", "redis://127.0.0.1:6379/0"),
+        "SERVER_URL": server_url,  # what workers are told to call; else the request's host
         "SCHEDULER_ENABLED": os.environ.get("PICTOR_SCHEDULER", "1") == "1",
+        # Cookies only over https: on by default when the portal's public URL is https.
+        "SESSION_COOKIE_SECURE": _flag("PICTOR_SECURE_COOKIES", (server_url or "").startswith("https://")),
+        "FORCE_HTTPS": _flag("PICTOR_FORCE_HTTPS", False),
     }
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value in (None, "") else value.strip().lower() in ("1", "true", "yes", "on")
 
 
 DEFAULTS = {
@@ -44,7 +54,16 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 512 * 1024 * 1024,
     "MAX_FORM_MEMORY_SIZE": 2 * 1024 * 1024,
     "OUTPUT_MAX_BYTES": 256 * 1024 * 1024,
+    "TEMP_MAX_AGE_SECONDS": 3600,  # a temp file untouched this long is a crashed upload's, not one in flight
+    # Thumbnails: larger images get a placeholder; decoding runs in a child process with a memory cap.
+    "THUMBNAIL_MAX_PIXELS": 50_000_000,
+    "THUMBNAIL_MEMORY_BYTES": 1024 * 1024 * 1024,
     "RATELIMIT_HEADERS_ENABLED": True,
+    # While the shared storage is down, count in memory rather than refuse every limited request.
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    "SESSION_COOKIE_SECURE": False,
+    "FORCE_HTTPS": False,
     "LOGIN_RATE_LIMIT": "10 per minute",
     "SIGNUP_RATE_LIMIT": "5 per minute",
     # Market and dispatch rules (services/market.py and services/dispatch.py say why).

@@ -33,6 +33,8 @@ JOBS = [
     PeriodicJob("daily_rollup", "stats:rollup_recent", 300),
     PeriodicJob("output_retention", "outputs:purge_old_outputs", 3600),
     PeriodicJob("blob_collection", "outputs:collect_unreferenced_blobs", 3600),
+    PeriodicJob("stray_blob_files", "storage:collect_stray_files", 3600),
+    PeriodicJob("temp_sweep", "storage:sweep_temp_files", 3600),
     PeriodicJob("stale_disputes", "dispatch:decide_stale_disputes", 300),
     PeriodicJob("market_day", "market:compute_market_day", 600),
 ]

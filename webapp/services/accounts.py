@@ -56,6 +56,22 @@ def authenticate(email: str, password: str) -> User | None:
     return user if verify_password(user.password_hash, password) else None
 
 
+def user_for_session(session_id: str) -> User | None:
+    """The user a login cookie's id ("<user id>:<session version>") names, if that session is still live."""
+    user_id, _, version = session_id.partition(":")
+    if not (user_id.isdigit() and version.isdigit()) or len(user_id) > 19:
+        return None
+    user = db.session.get(User, int(user_id))
+    return user if user is not None and (user.session_version or 0) == int(version) else None
+
+
+def end_sessions(user: User) -> None:
+    """Log the user out everywhere: every cookie issued so far names an old session version."""
+    db.session.execute(db.update(User).where(User.id == user.id)
+                       .values(session_version=User.session_version + 1))
+    db.session.commit()
+
+
 def set_wallet(user: User, address: str) -> None:
     address = (address or "").strip()
     if len(address) > WALLET_MAX or any(ch.isspace() for ch in address):

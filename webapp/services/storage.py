@@ -1,9 +1,16 @@
-"""Content-addressed blob storage under STORAGE_DIR: a file's name is its SHA-256."""
+"""Content-addressed blob storage under STORAGE_DIR: a file's name is its SHA-256.
+
+Nothing here can fill the disk for good: uploads stream into tmp/ and a temp file a crash left there is
+swept at start-up and hourly; a blob no row refers to is collected (outputs.collect_unreferenced_blobs
+for rows, collect_stray_files for files whose row never committed). A full disk raises OSError(ENOSPC),
+which the app answers with 507.
+"""
 
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,11 +48,9 @@ def put_stream(stream: BinaryIO, max_bytes: int, expected_sha256: str | None = N
     Nothing lands under blobs/ unless it is complete and correct; the row is added to the session
     (the caller commits) and the same content is stored once.
     """
-    tmp_dir = root() / "tmp"
-    tmp_dir.mkdir(exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir)
+    fd, tmp_name = temp_file()
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := stream.read(CHUNK):
@@ -59,7 +64,9 @@ def put_stream(stream: BinaryIO, max_bytes: int, expected_sha256: str | None = N
             raise ServiceError("hash_mismatch",
                                f"SHA-256 of the upload is {sha256}, not {expected_sha256}: upload it again.")
         final = path_for(sha256)
-        if not final.exists():
+        try:
+            os.utime(final)  # stored already: young again, so collect_stray_files leaves it be
+        except FileNotFoundError:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, final)
     finally:
@@ -84,6 +91,62 @@ def open_blob(sha256: str) -> BinaryIO:
 def delete_blob(sha256: str) -> None:
     path = path_for(sha256)
     path.unlink(missing_ok=True)
+
+
+def _old_files(folder: Path, max_age: float, now: float):
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        try:
+            if path.is_file() and now - path.stat().st_mtime > max_age:
+                yield path
+        except FileNotFoundError:  # another process removed it meanwhile
+            continue
+
+
+def sweep_temp_files(now: float | None = None) -> int:
+    """Delete temp files untouched for TEMP_MAX_AGE_SECONDS (an upload in flight writes to its own file
+    every second, so it is never that old); returns how many. Run at start-up and by the scheduler."""
+    if not current_app.config.get("STORAGE_DIR"):
+        return 0
+    base = Path(current_app.config["STORAGE_DIR"])
+    max_age = float(current_app.config.get("TEMP_MAX_AGE_SECONDS", 3600))
+    now = time.time() if now is None else now
+    swept = 0
+    for path in _old_files(base / "tmp", max_age, now):
+        path.unlink(missing_ok=True)
+        swept += 1
+    return swept
+
+
+def temp_file(suffix: str = "") -> tuple[int, str]:
+    """A new temp file under tmp/ (same file system as blobs/, so os.replace moves it into place)."""
+    tmp_dir = root() / "tmp"
+    tmp_dir.mkdir(exist_ok=True)
+    return tempfile.mkstemp(dir=tmp_dir, suffix=suffix)
+
+
+def collect_stray_files(now: float | None = None) -> int:
+    """Delete files under blobs/ that have no StoredFile row (their upload's transaction never committed:
+    a crash, or a result refused after it was stored) once older than BLOB_GRACE_SECONDS; returns how many."""
+    max_age = float(current_app.config.get("BLOB_GRACE_SECONDS", 3600))
+    now = time.time() if now is None else now
+    candidates = {path.name: path for path in _old_files(root() / "blobs", max_age, now)}
+    if not candidates:
+        return 0
+    known: set[str] = set()
+    names = list(candidates)
+    for start in range(0, len(names), 500):
+        known.update(db.session.execute(db.select(StoredFile.sha256).where(
+            StoredFile.sha256.in_(names[start:start + 500]))).scalars())
+    db.session.rollback()
+    stray = 0
+    for name, path in candidates.items():
+        try:  # put_stream touches a blob it receives again: one re-uploaded meanwhile is young again
+            if name not in known and now - path.stat().st_mtime > max_age:
+                path.unlink()
+                stray += 1
+        except FileNotFoundError:
+            continue
+    return stray
 
 
 def disk_usage() -> int:

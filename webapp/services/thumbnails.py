@@ -1,15 +1,30 @@
-"""Thumbnails of finished outputs: made once with Pillow, cached on disk beside the blob store."""
+"""Thumbnails of finished outputs: made once with Pillow, cached on disk beside the blob store.
+
+A PNG can't be decoded at a reduced scale, and a 285 KB file may claim 9999x10000 pixels (400 MB once
+decoded). So the portal reads only the header itself: an image over THUMBNAIL_MAX_PIXELS gets the
+placeholder; any other is decoded in one child process with its address space capped at
+THUMBNAIL_MEMORY_BYTES, one image at a time. A portal process's memory stays flat whatever is asked of
+it, and a child that runs out of memory is replaced, not the portal.
+"""
 
 import io
+import multiprocessing
 import os
-import tempfile
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+
+from flask import current_app
 
 from . import storage
 
 SIZE = 256
-MAX_PIXELS = 100_000_000  # an output bigger than this gets the placeholder rather than a memory spike
 PNG_MAGIC = b"\x89PNG"
+EXR_MAGIC = b"\x76\x2f\x31\x01"  # Pillow has no EXR reader
+DECODE_TIMEOUT = 60  # seconds: a thumbnail request gives up on the child after this
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _cache_path(sha256: str) -> Path:
@@ -33,18 +48,24 @@ def placeholder(label: str = "no preview") -> bytes:
     return out.getvalue()
 
 
-def _render(sha256: str) -> bytes:
+def _cap_memory(limit: int) -> None:
+    """In the decoding child: allocations past `limit` bytes fail with MemoryError (Linux and macOS)."""
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):  # Windows has no rlimits: the pixel cap still holds
+        pass
+
+
+def decode(path: str, max_pixels: int) -> bytes | None:
+    """The thumbnail of the image at `path` (JPEG, or PNG with alpha); None for what Pillow can't
+    read. Runs in the decoding child; the caller checked the header already, Pillow checks it again."""
     from PIL import Image
-    path = storage.path_for(sha256)
-    if not path.exists():
-        return placeholder("file deleted")
-    with path.open("rb") as f:
-        if f.read(4) == b"\x76\x2f\x31\x01":  # OpenEXR magic: Pillow has no EXR reader
-            return placeholder("OpenEXR")
+    Image.MAX_IMAGE_PIXELS = max_pixels // 2  # Pillow refuses at twice this: never more than the cap
     try:
         with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                return placeholder("too large")
+            if img.width * img.height > max_pixels:
+                return None
             img.draft("RGB", (SIZE, SIZE))  # JPEG decodes at a reduced scale: much faster
             img.thumbnail((SIZE, SIZE))
             has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
@@ -55,8 +76,59 @@ def _render(sha256: str) -> bytes:
             else:
                 img.save(out, "JPEG", quality=85)
             return out.getvalue()
-    except Exception:  # any file Pillow can't read gets the placeholder; a page must not 500
+    except Exception:  # MemoryError included: any file Pillow can't read gets the placeholder
+        return None
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            limit = int(current_app.config.get("THUMBNAIL_MEMORY_BYTES", 1024 ** 3))
+            # spawn: a fresh interpreter, not a fork of a portal process with its threads and connections.
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_cap_memory, initargs=(limit,), max_tasks_per_child=200)
+        return _pool
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is pool:
+            _pool = None
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pixels(path: Path) -> int | None:
+    """Width x height from the header alone (no pixel is decoded), or None if Pillow can't read it."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            return img.width * img.height
+    except Exception:  # Pillow's own DecompressionBombError included
+        return None
+
+
+def _render(sha256: str) -> bytes:
+    path = storage.path_for(sha256)
+    if not path.exists():
+        return placeholder("file deleted")
+    with path.open("rb") as f:
+        if f.read(4) == EXR_MAGIC:
+            return placeholder("OpenEXR")
+    max_pixels = int(current_app.config.get("THUMBNAIL_MAX_PIXELS", 50_000_000))
+    pixels = _pixels(path)
+    if pixels is None:
         return placeholder()
+    if pixels > max_pixels:
+        return placeholder("too large")
+    pool = _executor()
+    try:
+        data = pool.submit(decode, str(path), max_pixels).result(timeout=DECODE_TIMEOUT)
+    except (BrokenProcessPool, TimeoutError):  # the child died (out of memory) or hangs: start afresh
+        _discard(pool)
+        data = None
+    return data if data is not None else placeholder()
 
 
 def thumbnail(sha256: str) -> bytes:
@@ -71,7 +143,7 @@ def thumbnail(sha256: str) -> bytes:
         return placeholder("file deleted")
     data = _render(sha256)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cached.parent)
+    fd, tmp = storage.temp_file()
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

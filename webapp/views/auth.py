@@ -5,17 +5,16 @@ from urllib.parse import urlsplit
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from ..extensions import db, limiter, login_manager
+from ..extensions import limiter, login_manager
 from ..forms import LoginForm, SignupForm
-from ..models import User
 from ..services import ServiceError, accounts
 
 bp = Blueprint("auth", __name__)
 
 
 @login_manager.user_loader
-def load_user(user_id: str):
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_id: str):
+    return accounts.user_for_session(session_id)
 
 
 def _safe_next(default: str) -> str:
@@ -70,8 +69,11 @@ def login():
     return render_template("auth/login.html", form=form), status
 
 
-@bp.route("/logout", methods=["GET", "POST"])
+@bp.post("/logout")
 def logout():
+    """POST only (the form in base.html carries the CSRF token): a link or an image can't log anyone out."""
+    if current_user.is_authenticated:
+        accounts.end_sessions(current_user)
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

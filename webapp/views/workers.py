@@ -18,6 +18,7 @@ from ..forms import EmptyForm
 from ..models import TaskStatus, WorkerStatus
 from ..services import ServiceError, dispatch, permissions, presence, stats
 from ..services import workers as worker_service
+from ..security import seal, unseal
 from ..web import server_url
 
 bp = Blueprint("workers", __name__, url_prefix="/workers")
@@ -204,16 +205,19 @@ def delete(worker_id):
 # --- New Worker ----------------------------------------------------------------------------------------
 
 def _remember_code(worker_id: int, code: str) -> None:
-    # The code exists only in this response and the signed session (hashed in the database); it is
-    # single use and expires in minutes, so keeping it for the guide page to show again is harmless.
+    # The code exists only in this response and, sealed, in the session cookie (hashed in the
+    # database): the guide page can show it again, while the cookie's holder can't read it (Flask's
+    # session is signed, not encrypted).
     codes = dict(session.get(PAIRING_SESSION_KEY) or {})
-    codes[str(worker_id)] = code
+    codes[str(worker_id)] = seal(code, current_app.secret_key, PAIRING_SESSION_KEY)
     session[PAIRING_SESSION_KEY] = dict(list(codes.items())[-5:])
 
 
 def _live_code(worker, now) -> str | None:
     """The pairing code this browser was shown for `worker`, if it is still the worker's live code."""
-    code = (session.get(PAIRING_SESSION_KEY) or {}).get(str(worker.id))
+    sealed = (session.get(PAIRING_SESSION_KEY) or {}).get(str(worker.id))
+    code = unseal(sealed, current_app.secret_key, PAIRING_SESSION_KEY,
+                  60 * int(current_app.config["PAIRING_MINUTES"])) if isinstance(sealed, str) else None
     return code if worker_service.is_live_pairing_code(worker, code, now) else None
 
 
