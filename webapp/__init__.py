@@ -31,10 +31,11 @@ CSP = {
 
 
 class RowIdConverter(IntegerConverter):
-    """<int:...> in every route: ids beyond a BIGINT are a 404 before any view runs (see permissions.MAX_ID)."""
+    """<int:...> in every route: ids no primary key can hold are a 404 before any view runs."""
 
     def __init__(self, map, *args, **kwargs):
-        kwargs.setdefault("max", 2**63 - 1)
+        from .services.permissions import MAX_ID
+        kwargs.setdefault("max", MAX_ID)
         super().__init__(map, *args, **kwargs)
 
 def create_app(test_config: dict | None = None) -> Flask:

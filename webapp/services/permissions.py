@@ -10,7 +10,9 @@ from ..extensions import db
 from ..models import Job, Task, TaskEvent, TaskEventKind, TaskOutput, Worker
 from . import NotFound, outputs
 
-MAX_ID = 2**63 - 1  # ids beyond a BIGINT cannot exist, and SQLite would refuse to even compare them
+# Every primary key is an INTEGER: PostgreSQL raises on a larger number (and SQLite past 2**63), so
+# an id beyond it cannot exist and is never sent to the database.
+MAX_ID = 2**31 - 1
 
 
 def valid_id(value, what: str) -> int:
