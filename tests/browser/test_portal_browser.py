@@ -51,7 +51,8 @@ def create_in_browser(page, base: str, name: str) -> str:
 
 def charts_loaded(page) -> None:
     page.locator("#charts").scroll_into_view_if_needed()
-    page.wait_for_function("Array.from(document.querySelectorAll('.chart img'))"
+    # A function, not an expression string: the page's CSP has no 'unsafe-eval' for Playwright to eval one.
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.chart img'))"
                            ".every(i => i.complete && i.naturalWidth > 0)")
 
 
@@ -67,6 +68,9 @@ def test_provider_journey(browser, portal, screenshot):
     page = laptop.new_page()
     page.set_default_timeout(20_000)
     expect.set_options(timeout=20_000)
+    # The pages keep working under their Content-Security-Policy: nothing is blocked anywhere below.
+    csp_violations = []
+    page.on("console", lambda msg: "Content Security Policy" in msg.text and csp_violations.append(msg.text))
 
     # Sign up: the empty state leads to the guide.
     page.goto(f"{base}/signup")
@@ -84,6 +88,14 @@ def test_provider_journey(browser, portal, screenshot):
     screenshot(page, "02-new-worker-laptop")
     page.click("button:has-text('Create worker')")
     code = page.locator("#pairing-code").inner_text()
+    countdown = page.locator(".countdown").inner_text()
+    expect(page.locator(".countdown")).not_to_have_text(countdown)  # static/js/countdown.js ticks
+    page.click("button:has-text('Regenerate code')")  # an htmx swap: the new card's countdown ticks too
+    expect(page.locator("#pairing-code")).not_to_have_text(code)
+    code = page.locator("#pairing-code").inner_text()
+    countdown = page.locator(".countdown").inner_text()
+    expect(page.locator(".countdown")).not_to_have_text(countdown)
+    page.reload()  # the install commands below the card show the code the page was rendered with
     expect(page.locator("#connection")).to_contain_text("Waiting for the app to connect")
     expect(page.locator("#linux-command")).to_contain_text(f"pictor-worker pair {code} --server {base}")
     screenshot(page, "03-pairing-guide-laptop")
@@ -181,6 +193,14 @@ def test_provider_journey(browser, portal, screenshot):
     assert page.evaluate("window.__sameDocument") is True
     screenshot(page, "08-details-tasks-laptop")
 
+    # Deleting asks first (data-confirm, static/js/pages.js: no inline handler under the CSP); "Cancel" keeps it.
+    page.goto(f"{base}/workers/{attic_id}")
+    dialogs = []
+    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.click("#worker-head button:has-text('Delete')")
+    expect(page.locator("#worker-head")).to_be_visible()
+    assert dialogs and "Attic tower" in dialogs[0] and page.url.endswith(f"/workers/{attic_id}")
+
     # The same pages at phone width.
     phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=laptop.storage_state(),
                                 is_mobile=True, device_scale_factor=1)
@@ -197,3 +217,4 @@ def test_provider_journey(browser, portal, screenshot):
         screenshot(small, name)
     phone.close()
     laptop.close()
+    assert csp_violations == []
