@@ -91,7 +91,6 @@ def test_a_task_may_upload_only_the_files_it_delivers_each_as_large_as_its_image
         assert quotas.task_quota(task) == (1, 32 * 18 * 16 + quotas.OVERHEAD_BYTES)
 
 
-@pytest.mark.xfail(strict=True, reason="until dispatch.store_output calls quotas.output_allowance: then drop this mark")
 def test_outputs_beyond_what_the_task_delivers_are_refused_over_http(running):
     app, client, token, task_id = running
     assert _put(client, token, task_id, "frame_0001.png", frame_png(1, size=(32, 18))).status_code == 201

@@ -133,6 +133,12 @@ def png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
 def frame_name(frame: int) -> str:
     return f"frame_{frame:04d}.png"
 
@@ -213,11 +219,14 @@ class Network:
         assert response.status_code in (200, 204), response.get_json()
         return response.get_json() if response.status_code == 200 else None
 
+    def upload(self, node: Node, task: dict, name: str, data: bytes):
+        return self.call("put", f"/worker/tasks/{task['id']}/outputs/{name}", node.token, data=data,
+                         headers={"X-Content-SHA256": sha(data)}, content_type="application/octet-stream")
+
     def deliver(self, node: Node, task: dict, files: dict[str, bytes], declared=None, reported: float = 5.0):
         """Upload `files`, then complete with `declared` (default: the files) as the outputs."""
         for name, data in files.items():
-            response = self.call("put", f"/worker/tasks/{task['id']}/outputs/{name}", node.token, data=data,
-                                 headers={"X-Content-SHA256": sha(data)}, content_type="application/octet-stream")
+            response = self.upload(node, task, name, data)
             assert response.status_code == 201, response.get_json()
         declared = list(files) if declared is None else declared
         self.clock.advance(seconds=TASK_SECONDS)
@@ -346,13 +355,16 @@ class Caught:
     honest: list
     refused: dict  # case -> (worker, task id, complete's status and JSON, the job's JSON right after)
     fakes: dict  # case -> (worker, task id, reward, worker JSON right after complete)
+    extra_uploads: dict  # name -> the response to a PUT of a file the task doesn't deliver
     cheaters: dict  # name -> Node
     own_check_claim: dict  # what the second cheater got while the first one's check was queued
     after_refusals: dict | None  # what the refused worker got when it claimed a fourth time
     now: datetime  # the frozen clock when the scenario ended
 
 
-UNDECLARED = b"<b>uploaded, never declared</b>"
+REPLACED = b"<b>uploaded, then replaced</b>"
+EXTRA_FILES = {"evil.html": b"<script>steal()</script>",
+               "x.svg": b'<svg xmlns="http://www.w3.org/2000/svg" onload="steal()"/>'}
 
 
 def deliver_fakes(net: Network, scenes: Scenes) -> Caught:
@@ -369,18 +381,18 @@ def deliver_fakes(net: Network, scenes: Scenes) -> Caught:
 
     refuse("random bytes", lambda f: {frame_name(f): hashlib.sha512(b"not a frame").digest() * 40})
     refuse("wrong size", lambda f: {frame_name(f): png(Image.open(io.BytesIO(scenes.frames[f])).resize((32, 24)))})
-    refuse("extra files", lambda f: {frame_name(f): scenes.frames[f], "evil.html": b"<script>steal()</script>",
-                                     "x.svg": b'<svg xmlns="http://www.w3.org/2000/svg" onload="steal()"/>'},
-           lambda f: [frame_name(f), "evil.html", "x.svg"])
+    refuse("not the job's format", lambda f: {frame_name(f): jpeg(Image.open(io.BytesIO(scenes.frames[f])))})
 
     after_refusals = net.claim(refuser)  # three refused tasks of this job: blocklisted on it
 
     fakes = {}
     task = net.claim(black)
     frame = task["params"]["frames"][0]
-    # Right size, right name; and an upload it never declares, which is not part of the result.
-    response = net.deliver(black, task, {frame_name(frame): png(Image.new("RGB", SIZE)),
-                                         "notes.html": UNDECLARED}, declared=[frame_name(frame)])
+    # Files the task doesn't deliver are refused at upload, before a byte is stored.
+    extra_uploads = {name: net.upload(black, task, name, data) for name, data in EXTRA_FILES.items()}
+    # Right size, right name, uploaded over an earlier upload of that name, which is no longer the result.
+    assert net.upload(black, task, frame_name(frame), REPLACED).status_code == 201
+    response = net.deliver(black, task, {frame_name(frame): png(Image.new("RGB", SIZE))})
     assert response.status_code == 200, response.get_json()
     fakes["black"] = (black, task["id"], micros(response.get_json()["reward"]), net.details(black))
 
@@ -392,7 +404,7 @@ def deliver_fakes(net: Network, scenes: Scenes) -> Caught:
     fakes["other scene"] = (other, task["id"], micros(response.get_json()["reward"]), net.details(other))
 
     net.work(honest)
-    return Caught(net, job["id"], honest, refused, fakes, {n.name: n for n in (refuser, black, other)},
+    return Caught(net, job["id"], honest, refused, fakes, extra_uploads, {n.name: n for n in (refuser, black, other)},
                   own_check_claim, after_refusals, net.clock.now)
 
 
@@ -421,7 +433,7 @@ def scenario(caught):
 @pytest.mark.parametrize("case,culprit,rule", [
     ("random bytes", "frame_0001.png", "is not a readable PNG image"),
     ("wrong size", "frame_0002.png", "is 32x24 pixels; this task renders 64x48"),
-    ("extra files", "evil.html", "is not an output of this task"),
+    ("not the job's format", "frame_0003.png", "is not a readable PNG image"),
 ])
 def test_a_broken_result_is_refused_at_complete_naming_the_file(scenario, case, culprit, rule):
     worker, task_id, status, body, job = scenario.refused[case]
@@ -442,19 +454,28 @@ def test_a_refused_result_counts_as_a_failed_attempt_of_its_worker(scenario):
     claimed = [task_id for _, task_id, _, _, _ in scenario.refused.values()]
     assert len(set(claimed)) == 3
     assert scenario.after_refusals is None
-    _, _, _, _, job = scenario.refused["extra files"]
+    _, _, _, _, job = scenario.refused["not the job's format"]
     assert job["task_counts"]["queued"] == len(FRAMES)
 
 
-def test_an_upload_that_is_not_declared_is_deleted(scenario):
-    """notes.html went up with c-black's frame but was not among its declared outputs: the blob
-    collector deletes it once its grace period is over, and keeps every file still referred to."""
+def test_files_a_task_does_not_deliver_are_refused_at_upload(scenario):
+    for name, response in scenario.extra_uploads.items():
+        body = response.get_json()
+        assert response.status_code == 409 and body["error"] == "unexpected_output", body
+        assert name in body["message"] and "frame_" in body["message"]  # it says what the task delivers
+    with scenario.net.app.app_context():
+        assert not any(storage.path_for(sha(data)).exists() for data in EXTRA_FILES.values())
+
+
+def test_an_upload_replaced_before_complete_is_deleted(scenario):
+    """c-black uploaded its frame over an earlier upload of the same name: the blob collector deletes
+    the replaced one once its grace period is over, and keeps every file still referred to."""
     net = scenario.net
-    assert "notes.html" not in net.zip(scenario.job_id)
     with net.app.app_context():
+        assert storage.path_for(sha(REPLACED)).exists()
         net.clock.advance(seconds=net.app.config["BLOB_GRACE_SECONDS"] + 1)
         outputs.collect_unreferenced_blobs()
-        assert not storage.path_for(sha(UNDECLARED)).exists()
+        assert not storage.path_for(sha(REPLACED)).exists()
     assert len(net.zip(scenario.job_id)) == len(FRAMES)  # the job's frames are all still there
 
 
@@ -499,7 +520,7 @@ def test_the_job_completes_with_the_honest_frames_and_bills_no_fake(scenario, sc
     assert all(t["status"] == "completed" and t["worker_id"] in honest for t in job["tasks"])
     assert [t["verification"] for t in job["tasks"]] == ["passed"] * len(FRAMES)
     files = net.zip(scenario.job_id)
-    assert_frames_are_the_honest_render(files, scenes)  # no evil.html, x.svg, notes.html, black or other scene
+    assert_frames_are_the_honest_render(files, scenes)  # no evil.html, x.svg, replaced upload, black or other scene
     # The creator pays each frame once, at the honest worker's reward, and neither fake.
     renders = [d for d in net.accepted if d.type == "render" and d.worker in {n.name for n in scenario.honest}]
     assert sorted(d.task_id for d in renders) == sorted(t["id"] for t in job["tasks"])

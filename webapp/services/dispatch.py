@@ -27,7 +27,7 @@ from ..extensions import db
 from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind, StoredFile, Task, TaskEvent, TaskEventKind,
                       TaskOutput, TaskStatus, Verification, VerificationState, Worker, job_work)
 from . import Conflict, ServiceError
-from . import benchmarks, ledger, market, permissions, result_checks, storage, verification
+from . import benchmarks, ledger, market, permissions, quotas, result_checks, storage, verification
 
 MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
@@ -393,23 +393,11 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
 
 
 def check_result(task: Task, declared: list[dict]) -> None:
-    """A job task's declared outputs must be exactly the files it should produce, each a whole image of
-    the job's format at the expected size (result_checks.InvalidOutput otherwise)."""
-    params = task.params
-    if task.type == JobType.BENCHMARK:
-        expected, fmt, size = [benchmarks.FRAME_NAME], "PNG", benchmarks.FRAME_SIZE
-    elif task.type == JobType.RENDER:
-        expected = result_checks.render_output_names(params["frames"], params["format"])
-        fmt = params["format"]
-        scene = (task.job.spec or {}).get("scene")
-        size = None if scene is None else result_checks.expected_render_size(
-            result_checks.RenderSettings(**scene["settings"]), params["resolution_percent"])
-    else:
-        expected = result_checks.upscale_output_names(params["image"], params["scale"])
-        fmt = "PNG"
-        source = db.session.execute(db.select(JobInput).where(
-            JobInput.job_id == task.job_id, JobInput.name == params["image"])).scalar_one()
-        size = result_checks.upscaled_size(result_checks.image_size(storage.path_for(source.sha256)), params["scale"])
+    """A job task's declared outputs must be exactly the files it should produce (quotas.expected_outputs,
+    the same names its uploads were held to), each a whole image of the job's format at the expected
+    size (result_checks.InvalidOutput otherwise)."""
+    expected, size = quotas.expected_outputs(task)
+    fmt = task.params["format"] if task.type == JobType.RENDER else "PNG"
     result_checks.check_output_names([item["name"] for item in declared], expected)
     for item in declared:
         path = storage.path_for(item["sha256"])
@@ -713,7 +701,8 @@ def store_output(worker: Worker, task_id: int, name: str, stream, sha256: str, m
     """Receive one output of the worker's running task: refused before a byte is read when the task is
     not its own, stored content-addressed with its SHA-256 checked, then attached by record_output."""
     check_output_name(name)
-    running_task_of(worker, task_id)
+    # Only the files the task delivers, each no larger than its image can be (409 / 413 before reading).
+    max_bytes = quotas.output_allowance(running_task_of(worker, task_id), name, max_bytes)
     db.session.commit()  # end the read transaction: the upload may take minutes
     stored = storage.put_stream(stream, max_bytes, sha256.lower())
     # put_stream added the StoredFile row outside a write transaction; record_output redoes it inside one.
