@@ -607,9 +607,10 @@ class Engine:
         self.hardware = self.probe(self.cfg.data_dir, settings.get("blender_path"))
         self.gpu_backend = settings.get("gpu_backend") or hardware.suggested_gpu_backend(self.hardware)
         renderers = self.hardware.get("renderers") or {}
-        # Spot checks are Blender re-renders of other providers' frames. The "benchmark" runner (portal-timed
-        # Bench Score runs) is not announced yet: the end-to-end tests of the loop don't cover it.
-        job_types = [t for t, needs in (("render", "blender"), ("upscale", "realesrgan"), ("verify", "blender"))
+        # Spot checks are Blender re-renders of other providers' frames; Bench Score runs (the portal's
+        # timed benchmark, webapp/services/benchmarks.py) render the reference scene with Blender.
+        job_types = [t for t, needs in (("render", "blender"), ("upscale", "realesrgan"), ("verify", "blender"),
+                                        ("benchmark", "blender"))
                      if needs in renderers and t in RUNNERS]
         cpu = self.hardware.get("cpu") or {}
         return {

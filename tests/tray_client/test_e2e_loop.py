@@ -68,6 +68,12 @@ def task_of(portal, job_id):
     return portal.job(job_id)["tasks"][0]
 
 
+def rendering(portal, job, data_dir):
+    """Until this is true: the job's task is running here and its Blender has started. A new worker
+    first renders the Bench Score run the portal issues at hello; this is after it."""
+    return lambda: task_of(portal, job["id"])["status"] == "running" and blenders_under(data_dir)
+
+
 def test_render_and_upscale_jobs_run_end_to_end(portal, cube, realesrgan, tmp_path):
     worker, config_path, data_dir = pair_worker(portal, tmp_path, "e2e-node")
     images = []
@@ -96,17 +102,20 @@ def test_render_and_upscale_jobs_run_end_to_end(portal, cube, realesrgan, tmp_pa
                 for t in upscale_job["tasks"] for o in t["outputs"]}
     assert upscaled == {"small_x2.png": (64, 48), "square_x2.png": (80, 80)}
 
-    # The rewards are in the ledger: what the creator paid is what the provider earned.
+    # The rewards are in the ledger: what the creator paid, plus the network's pay for the worker's
+    # first Bench Score run (the portal issues one at hello to a worker it has not measured yet).
     cost = Decimal(render_job["cost"]) + Decimal(upscale_job["cost"])
     assert Decimal(render_job["cost"]) > 0 and Decimal(upscale_job["cost"]) > 0
-    assert Decimal(portal.api("GET", f"/workers/{worker['id']}")["earnings"]) == cost
     listed = portal.worker_tasks(worker["id"])
-    assert listed["total"] == 5
-    assert all(t["status"] == "completed" and Decimal(t["reward"]) > 0 for t in listed["items"])
-    assert {t["job_type"] for t in listed["items"]} == {"render", "upscale"}
-    # The .blend was downloaded once for the three render tasks, each image once.
+    runs = [t for t in listed["items"] if t["job_type"] == "benchmark"]
+    assert listed["total"] == 6 and len(runs) == 1, listed
+    assert all(t["status"] == "completed" and Decimal(t["reward"]) > 0 for t in listed["items"]), listed
+    assert {t["job_type"] for t in listed["items"]} == {"render", "upscale", "benchmark"}
+    network_paid = Decimal(runs[0]["reward"])
+    assert Decimal(portal.api("GET", f"/workers/{worker['id']}")["earnings"]) == cost + network_paid
+    # The .blend was downloaded once for the three render tasks, each image once; the run has no inputs.
     assert engine.cache.downloads == 3
-    assert engine.snapshot().tasks_completed == 5
+    assert engine.snapshot().tasks_completed == 6
 
 
 def test_cancel_mid_render_kills_blender(portal, cube, tmp_path):
@@ -116,7 +125,7 @@ def test_cancel_mid_render_kills_blender(portal, cube, tmp_path):
     thread = run_engine(engine)
     try:
         # A 65536-sample tile reports no progress for minutes: a running Blender is enough.
-        portal.wait_for(lambda: blenders_under(data_dir), timeout=60, what="Blender to start")
+        portal.wait_for(rendering(portal, job, data_dir), timeout=90, what="the render to start")
         portal.api("POST", f"/jobs/{job['id']}/cancel")
         portal.wait_for(lambda: engine.snapshot().task_id is None, timeout=30, what="the engine to drop it")
         assert blenders_under(data_dir) == []
@@ -125,7 +134,7 @@ def test_cancel_mid_render_kills_blender(portal, cube, tmp_path):
         thread.join(30)
     assert portal.job(job["id"])["status"] == "canceled"
     tasks = portal.worker_tasks(worker["id"])["items"]
-    assert [t["status"] for t in tasks] == ["canceled"]
+    assert [t["status"] for t in tasks if t["job_type"] != "benchmark"] == ["canceled"]
 
 
 def test_updates_made_while_the_portal_is_down_are_replayed_when_it_returns(portal, cube, tmp_path):
@@ -134,7 +143,7 @@ def test_updates_made_while_the_portal_is_down_are_replayed_when_it_returns(port
     engine = engine_for(config_path, data_dir)
     thread = run_engine(engine)
     try:
-        portal.wait_for(lambda: blenders_under(data_dir), timeout=60, what="Blender to start")
+        portal.wait_for(rendering(portal, job, data_dir), timeout=90, what="the render to start")
         portal.stop()
         # The render goes on; its result waits on disk.
         portal.wait_for(lambda: engine.snapshot().task_id is None, timeout=120, what="the render to end")
@@ -160,7 +169,7 @@ def test_a_worker_killed_mid_task_reports_it_failed_on_restart_and_the_task_is_r
     args = ["run", "--headless", "--config", str(config_path), "--data-dir", str(data_dir)]
     first = subprocess.Popen([WORKER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        portal.wait_for(lambda: blenders_under(data_dir), timeout=60, what="Blender to start")
+        portal.wait_for(rendering(portal, job, data_dir), timeout=90, what="the render to start")
         first.send_signal(signal.SIGKILL)  # no chance to hand anything back
         first.wait(10)
         assert task_of(portal, job["id"])["status"] == "running"  # the portal does not know yet
@@ -185,7 +194,7 @@ def test_sigterm_hands_the_running_task_back_and_exits_cleanly(portal, cube, tmp
     service = subprocess.Popen([WORKER, "run", "--headless", "--config", str(config_path), "--data-dir",
                                 str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        portal.wait_for(lambda: blenders_under(data_dir), timeout=60, what="Blender to start")
+        portal.wait_for(rendering(portal, job, data_dir), timeout=90, what="the render to start")
         service.send_signal(signal.SIGTERM)  # what systemd or `docker stop` sends
         output, _ = service.communicate(timeout=60)
         assert service.returncode == 0, output

@@ -148,7 +148,7 @@ def test_the_state_is_an_immutable_value_and_the_status_file_is_its_json(cfg, cl
     doc = json.loads((cfg.data_dir / "status.json").read_text())
     assert set(doc) == {f.name for f in dataclasses.fields(EngineState)} | {"pid", "updated_at"}
     assert (doc["state"], doc["message"], doc["benchmark"], doc["job_types"]) == \
-        ("offline", "stopped", "idle", ["render", "upscale", "verify"])
+        ("offline", "stopped", "idle", ["render", "upscale", "verify", "benchmark"])
     assert EngineState.from_dict(doc) == after
 
 
@@ -156,7 +156,7 @@ def test_hello_reports_hardware_capabilities_and_compliance(cfg, client):
     engine = make_engine(cfg, client)
     engine.run(once=True)
     report = client.calls[0][1]
-    assert report["capabilities"] == {"job_types": ["render", "upscale", "verify"], "gpu": False, "devices": ["CPU"]}
+    assert report["capabilities"] == {"job_types": ["render", "upscale", "verify", "benchmark"], "gpu": False, "devices": ["CPU"]}
     assert report["cpu"] == "Test CPU" and report["ram_mb"] == 2048 and report["state"] == "idle"
     checks = {c["check"]: c["status"] for c in report["compliance"]}
     assert checks["credentials_file"] == "pass" and checks["server_connection"] == "pass"
@@ -424,9 +424,9 @@ def test_choosing_blender_clears_the_error_and_tells_the_portal_without_a_restar
 
         engine.set_blender_path("/opt/blender/blender").join(10)
         snap = engine.snapshot()
-        assert snap.error is None and snap.state == "idle" and snap.job_types == ("render", "upscale", "verify")
+        assert snap.error is None and snap.state == "idle" and snap.job_types == ("render", "upscale", "verify", "benchmark")
         hello = [c[1] for c in client.calls if c[0] == "hello"][-1]
-        assert hello["capabilities"]["job_types"] == ["render", "upscale", "verify"]
+        assert hello["capabilities"]["job_types"] == ["render", "upscale", "verify", "benchmark"]
         assert (hello["state"], hello["message"]) == ("idle", "waiting for work")  # not "just started"
         assert hello["renderers"]["blender"]["path"] == "/opt/blender/blender"
         assert config.load(cfg.path).settings["blender_path"] == "/opt/blender/blender"  # saved

@@ -1,16 +1,18 @@
 """Bench Score run runner: the portal's timed benchmark — the fixed reference scene, built by Blender
-itself (tray_client/bench.py), rendered with the Cycles seed the portal drew for this run."""
+itself (tray_client/bench.py), rendered with the Cycles seed the portal drew for this run, on the
+device `pictor-worker bench` uses, inside the same sandbox as every render."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .. import bench
-from .base import InvalidParams, Progress, Runner, RunResult, check_params, int_in
+from .. import bench  # attributes read at call time: bench imports this package too
+from .base import InvalidParams, Progress, RunFailed, Runner, RunResult, check_params, int_in
 from .blender import BlenderRunner
 
 SCHEMA = {"seed": int_in(1, 2**31 - 1), "scene_version": int_in(1, 1_000_000)}
+SCENE_FOLDER = "bench-scene"  # beside the task folders, which the engine deletes after each task
 
 
 def check_benchmark(params: dict[str, Any]) -> dict[str, Any]:
@@ -21,12 +23,13 @@ def check_benchmark(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_scene(renderer: BlenderRunner, workdir: Path) -> Path:
-    """The benchmark .blend, built once per scene version beside the task folders and reused."""
+    """The benchmark .blend, built once per scene version beside the task folders and reused (the
+    renders hard-link it into their own task folder: bwrap shows them nothing else)."""
     blender, _ = renderer.blender_for(bench.PARAMS)
-    scene = Path(workdir).parent / "bench-scene" / f"bench-v{bench.SCENE_VERSION}.blend"
-    if not scene.is_file():
-        bench.make_scene(blender, scene)
-    return scene
+    try:
+        return bench.cached_scene(blender, Path(workdir).parent / SCENE_FOLDER)
+    except bench.BenchmarkError as exc:  # this worker's Blender is at fault: another may succeed
+        raise RunFailed("render_error", str(exc)[:300], retryable=True) from None
 
 
 class BenchmarkRunner(Runner):
@@ -41,5 +44,5 @@ class BenchmarkRunner(Runner):
         params = self.validate(params)
         renderer = BlenderRunner(self.settings)
         scene = bench_scene(renderer, Path(workdir))
-        return renderer.run(dict(bench.PARAMS, seed=params["seed"]), {bench.PARAMS["blend"]: scene}, workdir,
-                            on_progress, should_stop)
+        render = bench.render_params(self.settings.gpu_backend, seed=params["seed"])
+        return renderer.run(render, {bench.PARAMS["blend"]: scene}, workdir, on_progress, should_stop)

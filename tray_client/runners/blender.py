@@ -198,8 +198,6 @@ def settings_expression(params: Mapping[str, Any], gpu_backend: str | None) -> s
     expr = _SETTINGS_EXPR.format(resolution_percent=int(params["resolution_percent"]),
                                  samples=int(params["samples"]))
     if params.get("seed") is not None:
-        expr += f"scene.cycles.seed = {int(params['seed'])}\n"
-    if params.get("seed") is not None:
         expr += _SEED_EXPR.format(seed=int(params["seed"]))
     if params["device"] == "gpu" and params["engine"] == "CYCLES":
         expr += _GPU_EXPR.format(backend=_backend(gpu_backend))

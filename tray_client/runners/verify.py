@@ -141,9 +141,10 @@ class VerifyRunner(Runner):
             return self._upscale(params, inputs, workdir, on_progress, should_stop)
         if params["kind"] == "benchmark":
             scene = bench_scene(BlenderRunner(self.settings), workdir)
-            render = dict(bench.PARAMS, kind="render", frame=1, seed=params["seed"], crops=params["crops"])
-            del render["frames"]
-            return self._render_crops(render, {bench.PARAMS["blend"]: scene}, workdir, on_progress, should_stop)
+            run = bench.render_params(seed=params["seed"])  # the run's frame on any device: pixels, not speed
+            [frame] = run.pop("frames")
+            render = dict(run, kind="render", frame=frame, crops=params["crops"])
+            return self._render_crops(render, {run["blend"]: scene}, workdir, on_progress, should_stop)
         return self._render_crops(params, inputs, workdir, on_progress, should_stop)
 
     def _render_crops(self, params, inputs, workdir, on_progress, should_stop) -> RunResult:

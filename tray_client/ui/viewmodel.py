@@ -32,7 +32,7 @@ POOL_RE = re.compile(r"^([a-z][a-z0-9+.-]{0,31}://)?[A-Za-z0-9.-]{1,200}:\d{1,5}
 
 STATE_TITLES = {State.IDLE: "Idle", State.BUSY: "Computing", State.PAUSED: "Paused",
                 State.ERROR: "Needs attention", State.OFFLINE: "Offline"}
-JOB_TYPE_NAMES = {"render": "3D rendering", "upscale": "AI upscaling"}
+JOB_TYPE_NAMES = {"render": "3D rendering", "upscale": "AI upscaling", "benchmark": "Bench Score run"}
 
 
 class InvalidInput(ValueError):
