@@ -259,6 +259,8 @@ def status(config_path, data_dir):
             state += f", updated {int(age)} s ago"
             if snap.error:
                 state += f"; error: {snap.error}"
+            elif snap.note:
+                state += f"; note: {snap.note}"
     except (OSError, ValueError, TypeError, AttributeError):
         pass
     click.echo(f"State:         {printable(state)}")

@@ -133,6 +133,9 @@ class EngineState:
     online: bool = False
     paused: bool = False
     error: str | None = None  # a condition the provider must fix (no renderer, disk full, token)
+    # A missing optional capability (Real-ESRGAN beside a working Blender): the worker still works, so
+    # this is said, never shown as an error.
+    note: str | None = None
     server_url: str | None = None
     worker_id: int | None = None
     # The current task.
@@ -613,6 +616,7 @@ class Engine:
                                         ("benchmark", "blender"))
                      if needs in renderers and t in RUNNERS]
         cpu = self.hardware.get("cpu") or {}
+        problem, note = self._renderer_problem(renderers)
         return {
             "app_version": __version__,
             "os": self.hardware.get("os"),
@@ -626,8 +630,8 @@ class Engine:
             "capabilities": {"job_types": job_types, "gpu": bool(self.gpu_backend),
                              "devices": ["CPU"] + ([self.gpu_backend] if self.gpu_backend else [])},
             "compliance": self._compliance(),
-            "state": State.ERROR if self._renderer_problem(renderers) else State.IDLE,
-            "message": self._renderer_problem(renderers) or "",
+            "state": State.ERROR if problem else State.IDLE,
+            "message": problem or note or "",
         }
 
     def _compliance(self) -> list[dict[str, str]]:
@@ -639,8 +643,8 @@ class Engine:
 
     def _apply_renderers(self, report: dict[str, Any]) -> None:
         """Job types and the renderer error from a fresh hello report; other errors stay as they are."""
-        problem = self._renderer_problem(report["renderers"])
-        changes: dict[str, Any] = {"job_types": report["capabilities"]["job_types"]}
+        problem, note = self._renderer_problem(report["renderers"])
+        changes: dict[str, Any] = {"job_types": report["capabilities"]["job_types"], "note": note}
         with self._lock:
             current = self._state.error
         if current is None or current == self._renderer_error:
@@ -680,14 +684,17 @@ class Engine:
         self._first_run_measurements(answer)
         return None
 
-    def _renderer_problem(self, renderers: dict[str, Any]) -> str | None:
+    def _renderer_problem(self, renderers: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(error, note) for the renderers found. Without Blender the worker cannot render: an error
+        to fix. Without Real-ESRGAN it still renders: a note, so a new worker is not shown red."""
         if "blender" not in renderers:
             where = self.cfg.settings.get("blender_path")
             return (f"Blender not found{' at ' + where if where else ''}: install Blender or set "
-                    "blender_path in Settings; render jobs are not offered to this worker")
+                    "blender_path in Settings; render jobs are not offered to this worker"), None
         if "realesrgan" not in renderers:
-            return "Real-ESRGAN is not installed: upscale jobs are not offered to this worker"
-        return None
+            return None, ("Upscale jobs are not offered: Real-ESRGAN is not installed "
+                          "(pip install 'pictor-worker[upscale]' adds it)")
+        return None, None
 
     def _apply_hello(self, answer: dict[str, Any]) -> None:
         self._apply_intervals(answer)
@@ -780,7 +787,12 @@ class Engine:
             state = State.PAUSED
         else:
             state = State.IDLE
-        message = snap.error if state == State.ERROR else (snap.progress_message or snap.message)
+        if state == State.ERROR:
+            message = snap.error
+        elif state == State.IDLE and snap.note:
+            message = snap.note  # the portal's worker page says it too, beside a green status
+        else:
+            message = snap.progress_message or snap.message
         return state, (message or "")[:500]
 
     def heartbeat(self) -> None:

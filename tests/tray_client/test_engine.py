@@ -306,6 +306,21 @@ def test_a_missing_renderer_is_an_error_state_with_a_message(cfg, client):
     assert beat["state"] == "error" and "Blender not found" in beat["message"]
 
 
+def test_a_missing_optional_runner_is_a_note_and_the_worker_stays_idle(cfg, client):
+    """`pip install -e .` leaves Real-ESRGAN out: the worker still renders, so it is not an error."""
+    found = probe()
+    engine = make_engine(cfg, client, probe=lambda *a: {**found, "renderers": {"blender": found["renderers"]["blender"]}})
+    engine.run(once=True)
+    hello = client.calls[0][1]
+    assert hello["state"] == "idle" and "Real-ESRGAN is not installed" in hello["message"]
+    assert "upscale" not in hello["capabilities"]["job_types"] and "render" in hello["capabilities"]["job_types"]
+    snap = engine.snapshot()
+    assert snap.error is None and snap.state != "error" and "Upscale jobs are not offered" in snap.note
+    engine.heartbeat()
+    beat = next(c[1] for c in client.calls if c[0] == "heartbeat")
+    assert beat["state"] == "idle" and "Real-ESRGAN" in beat["message"]
+
+
 def test_an_input_that_keeps_arriving_corrupted_fails_the_task(cfg, client):
     client.files["scene.blend"] = b"X" * len(BLEND)  # the announced size, not the announced bytes
     client.tasks = [task(1)]

@@ -303,8 +303,11 @@ class ViewModel:
                                f" the app keeps retrying.{keep}")
         if s.benchmark == BenchmarkPhase.RUNNING:
             return "Running the benchmark", "Measuring this computer's speed: tasks resume in a minute."
-        return ("Waiting for work", "Connected. Tasks start automatically when the network has some; "
-                                    "a lower bid (Settings) attracts more jobs.")
+        text = ("Connected. Tasks start automatically when the network has some; "
+                "a lower bid (Settings) attracts more jobs.")
+        if s.note:
+            text += f" Note: {s.note}."
+        return "Waiting for work", text
 
     def computing_rows(self, now: float | None = None) -> list[tuple[str, str]]:
         s = self.snapshot
