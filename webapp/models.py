@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer,
                         String, Text, UniqueConstraint, func)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql import expression
 from sqlalchemy.types import TypeDecorator
 
 from .clock import utcnow
@@ -115,6 +116,9 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Part of the login cookie's id; logging out bumps it, so a cookie copied before then stops working.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The IANA zone (e.g. "Europe/Berlin") pages show times in, chosen on the Account page; None = the
+    # browser's own zone (webapp/timezones.py).
+    time_zone: Mapped[str | None] = mapped_column(String(64))
 
     # flask-login protocol
     is_authenticated = True
@@ -193,6 +197,8 @@ class Worker(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a failed spot check
     suspended_reason: Mapped[str | None] = mapped_column(String(500))
+    # Seeded by `pictor-portal demo` (services/demo.py): no app behind it; the portal keeps it heartbeating.
+    demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
 
     owner: Mapped[User] = relationship()
 
@@ -240,6 +246,8 @@ class Job(db.Model):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     device: Mapped[str] = mapped_column(String(8), default="any")  # any | gpu
     max_price_micros: Mapped[int | None] = mapped_column(BigInteger)  # USD per bench-hour
+    # Seeded by `pictor-portal demo`: shown, never claimed (services/demo.py claimable(); its inputs do not exist).
+    demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -55,3 +55,67 @@ def test_demo_can_run_again_and_log_in(app, client, auth):
     assert "badge-busy" in page and "badge-offline" in page
     with app.app_context():
         assert demo.pulse("demo@example.com") >= 1
+
+
+def test_a_real_worker_beside_the_demo_claims_nothing_not_even_after_leases_expire(any_app, clock):
+    """`make demo` next to real workers: the demo's queued and running tasks have no real inputs, so a
+    real worker must never get one (each failure would count against it)."""
+    from tests.webapp.dispatch_factories import auth, make_user, make_worker
+    from webapp.services import dispatch
+    app = any_app
+    with app.app_context():
+        demo.seed("demo@example.com", "demo-password", workers=12, days=20)
+        queued = _count(Task, Task.status == TaskStatus.QUEUED)
+        assert queued >= 40
+        worker_id, token = make_worker(make_user("real@example.com"), name="real box")
+    client = app.test_client()
+    for _ in range(3):
+        response = client.post("/api/v1/worker/tasks/claim", headers=auth(token))
+        assert response.status_code in (200, 204), response.get_data(as_text=True)
+        assert not (response.get_json(silent=True) or {}).get("task"), response.get_json()
+    with app.app_context():
+        # The demo's running tasks lose their lease (no --live): back in the queue, still nobody's.
+        clock.advance(hours=2)
+        dispatch.reap_expired_leases()
+        assert _count(Task, Task.status == TaskStatus.QUEUED) > queued
+        assert dispatch.claim_task(db.session.get(Worker, worker_id)) is None
+        # Cheat: the demo account itself pairs a real worker. Demo jobs are still not work.
+        owner = db.session.scalars(db.select(Worker.owner_id).where(Worker.demo.is_(True))).first()
+        own_id, _ = make_worker(owner, name="demo owner's real box")
+        assert dispatch.claim_task(db.session.get(Worker, own_id)) is None
+        # A real job is claimed as usual, so the rule is about demo data, not about this worker.
+        from tests.webapp.dispatch_factories import make_job
+        _job, (task_id,) = make_job(make_user("creator@example.com"), tasks=1)
+        assert dispatch.claim_task(db.session.get(Worker, worker_id)).id == task_id
+
+
+def test_the_portal_keeps_the_demo_fleet_connected_without_live(app, clock):
+    with app.app_context():
+        user = demo.seed("demo@example.com", "demo-password", workers=12, days=20)
+        before = worker_service.status_counts(user.id)
+        clock.advance(minutes=9)
+        idle = worker_service.status_counts(user.id)
+        assert idle["offline"] == 12 - before["pending"] - before["suspended"]  # nothing kept them up
+        assert demo.pulse_all() == 12 - before["pending"] - before["offline"]
+        db.session.expire_all()
+        assert worker_service.status_counts(user.id) == before
+        # A real worker (not demo) is never heartbeated by the portal.
+        from tests.webapp.dispatch_factories import make_worker
+        real_id, _ = make_worker(name="real")
+        clock.advance(minutes=9)
+        demo.pulse_all()
+        assert worker_service.status_of(db.session.get(Worker, real_id)).value == "offline"
+
+
+def test_demo_names_match_their_gpus_and_big_gpus_earn_most(app):
+    with app.app_context():
+        user = demo.seed("demo@example.com", "demo-password", workers=36, days=60)
+        rows = db.session.scalars(db.select(Worker).where(Worker.owner_id == user.id)).all()
+        for worker in rows:
+            for model in ("3090", "4080", "2070"):
+                if model in worker.name:
+                    assert worker.gpu_name and model in worker.gpu_name, (worker.name, worker.gpu_name)
+        top = max(rows, key=lambda w: w.earnings_micros)
+        assert top.gpus, f"{top.name} is CPU-only and the top earner"
+        cpu_only = [w for w in rows if w.paired_at and not w.gpus]
+        assert cpu_only and all(w.earnings_micros < top.earnings_micros / 3 for w in cpu_only)

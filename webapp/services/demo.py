@@ -1,4 +1,9 @@
-"""A realistic demo account: workers in every status with months of tasks, earnings, mining and uptime history."""
+"""A realistic demo account: workers in every status with months of tasks, earnings, mining and uptime history.
+
+Its rows are marked `demo`: no real worker can claim a demo task (claimable(), in the dispatch query), and
+the portal keeps the demo's connected workers heartbeating (pulse_all(), a periodic job), as they have no
+app behind them.
+"""
 
 import io
 import random
@@ -33,6 +38,7 @@ CPUS = ["AMD Ryzen 9 7950X 16-Core Processor", "Intel(R) Core(TM) i7-12700K", "A
 WINDOWS = "Windows-10-10.0.22631-SP0"  # how Python names Windows 11 23H2
 LINUX = "Linux-6.1.0-18-amd64-x86_64-with-glibc2.36"
 COUNTRIES = ["Germany", "United States", "Vietnam", "Japan", "Brazil", "France", "Poland", "Canada", "Netherlands"]
+# A name that names a GPU gets that GPU (a "Home lab 3090" with an RTX 4070 Ti reads as a bug).
 HOME_NAMES = ["Studio PC", "Gaming rig", "Office workstation", "Render box", "Living-room PC", "Home lab 3090",
               "Design laptop dock", "Attic tower", "Night-shift PC", "Editing suite", "Spare 4080", "Dad's PC",
               "Basement server", "Old 2070 box", "Animation desk", "Lab bench 2", "Garage rig", "Backup workstation",
@@ -54,6 +60,26 @@ CHECKS = [
     ("Blender auto-run scripts", "pass", "Blender starts with --disable-autoexec."),
     ("App version", "pass", "1.0.0 is the current version."),
 ]
+
+
+# Demo workers whose last heartbeat is this recent are the "connected" ones pulse_all() keeps alive; the
+# seeded offline ones were last seen at least 18 minutes before seeding.
+LIVE_WITHIN = timedelta(minutes=15)
+
+
+def claimable(job_id):
+    """SQL condition for the dispatch query: the task's job is not demo data (its inputs do not exist, and
+    a real worker failing it would count against that worker)."""
+    return ~db.select(Job.id).where(Job.id == job_id, Job.demo.is_(True)).exists()
+
+
+def _gpu_for(name: str, rng):
+    """The GPU a worker's name promises ("Spare 4080" -> RTX 4080), else a random one."""
+    for gpu in GPUS:
+        model = gpu[0].split()[-2] if gpu[0].endswith("SUPER") else gpu[0].split()[-1]
+        if model.isdigit() and model in name:
+            return gpu
+    return rng.choice(GPUS)
 
 
 def _status_plan(n: int) -> list[str]:
@@ -168,9 +194,9 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
             name = f"farm-a-node{farm_no:02d}"
         else:
             name = home_names.pop() if home_names else f"Workstation {index + 1}"
-        gpu = GPUS[3] if farm else rng.choice(GPUS)
+        gpu = GPUS[3] if farm else _gpu_for(name, rng)
         gpu_count = rng.choice([2, 4]) if farm else 1
-        cpu_only = not farm and index % 11 == 7
+        cpu_only = not farm and index % 11 == 7 and not any(ch.isdigit() for ch in name)
         gpus = [] if cpu_only else [{"name": gpu[0], "memory_mb": gpu[1], "driver": gpu[2],
                                      "utilization": 0, "temperature": rng.randint(38, 52)}] * gpu_count
         bench = int((300 if cpu_only else gpu[3] * (1 + 0.8 * (gpu_count - 1))) * rng.uniform(.9, 1.1))
@@ -182,7 +208,7 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
             "token_hash": token_hash(new_token("pwk")), "gpus": [], "renderers": {}, "capabilities": {},
             "compliance": [], "mining_config": {}, "bench_details": {}, "earnings_micros": 0, "compute_seconds": 0.0,
             "state": None, "state_message": None, "last_heartbeat_at": None,
-            "suspended_at": None, "suspended_reason": None,
+            "suspended_at": None, "suspended_reason": None, "demo": True,
         }
         profiles.append({"id": worker_id, "status": status, "bench": bench, "bid": bid, "row": row,
                          "mining": not cpu_only and rng.random() < .45, "spans": []})
@@ -251,7 +277,9 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
                 if t + timedelta(seconds=seconds) >= b:
                     break
                 attempts.append((t, p, seconds, rng.random() < .03))
-                t += timedelta(seconds=seconds + rng.expovariate(1 / 4200))
+                # Faster machines win more of the market's work (a CPU-only box waits longest): the wait
+                # between tasks shrinks with speed, so the top earners are the big GPUs.
+                t += timedelta(seconds=seconds + rng.expovariate(1 / 4200) / speed ** 1.5)
     attempts.sort(key=lambda item: item[0])
 
     job_rows, jobs_open = [], []
@@ -263,7 +291,7 @@ def seed(email: str, password: str, workers: int = 36, days: int = HISTORY_DAYS,
                f"v{rng.randint(1, 6)}", "type": JobType.UPSCALE if kind == "upscale" else JobType.RENDER,
                "status": JobStatus.COMPLETED, "software": SOFTWARE[kind], "kind": kind, "priority": 0,
                "device": "any", "created_at": at - timedelta(minutes=rng.uniform(1, 40)), "updated_at": at,
-               "finished_at": at, "size": rng.randint(10, 160), "frame": rng.choice([1, 1, 101, 1001])}
+               "finished_at": at, "size": rng.randint(10, 160), "frame": rng.choice([1, 1, 101, 1001]), "demo": True}
         spec = ({"type": "upscale", "name": job["name"], "scale": 4, "model": "realesr-animevideov3"}
                 if kind == "upscale" else
                 {"type": "render", "name": job["name"], "frame_start": job["frame"], "frame_end": job["frame"] + job["size"] - 1,
@@ -451,24 +479,32 @@ def _add_previews(rng, task_rows: list[dict], job_rows: list[dict]) -> None:
 
 
 def pulse(email: str, now: datetime | None = None) -> int:
-    """Keep the demo alive for a while: heartbeat its connected workers and move running tasks along.
+    """Keep one demo account alive: heartbeat its connected workers and move running tasks along.
+    Returns how many workers it refreshed."""
+    return _pulse(Worker.owner_id == accounts.user_by_email(email).id, now)
 
-    Demo workers have no app behind them, so without this they go offline 90 s after seeding.
-    Returns how many workers it refreshed.
-    """
+
+def pulse_all(now: datetime | None = None) -> int:
+    """The periodic job (webapp/tasks.py): every demo account's connected workers stay connected while
+    the portal runs, so a demo left open does not turn offline worker by worker."""
+    return _pulse(Worker.demo.is_(True), now)
+
+
+def _pulse(which, now: datetime | None) -> int:
     now = now or utcnow()
-    user = accounts.user_by_email(email)
     live = db.session.scalars(db.select(Worker).where(
-        Worker.owner_id == user.id, Worker.deleted_at.is_(None), Worker.last_heartbeat_at.is_not(None),
-        Worker.last_heartbeat_at >= now - timedelta(minutes=5))).all()
+        which, Worker.demo.is_(True), Worker.deleted_at.is_(None), Worker.last_heartbeat_at.is_not(None),
+        Worker.last_heartbeat_at >= now - LIVE_WITHIN)).all()
+    if not live:
+        return 0
     for worker in live:
         worker.last_heartbeat_at = now
         interval = db.session.scalars(db.select(PresenceInterval).where(PresenceInterval.worker_id == worker.id)
                                       .order_by(PresenceInterval.ended_at.desc()).limit(1)).first()
         if interval is not None:
             interval.ended_at = now
-    for task in db.session.scalars(db.select(Task).join(Worker, Task.worker_id == Worker.id).where(
-            Worker.owner_id == user.id, Task.status == TaskStatus.RUNNING)):
+    for task in db.session.scalars(db.select(Task).where(
+            Task.worker_id.in_([w.id for w in live]), Task.status == TaskStatus.RUNNING)):
         task.progress = min(0.99, round((task.progress or 0) + 0.01, 3))
         task.lease_expires_at = now + timedelta(seconds=60)
     db.session.commit()

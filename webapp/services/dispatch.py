@@ -27,7 +27,7 @@ from ..extensions import db
 from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind, StoredFile, Task, TaskEvent, TaskEventKind,
                       TaskOutput, TaskStatus, Verification, VerificationState, Worker, job_work)
 from . import Conflict, ServiceError
-from . import benchmarks, ledger, market, permissions, quotas, result_checks, storage, verification
+from . import benchmarks, demo, ledger, market, permissions, quotas, result_checks, storage, verification
 
 MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
@@ -78,6 +78,7 @@ def _claim_statement(gpu: bool):
         failed.task_id == Task.id, failed.worker_id == worker_id, _failures_that_count(failed)).exists())
     conditions.append(~_blocklisted(worker_id, Task.job_id))
     conditions.append(db.or_(Task.for_worker_id.is_(None), Task.for_worker_id == worker_id))
+    conditions.append(demo.claimable(Task.job_id))  # demo data (services/demo.py) is shown, never worked on
     # A verification task never goes to the account whose result it checks.
     conditions.append(db.or_(Task.type != JobType.VERIFY, ~db.select(Verification.id).where(
         Verification.verify_task_id == Task.id,

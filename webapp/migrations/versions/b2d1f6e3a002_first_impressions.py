@@ -17,8 +17,18 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('time_zone', sa.String(length=64), nullable=True))
+    with op.batch_alter_table('workers', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('demo', sa.Boolean(), server_default=sa.false(), nullable=False))
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('demo', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade():
-    pass
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_column('demo')
+    with op.batch_alter_table('workers', schema=None) as batch_op:
+        batch_op.drop_column('demo')
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_column('time_zone')
