@@ -63,7 +63,7 @@ def _draw(series: Series, chart: str, size: str = "wide") -> Figure:
     span = (series.end - series.start).days + 1
     unit_word = "month" if series.unit == "month" else "day"
     ax.set_title(CHARTS[chart], loc="left", fontsize=11 if compact else 12, fontweight="bold", color=COLOURS["text"])
-    ax.set_xlabel(f"Date (UTC, per {unit_word})", color=COLOURS["muted"])
+    ax.set_xlabel(f"Date ({series.zone}, per {unit_word})", color=COLOURS["muted"])
 
     if chart == "earnings-by-task":
         values = [b.task_earnings_micros / 1_000_000 for b in buckets]

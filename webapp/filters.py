@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from . import money
+from . import money, timezones
 from .clock import utcnow
 
 
@@ -32,10 +32,12 @@ def ago(when: datetime | None) -> str:
     return "just now" if seconds < 5 else f"{duration(seconds).split(' ')[0]} ago"
 
 
-def utc(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return when.strftime(fmt) + " UTC" if when else "—"
+def local(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M", with_zone: bool = True) -> str:
+    """A stored (UTC) time in the viewer's zone, with the zone's abbreviation (webapp/timezones.py)."""
+    return timezones.fmt(when, fmt, with_zone=with_zone)
 
 
 def init_app(app) -> None:
-    app.jinja_env.filters.update(usd=money.usd, money=money.fmt, duration=duration, ago=ago, utc=utc)
-    app.jinja_env.globals.update(now=utcnow)
+    # `utc` is the filter's old name, kept so a template not yet renamed still shows the viewer's zone.
+    app.jinja_env.filters.update(usd=money.usd, money=money.fmt, duration=duration, ago=ago, local=local, utc=local)
+    app.jinja_env.globals.update(now=utcnow, viewer_zone=timezones.label, browser_zone=timezones.browser_zone)

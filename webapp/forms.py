@@ -22,6 +22,12 @@ class WalletForm(FlaskForm):
     wallet_address = StringField("Wallet address for payouts", validators=[Length(max=128)])
 
 
+class TimeZoneForm(FlaskForm):
+    # Choices are the IANA names (webapp/timezones.py); checked by accounts.set_time_zone, not here,
+    # so a bad value gets the service's message.
+    time_zone = StringField("Show times in", validators=[Length(max=64)])
+
+
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[DataRequired(), Length(max=80)])
 

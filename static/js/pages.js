@@ -19,14 +19,50 @@
   document.addEventListener("DOMContentLoaded", function () { scan(document); });
   document.addEventListener("htmx:load", function (event) { scan(event.target); });
 
-  // A form with data-confirm asks first; "Cancel" stops the submit before htmx or the browser sees it.
+  // A form with data-confirm asks first, in the page's own dialog (#confirm-dialog in base.html);
+  // "Cancel" stops the submit before htmx or the browser sees it, the confirm button sends it again.
   document.addEventListener("submit", function (event) {
     var form = event.target, message = form && form.dataset && form.dataset.confirm;
-    if (message && !window.confirm(message)) {
-      event.preventDefault();
-      event.stopPropagation();
+    if (!message) return;
+    if (form.dataset.confirmed) { delete form.dataset.confirmed; return; }
+    event.preventDefault();
+    event.stopPropagation();
+    var dialog = document.getElementById("confirm-dialog");
+    if (!dialog || typeof dialog.showModal !== "function") {  // a very old browser: its own prompt
+      if (window.confirm(message)) { form.dataset.confirmed = "1"; form.requestSubmit(); }
+      return;
     }
+    var submitter = event.submitter;
+    dialog.querySelector(".confirm-message").textContent = message;
+    var ok = dialog.querySelector(".confirm-ok");
+    ok.textContent = form.dataset.confirmButton || (submitter && submitter.textContent.trim()) || "Confirm";
+    ok.className = "btn confirm-ok " + (submitter && submitter.classList.contains("btn-danger") ? "btn-danger" : "btn-primary");
+    dialog.onclose = function () {
+      if (dialog.returnValue !== "ok") return;
+      form.dataset.confirmed = "1";
+      if (submitter && submitter.form === form) form.requestSubmit(submitter); else form.requestSubmit();
+    };
+    dialog.returnValue = "";
+    dialog.showModal();
+    dialog.querySelector(".confirm-cancel").focus();
   }, true);
+
+  // The viewer's time zone: the browser's, as a cookie the portal reads (webapp/timezones.py). A first
+  // visit was rendered in UTC: once the cookie is set, that page is drawn again in the right zone. An
+  // account that chose a zone keeps it (data-zone-from="account").
+  (function () {
+    var zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
+    if (!zone) return;
+    var had = (document.cookie.match(/(?:^|; )tz=([^;]*)/) || [])[1];
+    if (had && decodeURIComponent(had) === zone) return;
+    document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax" +
+      (location.protocol === "https:" ? "; Secure" : "");
+    var root = document.documentElement;
+    if (root.dataset.zoneFrom === "browser" && root.dataset.zone !== zone && document.readyState !== "complete") {
+      location.reload();
+    }
+  })();
 
   // A polled region with data-poll-pause="selector" skips its refresh while the selector matches
   // (a rename form open, focus inside): the user's typing is never swapped away.

@@ -193,13 +193,21 @@ def test_provider_journey(browser, portal, screenshot):
     assert page.evaluate("window.__sameDocument") is True
     screenshot(page, "08-details-tasks-laptop")
 
-    # Deleting asks first (data-confirm, static/js/pages.js: no inline handler under the CSP); "Cancel" keeps it.
+    # Deleting asks first in the page's own dialog (data-confirm, static/js/pages.js: no inline handler
+    # under the CSP, no native confirm()); "Cancel" keeps it.
     page.goto(f"{base}/workers/{attic_id}")
-    dialogs = []
-    page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    native = []
+    page.on("dialog", lambda dialog: (native.append(dialog.message), dialog.dismiss()))
     page.click("#worker-head button:has-text('Delete')")
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator(".confirm-message")).to_contain_text("Attic tower")
+    expect(dialog.locator(".confirm-ok")).to_have_text("Delete")
+    screenshot(page, "08b-delete-dialog-laptop")
+    dialog.locator(".confirm-cancel").click()
+    expect(dialog).to_be_hidden()
     expect(page.locator("#worker-head")).to_be_visible()
-    assert dialogs and "Attic tower" in dialogs[0] and page.url.endswith(f"/workers/{attic_id}")
+    assert native == [] and page.url.endswith(f"/workers/{attic_id}")
 
     # The same pages at phone width.
     phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=laptop.storage_state(),

@@ -80,6 +80,17 @@ def set_wallet(user: User, address: str) -> None:
     db.session.commit()
 
 
+def set_time_zone(user: User, name: str | None) -> None:
+    """The zone the user's pages show times in: an IANA name, or empty for the browser's own."""
+    from .. import timezones
+    name = (name or "").strip()
+    if name and timezones.zone_or_none(name) is None:
+        raise ServiceError("invalid_time_zone", "Choose a time zone from the list (e.g. Europe/Berlin), "
+                                                "or the browser's own.")
+    user.time_zone = name or None
+    db.session.commit()
+
+
 def create_api_token(user: User, name: str) -> tuple[ApiToken, str]:
     """Returns the row and the token itself, which is never stored and never shown again."""
     name = (name or "").strip() or "API token"

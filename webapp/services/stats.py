@@ -3,8 +3,11 @@
 import hashlib
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
-from .. import money
+from sqlalchemy import literal
+
+from .. import money, timezones
 from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
@@ -32,45 +35,49 @@ def _chunks(ids: list[int]):
         yield ids[i:i + _CHUNK]
 
 
+def _sources(worker_ids) -> list[tuple]:
+    """What each figure counts, as (worker column, time column, {figure: value}, conditions): the one
+    statement of these rules, read by the UTC roll-up (summed per worker and day) and by a series in
+    another zone (row by row, bucketed by that zone's days)."""
+    return [
+        # A completed task counts for the worker that completed it, on the day it finished.
+        (Task.worker_id, Task.finished_at,
+         {"tasks_completed": literal(1), "compute_seconds": db.func.coalesce(Task.compute_seconds, 0.0)},
+         [Task.worker_id.in_(worker_ids), Task.status == TaskStatus.COMPLETED]),
+        # A failure counts for the worker that failed the attempt, even when another worker later
+        # completed the task: the task row only remembers its last worker, the events remember all.
+        (TaskEvent.worker_id, TaskEvent.created_at, {"tasks_failed": literal(1)},
+         [TaskEvent.worker_id.in_(worker_ids), TaskEvent.kind == TaskEventKind.FAILED]),
+        # Earnings are what the ledger credited that day (the ledger is the money's truth).
+        (LedgerEntry.worker_id, LedgerEntry.created_at, {"task_earnings_micros": LedgerEntry.amount_micros},
+         [LedgerEntry.worker_id.in_(worker_ids), LedgerEntry.kind == LedgerKind.TASK_REWARD]),
+        (MiningReport.worker_id, MiningReport.reported_at, {"mining_earnings_micros": MiningReport.earnings_micros},
+         [MiningReport.worker_id.in_(worker_ids)]),
+    ]
+
+
+def _empty_figures() -> dict:
+    return {"task_earnings_micros": 0, "mining_earnings_micros": 0, "tasks_completed": 0, "tasks_failed": 0,
+            "compute_seconds": 0.0}
+
+
+def _cast(name: str, value):
+    return float(value or 0.0) if name == "compute_seconds" else int(value or 0)
+
+
 def _day_values(worker_ids: list[int], day: date) -> dict[int, dict]:
     """Recompute one UTC day's figures for these workers from the rows they summarise."""
     lo, hi = _day_bounds(day)
     values: dict[int, dict] = {}
-
-    def slot(worker_id):
-        return values.setdefault(worker_id, {"task_earnings_micros": 0, "mining_earnings_micros": 0,
-                                             "tasks_completed": 0, "tasks_failed": 0, "compute_seconds": 0.0})
-
     for ids in _chunks(worker_ids):
-        # A completed task counts for the worker that completed it, on the day it finished.
-        for worker_id, count, seconds in db.session.execute(
-                db.select(Task.worker_id, db.func.count(), db.func.coalesce(db.func.sum(Task.compute_seconds), 0.0))
-                .where(Task.worker_id.in_(ids), Task.status == TaskStatus.COMPLETED,
-                       Task.finished_at >= lo, Task.finished_at < hi)
-                .group_by(Task.worker_id)):
-            row = slot(worker_id)
-            row["tasks_completed"], row["compute_seconds"] = int(count), float(seconds)
-        # A failure counts for the worker that failed the attempt, even when another worker later
-        # completed the task: the task row only remembers its last worker, the events remember all.
-        for worker_id, count in db.session.execute(
-                db.select(TaskEvent.worker_id, db.func.count())
-                .where(TaskEvent.worker_id.in_(ids), TaskEvent.kind == TaskEventKind.FAILED,
-                       TaskEvent.created_at >= lo, TaskEvent.created_at < hi)
-                .group_by(TaskEvent.worker_id)):
-            slot(worker_id)["tasks_failed"] = int(count)
-        # Earnings are what the ledger credited that day (the ledger is the money's truth).
-        for worker_id, total in db.session.execute(
-                db.select(LedgerEntry.worker_id, db.func.sum(LedgerEntry.amount_micros))
-                .where(LedgerEntry.worker_id.in_(ids), LedgerEntry.kind == LedgerKind.TASK_REWARD,
-                       LedgerEntry.created_at >= lo, LedgerEntry.created_at < hi)
-                .group_by(LedgerEntry.worker_id)):
-            slot(worker_id)["task_earnings_micros"] = int(total or 0)
-        for worker_id, total in db.session.execute(
-                db.select(MiningReport.worker_id, db.func.sum(MiningReport.earnings_micros))
-                .where(MiningReport.worker_id.in_(ids), MiningReport.reported_at >= lo,
-                       MiningReport.reported_at < hi)
-                .group_by(MiningReport.worker_id)):
-            slot(worker_id)["mining_earnings_micros"] = int(total or 0)
+        for worker_col, time_col, figures, conditions in _sources(ids):
+            names = list(figures)
+            for worker_id, *sums in db.session.execute(
+                    db.select(worker_col, *[db.func.sum(figures[n]) for n in names])
+                    .where(*conditions, time_col >= lo, time_col < hi).group_by(worker_col)):
+                row = values.setdefault(worker_id, _empty_figures())
+                for name, total in zip(names, sums):
+                    row[name] = _cast(name, total)
     return values
 
 
@@ -142,6 +149,7 @@ class Series:
     start: date  # first day covered
     end: date  # last day covered (inclusive)
     buckets: list[Bucket] = field(default_factory=list)
+    zone: str = "UTC"  # whose midnights bound the days (webapp/timezones.py)
 
     def total(self, name: str):
         return sum(getattr(b, name) for b in self.buckets)
@@ -149,14 +157,14 @@ class Series:
     @property
     def version(self) -> str:
         """A short digest of the figures: a chart drawn from equal figures is the same chart."""
-        digest = hashlib.sha256(repr((self.period, self.unit, self.start, self.end,
+        digest = hashlib.sha256(repr((self.period, self.unit, self.start, self.end, self.zone,
                                       [tuple(asdict(b).values()) for b in self.buckets])).encode())
         return digest.hexdigest()[:16]
 
     def to_dict(self) -> dict:
         """The JSON shape (money as decimal USD strings)."""
         return {
-            "period": self.period, "unit": self.unit,
+            "period": self.period, "unit": self.unit, "time_zone": self.zone,
             "from": self.start.isoformat(), "to": self.end.isoformat(),
             "buckets": [{
                 "start": b.start.isoformat(), "label": b.label,
@@ -191,9 +199,11 @@ def _add_months(day: date, months: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def period_range(period: str, start=None, end=None, now: datetime | None = None) -> tuple[date, date, str]:
-    """(first day, last day, bucket unit) of a period; raises ServiceError (400) on a bad choice."""
-    today = (now or utcnow()).astimezone(timezone.utc).date()
+def period_range(period: str, start=None, end=None, now: datetime | None = None,
+                 zone: ZoneInfo | None = None) -> tuple[date, date, str]:
+    """(first day, last day, bucket unit) of a period, "today" being the zone's (UTC by default);
+    raises ServiceError (400) on a bad choice."""
+    today = timezones.today(now or utcnow(), zone or timezones.UTC)
     period = (period or "week").lower()
     if period == "week":
         return today - timedelta(days=6), today, "day"
@@ -213,11 +223,17 @@ def period_range(period: str, start=None, end=None, now: datetime | None = None)
     return first, last, "day" if (last - first).days + 1 <= DAY_BUCKETS_MAX else "month"
 
 
-def series(worker_id: int, period: str, start=None, end=None, now: datetime | None = None) -> Series:
+def series(worker_id: int, period: str, start=None, end=None, now: datetime | None = None,
+           zone: ZoneInfo | None = None) -> Series:
     """The worker's figures over a period, one bucket per day (week, month, short custom ranges) or per
-    month (year, long custom ranges); empty buckets are kept so the charts show gaps honestly."""
-    first, last, unit = period_range(period, start, end, now)
-    result = Series(worker_id=worker_id, period=(period or "week").lower(), unit=unit, start=first, end=last)
+    month (year, long custom ranges); empty buckets are kept so the charts show gaps honestly.
+
+    Days are the zone's (UTC by default): in UTC the roll-up rows answer; elsewhere the rows they sum
+    are read again and bucketed by that zone's midnights, so a bar is the viewer's day."""
+    zone = zone or timezones.UTC
+    first, last, unit = period_range(period, start, end, now, zone)
+    result = Series(worker_id=worker_id, period=(period or "week").lower(), unit=unit, start=first, end=last,
+                    zone=str(zone.key))
     index: dict[str, Bucket] = {}
     if unit == "day":
         day = first
@@ -231,6 +247,9 @@ def series(worker_id: int, period: str, start=None, end=None, now: datetime | No
             index[key] = Bucket(start=max(month, first), label=key)
             month = _add_months(month, 1)
     result.buckets = list(index.values())
+    if zone.key != "UTC":
+        _fill_in_zone(index, worker_id, first, last, unit, zone)
+        return result
     # One primary-key range scan: at most ~1,100 rows for the longest allowed range.
     rows = db.session.execute(
         db.select(WorkerDailyStat.day, WorkerDailyStat.task_earnings_micros, WorkerDailyStat.mining_earnings_micros,
@@ -247,6 +266,20 @@ def series(worker_id: int, period: str, start=None, end=None, now: datetime | No
         bucket.tasks_failed += int(failed or 0)
         bucket.compute_seconds += float(seconds or 0.0)
     return result
+
+
+def _fill_in_zone(index: dict, worker_id: int, first: date, last: date, unit: str, zone: ZoneInfo) -> None:
+    lo, hi = timezones.day_start(first, zone), timezones.day_start(last + timedelta(days=1), zone)
+    for _worker_col, time_col, figures, conditions in _sources([worker_id]):
+        names = list(figures)
+        for at, *values in db.session.execute(
+                db.select(time_col, *[figures[n] for n in names]).where(*conditions, time_col >= lo, time_col < hi)):
+            day = timezones.to_local(at, zone).date()
+            bucket = index.get(day.isoformat() if unit == "day" else day.isoformat()[:7])
+            if bucket is None:
+                continue
+            for name, value in zip(names, values):
+                setattr(bucket, name, getattr(bucket, name) + _cast(name, value))
 
 
 # ---------------------------------------------------------------------------------------------------

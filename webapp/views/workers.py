@@ -11,7 +11,7 @@ from jinja2_fragments.flask import render_block
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
-from .. import charts
+from .. import charts, timezones
 from ..clock import utcnow
 from ..extensions import db, htmx
 from ..forms import EmptyForm
@@ -353,10 +353,10 @@ def detail(worker_id):
             chart_args.update({"from": start, "to": end})
         period_error = None
         try:
-            series = stats.series(worker.id, period, start or None, end or None, now=now)
+            series = stats.series(worker.id, period, start or None, end or None, now=now, zone=timezones.current_zone())
         except ServiceError as exc:
             period_error, status_code = exc.message, 400
-            series = stats.series(worker.id, "week", now=now)
+            series = stats.series(worker.id, "week", now=now, zone=timezones.current_zone())
             chart_args = {"period": "week"}
         context.update({
             "series": series,
@@ -399,7 +399,7 @@ def chart(worker_id, name):
         abort(404)
     try:
         series = stats.series(worker.id, request.args.get("period", "week"), request.args.get("from") or None,
-                              request.args.get("to") or None)
+                              request.args.get("to") or None, zone=timezones.current_zone())
     except ServiceError as exc:
         abort(400, exc.message)
     size = request.args.get("size", "wide")
