@@ -53,10 +53,10 @@
   (function () {
     var zone;
     try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { return; }
-    if (!zone) return;
+    if (!zone || !/^[A-Za-z0-9_\/+-]{1,64}$/.test(zone)) return;  // IANA names: written as they are
     var had = (document.cookie.match(/(?:^|; )tz=([^;]*)/) || [])[1];
-    if (had && decodeURIComponent(had) === zone) return;
-    document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax" +
+    if (had === zone) return;
+    document.cookie = "tz=" + zone + "; path=/; max-age=31536000; SameSite=Lax" +
       (location.protocol === "https:" ? "; Secure" : "");
     var root = document.documentElement;
     if (root.dataset.zoneFrom === "browser" && root.dataset.zone !== zone && document.readyState !== "complete") {
