@@ -7,9 +7,11 @@ from .clock import utcnow
 
 
 def duration(seconds) -> str:
-    """3725 -> '1h 2m'; 45 -> '45s'."""
+    """3725 -> '1h 2m'; 45 -> '45s'; 0.7 -> '0.7s' (a sub-second task is not "0s")."""
     if seconds is None:
         return "—"
+    if 0 < seconds < 1:
+        return "<0.1s" if seconds < 0.05 else f"{seconds:.1f}s"
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
@@ -40,4 +42,6 @@ def local(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M", with_zone: bool = 
 def init_app(app) -> None:
     # `utc` is the filter's old name, kept so a template not yet renamed still shows the viewer's zone.
     app.jinja_env.filters.update(usd=money.usd, money=money.fmt, duration=duration, ago=ago, local=local, utc=local)
-    app.jinja_env.globals.update(now=utcnow, viewer_zone=timezones.label, browser_zone=timezones.browser_zone)
+    from .services.presence import uptime_window
+    app.jinja_env.globals.update(now=utcnow, viewer_zone=timezones.label, browser_zone=timezones.browser_zone,
+                                 uptime_window=uptime_window)

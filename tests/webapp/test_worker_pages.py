@@ -111,6 +111,25 @@ def test_uptime_shows_continuous_time_and_thirty_day_share(app, signed_in, clock
     assert "10.2% · 30 d" in html  # 3 days + 1.5 hours of 30 days
 
 
+def test_a_young_workers_share_is_since_it_was_created_and_short_tasks_are_not_0s(app, signed_in, clock):
+    from webapp.filters import duration
+    now = clock.set(datetime(2024, 5, 15, 12, 0, tzinfo=timezone.utc))
+    worker_id = add_worker(app, name="Fresh", online=False, created_at=now - timedelta(minutes=5),
+                           last_heartbeat_at=now - timedelta(seconds=3), state=WorkerState.IDLE)
+    with app.app_context():
+        db.session.add(PresenceInterval(worker_id=worker_id, started_at=now - timedelta(minutes=4),
+                                        ended_at=now - timedelta(seconds=3)))
+        db.session.commit()
+    listing = signed_in.get("/workers").get_data(as_text=True)
+    assert "% · since created" in listing and "% · 30 d" not in listing
+    detail = signed_in.get(f"/workers/{worker_id}").get_data(as_text=True)
+    assert "% online since it was created" in detail and "over the last 30 days" not in detail
+    # Past the window it is the window again.
+    clock.set(now + timedelta(days=31))
+    assert "over the last 30 days" in signed_in.get(f"/workers/{worker_id}").get_data(as_text=True)
+    assert [duration(s) for s in (0.6, 0.94, 0.01, 0, 1.4, 45)] == ["0.6s", "0.9s", "<0.1s", "0s", "1s", "45s"]
+
+
 def test_workers_are_scoped_to_their_owner(app, client, auth):
     auth.signup("eve@example.com")
     other = add_worker(app, email="eve@example.com", name="Eve's node")

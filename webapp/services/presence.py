@@ -131,7 +131,19 @@ def current_uptimes(worker_ids: list[int], now: datetime | None = None) -> dict[
     return result
 
 
-def uptime_percent(worker_ids: list[int], now: datetime | None = None, days: int = 30) -> dict[int, float]:
+UPTIME_WINDOW_DAYS = 30
+
+
+def uptime_window(created_at: datetime | None, now: datetime | None = None, days: int = UPTIME_WINDOW_DAYS) -> str:
+    """What uptime_percent's share is of, in words: a worker younger than the window is measured since
+    it was created, and saying "over the last 30 days" of a 5-minute-old worker would be wrong."""
+    now = now or utcnow()
+    if created_at is not None and created_at > now - timedelta(days=days):
+        return "since it was created"
+    return f"over the last {days} days"
+
+
+def uptime_percent(worker_ids: list[int], now: datetime | None = None, days: int = UPTIME_WINDOW_DAYS) -> dict[int, float]:
     """Online share of the last `days` days per worker (of its lifetime if younger), in one query.
 
     Intervals are clipped to the window and overlaps merged; an interval that is still open counts up
