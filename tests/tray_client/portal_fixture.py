@@ -3,6 +3,7 @@ and storage, plus the creator/provider API calls the Worker App tests need."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -88,6 +89,15 @@ class Portal:
     def close(self) -> None:
         self.stop()
         self.log.close()
+
+    def other_account(self, email: str) -> "Portal":
+        """This portal as seen by another (new) account: its own API token, the same server."""
+        self._cli("create-user", email, "--password", PASSWORD)
+        other = copy.copy(self)
+        other.token = self._cli("create-token", email).strip().splitlines()[-1]
+        other.session = requests.Session()
+        other.session.headers["Authorization"] = f"Bearer {other.token}"
+        return other
 
     # --- provider and creator API ------------------------------------------------------------
 

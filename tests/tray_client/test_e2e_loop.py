@@ -13,7 +13,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from tray_client import config
+from tray_client import bench, config
 from tray_client.engine import Engine
 from tests.tray_client.conftest import make_scene
 from tests.tray_client.portal_fixture import WORKER, Portal, pair_worker
@@ -116,6 +116,53 @@ def test_render_and_upscale_jobs_run_end_to_end(portal, cube, realesrgan, tmp_pa
     # The .blend was downloaded once for the three render tasks, each image once; the run has no inputs.
     assert engine.cache.downloads == 3
     assert engine.snapshot().tasks_completed == 6
+
+
+def test_the_portal_measured_bench_score_is_what_pictor_worker_bench_measures(tmp_path, capsys):
+    """Two providers' new workers, each alone on this machine in turn: each renders the Bench Score
+    run the portal issues and times, the other one's worker checks it, and the score the portal sets
+    is within 20% of what `pictor-worker bench` measures here."""
+    portal = Portal(tmp_path / "portal").start()
+    try:
+        nodes = {}
+        for who in ("ann", "ben"):
+            account = portal.other_account(f"{who}@example.org")
+            nodes[who] = (account, *pair_worker(account, tmp_path / who, f"{who}-node"))
+
+        def score(who):
+            account, worker, _, _ = nodes[who]
+            return account.api("GET", f"/workers/{worker['id']}")["bench_score"]
+
+        def run_alone_until(who, done, what):
+            _, _, config_path, data_dir = nodes[who]
+            engine = engine_for(config_path, data_dir)
+            thread = run_engine(engine)
+            try:
+                portal.wait_for(done, timeout=120, what=what)
+            finally:
+                engine.stop()
+                thread.join(30)
+
+        def run_done(who):
+            account, worker, _, _ = nodes[who]
+            items = account.worker_tasks(worker["id"])["items"]
+            return any(t["job_type"] == "benchmark" and t["status"] == "completed" for t in items)
+
+        run_alone_until("ann", lambda: run_done("ann"), "ann's Bench Score run")
+        assert score("ann") is None  # done, but not checked yet: it doesn't count
+        run_alone_until("ben", lambda: score("ann") is not None and run_done("ben"), "ben's check of ann's run and its own")
+        run_alone_until("ann", lambda: score("ben") is not None, "ann's check of ben's run")
+
+        portal_scores = {who: score(who) for who in nodes}
+        _, _, config_path, data_dir = nodes["ann"]
+        own = bench.run(config.load(config_path, data_dir), None, repeat=2)
+    finally:
+        portal.close()
+    with capsys.disabled():
+        print(f"\n[bench] portal-measured Bench Score ann {portal_scores['ann']}, ben {portal_scores['ben']}; "
+              f"`pictor-worker bench` {own['score']} ({own['details']['seconds']} s)")
+    for who, measured in portal_scores.items():
+        assert 0.8 <= measured / own["score"] <= 1.2, (who, measured, own)
 
 
 def test_cancel_mid_render_kills_blender(portal, cube, tmp_path):

@@ -140,7 +140,7 @@ class VerifyRunner(Runner):
         if params["kind"] == "upscale":
             return self._upscale(params, inputs, workdir, on_progress, should_stop)
         if params["kind"] == "benchmark":
-            scene = bench_scene(BlenderRunner(self.settings), workdir)
+            scene = bench_scene(BlenderRunner(self.settings), Path(workdir).parent)
             run = bench.render_params(seed=params["seed"])  # the run's frame on any device: pixels, not speed
             [frame] = run.pop("frames")
             render = dict(run, kind="render", frame=frame, crops=params["crops"])

@@ -7,9 +7,10 @@ from urllib.parse import quote
 from flask import Response, current_app, g, jsonify, request, send_file
 
 from .. import money
+from ..clock import utcnow
 from ..extensions import db, limiter
 from ..models import Task
-from ..services import ServiceError, dispatch, ledger, market, presence, releases, storage
+from ..services import ServiceError, benchmarks, dispatch, ledger, market, presence, releases, storage
 from ..web import json_error as error
 from ..web import server_url
 from . import bp, json_body, schema, worker_token_required
@@ -86,6 +87,8 @@ def worker_hello():
         "custom_bid": money.fmt(worker.bid_micros) if worker.bid_micros is not None else None,
         "bench_score": worker.bench_score,
         "bench_score_reported": worker.bench_score_reported,
+        # A Bench Score run is queued for this worker or will be: the app prepares its scene first.
+        "bench_run_due": benchmarks.needs_run(worker, utcnow()),
         "wallet_address": worker.wallet_address,
         "country": worker.country,
         "latest_app_version": releases.latest_version(),
@@ -328,7 +331,7 @@ _SETTINGS = {"type": "object", "properties": {
 _CLAIMED_TASK = {"type": "object", "required": ["id", "job_id", "type", "params", "inputs", "lease_expires_at",
                                                 "reward_estimate"], "properties": {
     "id": {"type": "integer"}, "job_id": {"type": "integer"},
-    "type": {"type": "string", "enum": ["render", "upscale", "verify"]},
+    "type": {"type": "string", "enum": ["render", "upscale", "verify", "benchmark"]},
     "slot": {"type": "string", "description": "the worker's device slot the task runs on"},
     "params": {"type": "object", "description": "render: blend, frames, engine, samples, resolution_percent, "
                                                 "format, device; upscale: image, scale, model; verify: kind "
@@ -355,6 +358,8 @@ OPENAPI_PATHS = {
             "poll_seconds": {"type": "integer"}, "heartbeat_seconds": {"type": "integer"},
             "lease_seconds": {"type": "integer"}, "average_bid": _MONEY, "bid": _MONEY,
             "custom_bid": _MONEY_OR_NULL, "bench_score": {"type": "integer", "nullable": True},
+            "bench_run_due": {"type": "boolean", "description": "a Bench Score run is queued for this worker "
+                              "or will be: it is timed from its claim, so prepare the scene first"},
             "latest_app_version": {"type": "string", "nullable": True}}}, "Timings and market settings"),
          **_errors(400, 401, 413)},
         _body({"app_version": {"type": "string"}, "os": {"type": "string"}, "hostname": {"type": "string"},
