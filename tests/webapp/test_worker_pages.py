@@ -304,6 +304,22 @@ def test_statistics_tab_shows_every_field(app, signed_in):
     assert f'src="/workers/{worker_id}/charts/earnings-by-task.svg?period=week"' in html
 
 
+def test_security_checks_from_the_real_app_have_titles_not_ids(app, signed_in, tmp_path):
+    from tray_client import compliance
+    checks = compliance.run_all(config_path=None, server="http://portal.example.net", data_dir=tmp_path,
+                                cache_max_bytes=2**30, hardware={"gpus": []})
+    ids = {c["check"] for c in checks}
+    assert {"not_admin", "gpu_driver", "renderer_hardening"} <= ids
+    worker_id = add_worker(app, name="Real box", compliance=checks)
+    html = signed_in.get(f"/workers/{worker_id}").get_data(as_text=True)
+    section = html[html.index("Security Compliance"):]
+    for raw in ids:
+        assert f"<strong>{raw}</strong>" not in section, raw
+    assert "<strong>Runs without admin rights</strong>" in section and "<strong>GPU driver</strong>" in section
+    assert "<strong>Connection to the portal</strong>" in section
+    assert "Plain HTTP over the network exposes the worker token" in section  # a reason, as a sentence
+
+
 def test_local_network_location(app, signed_in):
     worker_id = add_worker(app, name="LAN box", ip_address="192.168.1.20", country=None)
     assert "Local network" in signed_in.get(f"/workers/{worker_id}").get_data(as_text=True)

@@ -486,6 +486,22 @@ def task_software_label(task: Task, worker: Worker) -> str:
 COMPLIANCE_STATUSES = {"ok": "pass", "passed": "pass", "warning": "warn", "failed": "fail", "error": "fail"}
 
 
+# The Worker App reports its checks by id (tray_client/compliance.py): the titles a person reads.
+COMPLIANCE_TITLES = {
+    "app_version": "App version", "credentials_file": "Worker token file", "server_connection": "Connection to the portal",
+    "renderer_hardening": "Blender auto-run scripts off", "renderer_sandbox": "Render sandbox",
+    "not_admin": "Runs without admin rights", "free_disk": "Free disk space", "gpu_driver": "GPU driver",
+}
+
+
+def _check_title(raw) -> str:
+    """A known id's title; an unknown snake_case id made readable ("os_updates" -> "Os updates")."""
+    text = str(raw or "Check")
+    if text in COMPLIANCE_TITLES:
+        return COMPLIANCE_TITLES[text]
+    return text.replace("_", " ").capitalize() if "_" in text or text.islower() else text
+
+
 def compliance_checks(worker: Worker) -> list[dict]:
     """The app's security checks, whatever key names it used, as name / status (pass|warn|fail) / reason."""
     checks = []
@@ -494,10 +510,11 @@ def compliance_checks(worker: Worker) -> list[dict]:
             continue
         status = str(item.get("status") or item.get("result") or "warn").lower()
         status = COMPLIANCE_STATUSES.get(status, status)
+        reason = str(item.get("reason") or item.get("message") or item.get("detail") or "")
         checks.append({
-            "name": item.get("label") or item.get("name") or item.get("check") or item.get("id") or "Check",
+            "name": _check_title(item.get("label") or item.get("name") or item.get("check") or item.get("id")),
             "status": status if status in ("pass", "warn", "fail") else "warn",
-            "reason": item.get("reason") or item.get("message") or item.get("detail") or "",
+            "reason": reason[:1].upper() + reason[1:],  # the app writes clauses; the page shows sentences
         })
     return checks
 
