@@ -30,10 +30,11 @@ log = logging.getLogger("tray_client")
 def _common(command):
     """--config and --data-dir on every subcommand (they may also come before the subcommand)."""
     @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Config file with the server URL and this worker's token "
-                       "[default: your user config folder]")
+                  help="The config file this worker uses (server URL and token) "
+                       "[default: worker.json in --data-dir, else your user config folder]")
     @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                  help="Folder for the input cache, queued updates, logs and work files")
+                  help="Folder for everything of this worker: its config, the input cache, queued "
+                       "updates, logs and work files")
     @click.pass_context
     @functools.wraps(command)
     def wrapper(ctx, config_path, data_dir, **kwargs):
@@ -62,7 +63,7 @@ def _fail(message: str, code: int):
 def _paired(cfg: config_mod.WorkerConfig) -> config_mod.WorkerConfig:
     if not cfg.paired:
         _fail(f"this worker is not paired ({cfg.path} has no credentials): run "
-              "`pictor-worker pair CODE --server URL` or `pictor-worker pair --config FILE`", EXIT_USAGE)
+              "`pictor-worker pair CODE --server URL` or `pictor-worker pair --import FILE`", EXIT_USAGE)
     return cfg
 
 
@@ -119,10 +120,20 @@ def main(ctx, config_path, data_dir):
 @click.argument("code", required=False)
 @click.option("--server", help="The portal's address, e.g. https://portal.example.com "
                                "[default: the config's, else $PICTOR_SERVER_URL]")
+@click.option("--import", "import_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Import the config file downloaded from the portal instead of using a code")
 @_common
-def pair(config_path, data_dir, code, server):
-    """Pair with the portal: `pair CODE --server URL`, or `pair --config FILE` to import the config
-    file downloaded from the portal."""
+def pair(config_path, data_dir, code, server, import_path):
+    """Pair with the portal: `pair CODE --server URL`, or `pair --import FILE` to import the config
+    file downloaded from the portal. The credentials go to --config FILE if given, else into
+    --data-dir, else your user config folder (where `run` looks with the same options)."""
+    if import_path is None and not code and config_path and Path(config_path).exists():
+        # The old spelling: `pair --config FILE` imported FILE. It still does, and says the new one.
+        click.echo("Note: `pair --config FILE` is now `pair --import FILE` (--config names the file "
+                   "the worker uses, as in `run --config`).", err=True)
+        import_path, config_path = Path(config_path), None
+    if code and import_path:
+        _fail("give a pairing code or --import FILE, not both", EXIT_USAGE)
     if code:
         cfg = _load(config_path, data_dir)
         server = server or pairing.default_server_url(cfg)
@@ -134,11 +145,12 @@ def pair(config_path, data_dir, code, server):
             _fail(f"pairing refused: {exc}" if exc.exit_code == EXIT_AUTH else str(exc), exc.exit_code)
         click.echo(f"Paired as worker {cfg.worker_id} with {cfg.server_url}; credentials saved to {cfg.path}")
         return
-    if not config_path:
-        _fail("give a pairing code (pair CODE --server URL) or a config file (pair --config FILE)", EXIT_USAGE)
-    target = _load(None, data_dir)  # the default location, so a plain `pictor-worker run` finds it
+    if not import_path:
+        _fail("give a pairing code (pair CODE --server URL) or a config file (pair --import FILE)", EXIT_USAGE)
+    # Where `run` with the same options looks: --config, else inside --data-dir, else the user's folder.
+    target = _load(config_path, data_dir)
     try:
-        target = pairing.import_config_file(target, Path(config_path))
+        target = pairing.import_config_file(target, import_path)
     except pairing.PairingError as exc:
         _fail(str(exc), exc.exit_code)
     click.echo(f"Imported worker {target.worker_id} of {target.server_url} into {target.path}")

@@ -183,10 +183,29 @@ def parse_document(doc: Any, source: str = "config") -> dict[str, Any]:
             "token": doc["token"].strip()}
 
 
+def config_path_for(data_dir: str | os.PathLike | None) -> Path:
+    """Where the config lives when no file is named: inside a data folder that was given (so one
+    folder holds a whole worker: several workers on one machine never share a token), else the user's
+    config folder. A worker set up before that rule (its config in the user folder naming this data
+    folder) keeps being found there."""
+    if data_dir is None:
+        return default_config_path()
+    inside = Path(data_dir).expanduser() / CONFIG_FILE_NAME
+    legacy = default_config_path()
+    if not inside.exists() and legacy.exists():
+        try:
+            saved = json.loads(legacy.read_text(encoding="utf-8")).get("data_dir")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            saved = None
+        if isinstance(saved, str) and Path(saved).expanduser().resolve() == Path(data_dir).expanduser().resolve():
+            return legacy
+    return inside
+
+
 def load(config_path: str | os.PathLike | None = None,
          data_dir: str | os.PathLike | None = None) -> WorkerConfig:
-    """The config at config_path (default: the user's config folder); unpaired when it is absent."""
-    path = Path(config_path).expanduser() if config_path else default_config_path()
+    """The config at config_path (default: config_path_for(data_dir)); unpaired when it is absent."""
+    path = Path(config_path).expanduser() if config_path else config_path_for(data_dir)
     doc: Any = {}
     notices: list[str] = []
     if path.exists():

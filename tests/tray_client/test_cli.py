@@ -76,6 +76,81 @@ def test_pair_imports_a_downloaded_config_file_into_the_user_config_folder(tmp_p
     assert refused.exit_code == 4 and "refused" in refused.output
 
 
+@pytest.fixture
+def user_dirs(tmp_path, monkeypatch):
+    """The user's config and data folders, pointed into tmp_path (nothing touches the real home)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    from tray_client import config
+    return config.default_config_path()
+
+
+def two_workers(app, live_server):
+    from webapp.extensions import db
+    from webapp.models import User
+    from webapp.services import workers
+    user_id = create_user(app)
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        made = [workers.create_worker(user, name) for name in ("farm-a", "farm-b")]
+        return [(row.id, code, workers.worker_config(row, token, live_server.url)) for row, code, token in made]
+
+
+def test_data_dir_holds_the_whole_worker_and_two_workers_never_share_a_token(tmp_path, app, live_server, user_dirs):
+    (a_id, a_code, _), (b_id, b_code, _) = two_workers(app, live_server)
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    assert invoke("pair", a_code, "--server", live_server.url, "--data-dir", a_dir).exit_code == 0
+    assert invoke("pair", b_code, "--server", live_server.url, "--data-dir", b_dir).exit_code == 0
+    assert not user_dirs.exists()  # nothing written to ~/.config/pictor-worker/worker.json
+    a_doc, b_doc = (json.loads((d / "worker.json").read_text()) for d in (a_dir, b_dir))
+    assert (a_doc["worker_id"], b_doc["worker_id"]) == (a_id, b_id) and a_doc["token"] != b_doc["token"]
+    for folder, worker_id in ((a_dir, a_id), (b_dir, b_id)):
+        status = invoke("status", "--data-dir", folder)
+        assert f"Worker ID:     {worker_id}" in status.output and str(folder) in status.output
+    # `run` with the same --data-dir finds the worker paired there (before the subcommand too).
+    result = invoke("--data-dir", b_dir, "run", "--headless", "--once")
+    assert result.exit_code == 0, result.output
+    from webapp.extensions import db
+    from webapp.models import Worker
+    with app.app_context():
+        assert db.session.get(Worker, b_id).last_heartbeat_at is not None
+        assert db.session.get(Worker, a_id).last_heartbeat_at is None
+    # A folder nobody paired is not paired (it does not borrow another worker's token).
+    unpaired = invoke("run", "--headless", "--once", "--data-dir", tmp_path / "c")
+    assert unpaired.exit_code == 2 and "pair --import FILE" in unpaired.output
+
+
+def test_pair_import_and_the_old_config_spelling(tmp_path, app, live_server, user_dirs):
+    (a_id, _, a_doc), (b_id, _, b_doc) = two_workers(app, live_server)
+    downloaded = tmp_path / "Downloads" / "a.json"
+    downloaded.parent.mkdir()
+    downloaded.write_text(json.dumps(a_doc))
+    result = invoke("pair", "--import", downloaded, "--data-dir", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a" / "worker.json").read_text())["worker_id"] == a_id
+    assert not user_dirs.exists()
+    # The old spelling still imports (into the user folder, as before), and says the new one.
+    (tmp_path / "b.json").write_text(json.dumps(b_doc))
+    old = invoke("pair", "--config", tmp_path / "b.json")
+    assert old.exit_code == 0 and "pair --import FILE" in old.output
+    assert json.loads(user_dirs.read_text())["worker_id"] == b_id
+    # Both at once is a mistake, said plainly.
+    both = invoke("pair", "ABCD-EFGH", "--import", downloaded)
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_a_worker_paired_before_the_rule_is_still_found_by_its_data_dir(tmp_path, user_dirs, worker):
+    _, _, doc = worker
+    folder = tmp_path / "farm"
+    user_dirs.parent.mkdir(parents=True)
+    user_dirs.write_text(json.dumps({**doc, "data_dir": str(folder)}))  # the old layout
+    status = invoke("status", "--data-dir", folder)
+    assert status.exit_code == 0 and f"Worker ID:     {doc['worker_id']}" in status.output
+    # ...but not by another folder.
+    other = invoke("status", "--data-dir", tmp_path / "elsewhere")
+    assert f"Worker ID:     {doc['worker_id']}" not in other.output
+
+
 def test_run_without_pairing_says_how_to_pair(tmp_path):
     result = invoke("run", "--headless", "--config", tmp_path / "none.json", "--data-dir", tmp_path / "d")
     assert result.exit_code == 2 and "pictor-worker pair" in result.output
