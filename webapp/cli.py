@@ -1,4 +1,4 @@
-"""`pictor-portal`: serve, init-db, create-user, create-token, demo."""
+"""`pictor-portal`: serve, init-db, create-user, create-token, demo, payouts, credit."""
 
 import os
 import sys
@@ -116,9 +116,77 @@ def serve(host, port, processes):
     waitress.serve(app, host=host, port=port, threads=16)
 
 
+@main.group("payouts")
+def payouts_group():
+    """Providers' payout requests: list them, mark one paid, reject one."""
+
+
+@payouts_group.command("list")
+@click.option("--state", type=click.Choice(["pending", "paid", "rejected"]), help="only this state")
+@with_appcontext
+def payouts_list(state):
+    """Payout requests, newest first: id, state, amount, provider, wallet."""
+    from . import money
+    from .services import payouts
+    page = payouts.list_payouts(state=state, per_page=1000)
+    if not page.items:
+        click.echo("No payout requests" + (f" in state {state}." if state else "."))
+    for p in page.items:
+        extra = p.reference or p.reason or ""
+        click.echo(f"{p.id}\t{p.state.value}\t{money.fmt(p.amount_micros)}\t{p.provider.email}\t{p.wallet_address}"
+                   f"\t{p.created_at:%Y-%m-%d %H:%M}\t{extra}")
+
+
+@payouts_group.command("mark-paid")
+@click.argument("payout_id", type=int)
+@click.option("--reference", required=True, help="the transaction id of the transfer you made")
+@with_appcontext
+def payouts_mark_paid(payout_id, reference):
+    """Record that payout ID was sent (with its transaction reference)."""
+    from .services import ServiceError, payouts
+    try:
+        payout = payouts.mark_paid(payout_id, reference)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message)
+    click.echo(f"Payout #{payout.id} marked paid ({payout.reference}).")
+
+
+@payouts_group.command("reject")
+@click.argument("payout_id", type=int)
+@click.option("--reason", required=True, help="shown to the provider")
+@with_appcontext
+def payouts_reject(payout_id, reason):
+    """Refuse payout ID: its amount goes back to the provider's balance."""
+    from .services import ServiceError, payouts
+    try:
+        payout = payouts.reject(payout_id, reason)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message)
+    click.echo(f"Payout #{payout.id} rejected; {payout.amount_micros / 1e6:.6f} USD back in the balance.")
+
+
+@main.command("credit")
+@click.argument("email")
+@click.argument("amount")
+@click.option("--memo", help="shown on the creator's statement")
+@with_appcontext
+def credit_command(email, amount, memo):
+    """Add AMOUNT (USD) of credit to the creator EMAIL's account."""
+    from . import money
+    from .services import ServiceError, accounts, credit
+    try:
+        user = accounts.user_by_email(email)
+        credit.add_credit(user, amount, memo=memo)
+        figures = credit.summary(user.id)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message)
+    click.echo(f"Added {money.usd(money.to_micros(amount))} to {user.email}: balance {money.usd(figures['balance'])}, "
+               f"available {money.usd(figures['available'])}.")
+
+
 def init_app(app) -> None:
     """Also expose the commands through `flask --app wsgi`."""
-    for command in (init_db, create_user, create_token, demo):
+    for command in (init_db, create_user, create_token, demo, payouts_group, credit_command):
         app.cli.add_command(command)
 
 

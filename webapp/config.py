@@ -35,6 +35,10 @@ def from_environment(instance_path: Path) -> dict:
         # Cookies only over https: on by default when the portal's public URL is https.
         "SESSION_COOKIE_SECURE": _flag("PICTOR_SECURE_COOKIES", (server_url or "").startswith("https://")),
         "FORCE_HTTPS": _flag("PICTOR_FORCE_HTTPS", False),
+        # Money (services/payouts.py, services/credit.py): the smallest payout; whether every job must be
+        # paid for from credit (off: a job without a budget is billed on account).
+        "PAYOUT_MINIMUM": os.environ.get("PICTOR_PAYOUT_MINIMUM") or "5.00",
+        "CREDIT_REQUIRED": _flag("PICTOR_CREDIT_REQUIRED", False),
     }
 
 
@@ -83,4 +87,6 @@ DEFAULTS = {
     "PAGE_SIZE": 25,
     "OUTPUT_RETENTION_DAYS": 30,
     "BLOB_GRACE_SECONDS": 3600,  # an unreferenced upload is kept this long before it is collected
+    "PAYOUT_MINIMUM": "5.00",  # USD; each payout costs the operator a transfer
+    "CREDIT_REQUIRED": False,
 }

@@ -105,6 +105,22 @@ class LedgerKind(str, enum.Enum):
     REVERSAL = "reversal"  # takes back one entry (a result that failed its check); nothing is deleted
     MINING = "mining"
     ADJUSTMENT = "adjustment"
+    # A provider's balance (services/payouts.py): a payout request takes money out at once, a rejected
+    # one gives it back with a payout_return row; nothing is deleted.
+    PAYOUT = "payout"
+    PAYOUT_RETURN = "payout_return"
+    # A creator's credit (services/credit.py): the operator adds credit; a job's budget is held from it
+    # at submission (reserve) and what it did not spend comes back when it ends (release).
+    CREDIT = "credit"
+    RESERVE = "reserve"
+    RELEASE = "release"
+
+
+class PayoutState(str, enum.Enum):
+    """A payout request: pending until the operator sends the money (paid, with a reference) or refuses it."""
+    PENDING = "pending"
+    PAID = "paid"
+    REJECTED = "rejected"
 
 
 class User(db.Model):
@@ -248,6 +264,10 @@ class Job(db.Model):
     max_price_micros: Mapped[int | None] = mapped_column(BigInteger)  # USD per bench-hour
     # Seeded by `pictor-portal demo`: shown, never claimed (services/demo.py claimable(); its inputs do not exist).
     demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+    # The creator's spend limit, held from their credit (services/credit.py); None = billed on account.
+    budget_micros: Mapped[int | None] = mapped_column(BigInteger)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # spend reached the budget: no more claims
+    paused_reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -379,11 +399,45 @@ class LedgerEntry(db.Model):
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
     memo: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A creator's credit rows name the creator here (provider_id names whoever is paid).
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    payout_id: Mapped[int | None] = mapped_column(ForeignKey("payouts.id"))
+    # What makes a money movement happen once ("payout:12", "hold:7:1", "credit:<uuid>"): unique.
+    key: Mapped[str | None] = mapped_column(String(80), unique=True)
 
     __table_args__ = (
         UniqueConstraint("task_id", "attempt", name="uq_ledger_task_attempt"),
         Index("ix_ledger_worker_created", "worker_id", "created_at"),
         Index("ix_ledger_job", "job_id"),
+        Index("ix_ledger_provider_created", "provider_id", "created_at"),
+        Index("ix_ledger_account_created", "account_id", "created_at"),
+    )
+
+
+class Payout(db.Model):
+    """A provider's request to be paid part of their balance to a wallet (services/payouts.py).
+
+    Its money left the balance when it was requested (a `payout` ledger row); a rejection returns it.
+    (provider_id, idempotency_key) is unique, so a double-submitted form makes one request.
+    """
+    __tablename__ = "payouts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    wallet_address: Mapped[str] = mapped_column(String(128))
+    state: Mapped[PayoutState] = mapped_column(_enum(PayoutState), default=PayoutState.PENDING)
+    idempotency_key: Mapped[str] = mapped_column(String(80))
+    reference: Mapped[str | None] = mapped_column(String(255))  # the transaction id, once paid
+    reason: Mapped[str | None] = mapped_column(String(255))  # why it was rejected
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    provider: Mapped[User] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("provider_id", "idempotency_key", name="uq_payouts_provider_key"),
+        Index("ix_payouts_provider_created", "provider_id", "created_at"),
+        Index("ix_payouts_state", "state", "created_at"),
     )
 
 

@@ -68,7 +68,8 @@ def test_every_json_body_refuses_deep_nesting_cheaply(env):
     assert JSON_OPERATIONS and ("post", "/pair") in JSON_OPERATIONS
     client = env["client"]
     for method, path in JSON_OPERATIONS:
-        headers = {} if path == "/pair" else (env["user"] if path.startswith("/workers") else env["worker"])
+        # The worker API (/worker/...) takes the worker's token; every other API a personal token.
+        headers = {} if path == "/pair" else (env["worker"] if path.startswith("/worker/") else env["user"])
         started = time.perf_counter()
         response = client.open(_concrete(path, env), method=method.upper(), data=DEEP,
                                content_type="application/json", headers=headers)

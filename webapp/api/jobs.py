@@ -110,7 +110,8 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 
 _ERROR_TEXT = {400: "Bad input (JSON {error, message, fields})", 401: "Missing or bad API token",
              404: "No such job (or not yours)", 409: "Not possible in the job's state",
-             410: "Outputs deleted after the retention period", 413: "Upload too large"}
+             410: "Outputs deleted after the retention period", 413: "Upload too large",
+             402: "insufficient_credit: the budget is more than your available credit"}
 
 
 def _errors(*codes: int) -> dict:
@@ -138,6 +139,10 @@ OPENAPI_COMPONENTS = {
                          "default": 0},
             "max_price": {"type": "string", "example": "0.80",
                           "description": "USD per bench-hour (decimal string > 0); default: average bid + 25%"},
+            "budget": {"type": "string", "example": "25.00",
+                       "description": "USD spend limit (decimal string > 0), held from your credit at submission; "
+                                      "the job pauses when its spend reaches it (402 insufficient_credit beyond "
+                                      "your available credit)"},
             "scale": {"type": "integer", "enum": list(jobs.SCALES), "default": 4},
             "model": {"type": "string", "enum": list(jobs.MODELS), "default": jobs.DEFAULT_MODEL},
         },
@@ -163,7 +168,7 @@ OPENAPI_PATHS = {
                                "description": "upscale: PNG, JPEG or WebP images (repeat the part)"},
                     "archive": {"type": "string", "format": "binary", "description": "upscale: one zip of images"},
                 }}}}},
-            "responses": {"201": schema.json_response(schema.ref("Job"), "The job, its tasks queued"), **_errors(400, 401, 413)},
+            "responses": {"201": schema.json_response(schema.ref("Job"), "The job, its tasks queued"), **_errors(400, 401, 402, 413)},
         },
         "get": {
             "operationId": "listJobs", "tags": ["creator"], "security": _SECURITY,

@@ -4,11 +4,11 @@ import re
 
 from flask import jsonify
 
-from . import bp, jobs, provider, worker
+from . import bp, jobs, money, provider, worker
 
 API_PREFIX = "/api/v1"
 # The API modules, each declaring OPENAPI_PATHS (and OPENAPI_COMPONENTS) beside its routes.
-SOURCES = (provider, worker, jobs)
+SOURCES = (provider, worker, jobs, money)
 
 _MONEY = {"type": "string", "description": "USD as a decimal string, never a float", "example": "0.125000"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -101,6 +101,8 @@ SCHEMAS = {
             "bench_hours": {"type": "number", "description": "the finished tasks' work in reference-machine hours"},
             "paid_per_bench_hour": {**_MONEY, "nullable": True, "description": "what the work cost per bench-hour"},
             "saving": {**_MONEY, "nullable": True, "description": "max price x bench-hours, less the cost"},
+            "budget": {**_MONEY, "nullable": True, "description": "the spend limit held from your credit; null = on account"},
+            "paused_reason": {"type": "string", "nullable": True, "description": "why no more tasks start (its budget)"},
         },
     },
 }

@@ -27,7 +27,7 @@ from ..extensions import db
 from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind, StoredFile, Task, TaskEvent, TaskEventKind,
                       TaskOutput, TaskStatus, Verification, VerificationState, Worker, job_work)
 from . import Conflict, ServiceError
-from . import benchmarks, demo, ledger, market, permissions, quotas, result_checks, storage, verification
+from . import benchmarks, credit, demo, ledger, market, permissions, quotas, result_checks, storage, verification
 
 MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
@@ -79,6 +79,7 @@ def _claim_statement(gpu: bool):
     conditions.append(~_blocklisted(worker_id, Task.job_id))
     conditions.append(db.or_(Task.for_worker_id.is_(None), Task.for_worker_id == worker_id))
     conditions.append(demo.claimable(Task.job_id))  # demo data (services/demo.py) is shown, never worked on
+    conditions.append(credit.claimable(Task.job_id))  # money (services/credit.py): a job at its budget pauses
     # A verification task never goes to the account whose result it checks.
     conditions.append(db.or_(Task.type != JobType.VERIFY, ~db.select(Verification.id).where(
         Verification.verify_task_id == Task.id,
@@ -154,6 +155,7 @@ def roll_up_status(job: Job) -> JobStatus:
     if status != job.status:
         job.status = status
         job.finished_at = utcnow() if status in FINISHED_JOB else None
+    credit.sync_hold(job)  # money (services/credit.py): a budget is held while the job runs, released when it ends
     return status
 
 
@@ -359,6 +361,7 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
         seconds = min(reported, observed, market.billable_seconds_bound(task))
         bid = task.bid_micros if task.bid_micros is not None else market.effective_bid_micros(worker, now)
         reward = min(ledger.task_reward_micros(bid, seconds), market.price_cap_micros(task, seconds))
+        reward = credit.cap_reward(task, reward, now)  # money (services/credit.py): never past the job's budget
         task.status = TaskStatus.COMPLETED
         task.progress = 1.0
         task.eta_seconds = None

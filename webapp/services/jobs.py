@@ -16,7 +16,7 @@ from flask import current_app
 from .. import money
 from ..extensions import db
 from ..models import Job, JobInput, JobStatus, JobType, StoredFile, Task, TaskStatus, job_work
-from . import Page, ServiceError, is_single_line, ledger, market, outputs, storage, uploads, verification
+from . import Page, ServiceError, credit, is_single_line, ledger, market, outputs, storage, uploads, verification
 
 # --- The rules of a job spec -------------------------------------------
 NAME_MAX = 120
@@ -44,8 +44,8 @@ MODELS = {
 DEFAULT_MODEL = "realesr-animevideov3"
 
 RENDER_KEYS = {"type", "name", "frame_start", "frame_end", "frame_step", "chunk", "engine", "samples",
-               "resolution_percent", "format", "device", "priority", "max_price"}
-UPSCALE_KEYS = {"type", "name", "scale", "model", "device", "priority", "max_price"}
+               "resolution_percent", "format", "device", "priority", "max_price", "budget"}
+UPSCALE_KEYS = {"type", "name", "scale", "model", "device", "priority", "max_price", "budget"}
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
@@ -119,6 +119,9 @@ def _common(spec, kind: str, allowed: set, errors: dict) -> dict:
                 errors["max_price"] = f"Above the cap of {money.usd(MAX_PRICE_CAP_MICROS)} per bench-hour."
             else:
                 out["max_price"] = money.fmt(micros)
+    budget = credit.parse_budget(spec.get("budget"), errors)  # the spend limit, held from credit at submission
+    if budget is not None:
+        out["budget"] = budget
     return out
 
 
@@ -195,6 +198,7 @@ def _store_all(build) -> Job:
 
     try:
         job = build(put)
+        credit.reserve_for(job)  # 402 beyond the available credit: nothing is stored
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -209,7 +213,8 @@ def _new_job(owner, spec: dict) -> Job:
     max_price = money.to_micros(spec["max_price"])
     return Job(owner_id=owner.id, name=spec["name"], type=JobType(spec["type"]), status=JobStatus.QUEUED,
                spec=spec, software=software_label(spec), priority=spec["priority"], device=spec["device"],
-               max_price_micros=max_price)
+               max_price_micros=max_price,
+               budget_micros=money.to_micros(spec["budget"]) if spec.get("budget") else None)
 
 
 def _new_task(job: Job, seq: int, params: dict, inputs: list[str]) -> Task:
@@ -421,6 +426,8 @@ def serialize_job(job: Job, with_tasks: bool = True) -> dict:
         else money.fmt(costs["paid_per_bench_hour_micros"]),
         "saving": None if costs["saving_micros"] is None else money.fmt(costs["saving_micros"]),
         "outputs_purged_at": _iso(job.outputs_purged_at),
+        "budget": None if job.budget_micros is None else money.fmt(job.budget_micros),
+        "paused_reason": job.paused_reason if job.paused_at else None,
     }
     if with_tasks:
         data["inputs"] = [{"name": i.name, "sha256": i.sha256, "size": i.size} for i in job.inputs]
