@@ -73,8 +73,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import models  # noqa: F401  (tables registered on db.metadata)
 
-    from .views import account, auth, jobs, main, workers
-    for module in (auth, account, main, workers, jobs):
+    from .views import account, auth, jobs, main, money, workers
+    for module in (auth, account, main, workers, jobs, money):
         app.register_blueprint(module.bp)
     # The API modules add their routes to one /api/v1 blueprint; openapi imports all of them.
     from .api import bp as api_bp

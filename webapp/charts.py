@@ -19,7 +19,10 @@ CHARTS = {
     "compute-tasks": "Processed Compute Tasks",
     "earnings-by-mining": "Earnings by Mining",
 }
+# Account-wide charts (services/payouts.py, services/credit.py): not one of a worker's tabs.
+ACCOUNT_CHARTS = {"spend": "Spend on Jobs"}
 EMPTY = {
+    "spend": "Nothing spent in this period",
     "earnings-by-task": "No completed tasks in this period",
     "compute-tasks": "No completed tasks in this period",
     "earnings-by-mining": "No mining earnings reported in this period",
@@ -48,6 +51,8 @@ def _tick_label(day: date, unit: str, span_days: int) -> str:
 def _usd(value, _pos=None) -> str:
     if abs(value) >= 1000:
         return f"${value / 1000:,.1f}k"
+    if 0 < abs(value) < 0.1:  # small rewards: "$0.0025", not "$0.00"
+        return f"${value:,.4f}".rstrip("0").rstrip(".") if abs(value) >= 0.0001 else f"${value:,.6f}"
     return f"${value:,.2f}" if abs(value) < 100 else f"${value:,.0f}"
 
 
@@ -62,10 +67,16 @@ def _draw(series: Series, chart: str, size: str = "wide") -> Figure:
     xs = list(range(len(buckets)))
     span = (series.end - series.start).days + 1
     unit_word = "month" if series.unit == "month" else "day"
-    ax.set_title(CHARTS[chart], loc="left", fontsize=11 if compact else 12, fontweight="bold", color=COLOURS["text"])
+    ax.set_title(CHARTS.get(chart) or ACCOUNT_CHARTS[chart], loc="left", fontsize=11 if compact else 12, fontweight="bold", color=COLOURS["text"])
     ax.set_xlabel(f"Date ({series.zone}, per {unit_word})", color=COLOURS["muted"])
 
-    if chart == "earnings-by-task":
+    if chart == "spend":
+        values = [b.task_earnings_micros / 1_000_000 for b in buckets]
+        ax.bar(xs, values, color=COLOURS["primary"], width=0.7, label="Spend")
+        ax.set_ylabel("Spend (USD)", color=COLOURS["muted"])
+        ax.yaxis.set_major_formatter(FuncFormatter(_usd))
+        empty = not any(b.task_earnings_micros for b in buckets)
+    elif chart == "earnings-by-task":
         values = [b.task_earnings_micros / 1_000_000 for b in buckets]
         ax.bar(xs, values, color=COLOURS["primary"], width=0.7, label="Task earnings")
         ax.set_ylabel("Earnings (USD)", color=COLOURS["muted"])
@@ -117,7 +128,7 @@ def _draw(series: Series, chart: str, size: str = "wide") -> Figure:
 
 def render_svg(series: Series, chart: str, size: str = "wide") -> bytes:
     """Draw one chart to SVG bytes (uncached)."""
-    if chart not in CHARTS or size not in SIZES:
+    if (chart not in CHARTS and chart not in ACCOUNT_CHARTS) or size not in SIZES:
         raise KeyError(chart if chart not in CHARTS else size)
     with _render_lock, matplotlib.rc_context(_RC):
         fig = _draw(series, chart, size)

@@ -1,7 +1,7 @@
 """The portal's forms (flask-wtf: CSRF on every one). Rules beyond shape live in services."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
+from wtforms import EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 
@@ -80,3 +80,13 @@ class UpscaleJobForm(FlaskForm):
     model = SelectField("Model", choices=_choices(MODELS.items()), default="realesr-animevideov3")
     priority = IntegerField("Priority", default=0, validators=[InputRequired(_WHOLE)])
     max_price = StringField("Max price (USD/bench-hour)", validators=[Optional(), Length(max=20)])
+
+
+class PayoutForm(FlaskForm):
+    # Empty: the whole balance. The hidden key makes a double-submitted form one request (services/payouts.py).
+    amount = StringField("Amount (USD)", validators=[Length(max=32)])
+    idempotency_key = HiddenField(validators=[Length(max=64)])
+
+
+class BudgetForm(FlaskForm):
+    budget = StringField("New budget (USD)", validators=[DataRequired(), Length(max=32)])

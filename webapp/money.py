@@ -30,3 +30,13 @@ def usd(micros: int | None, places: int | None = None) -> str:
     q = Decimal(1).scaleb(-places)
     amount = (Decimal(micros or 0) / MICROS).quantize(q, rounding=ROUND_HALF_UP)
     return f"-${-amount:,}" if amount < 0 else f"${amount:,}"
+
+
+def usd_exact(micros: int | None) -> str:
+    """micro-USD -> "$23.0025", "$3.00", "$0.00001": every digit that is not zero, never fewer than cents
+    (the money pages, where a total must match the CSV to the micro-dollar)."""
+    amount = Decimal(micros or 0) / MICROS
+    text = f"{abs(amount):,.6f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    text = f"{whole}.{frac.ljust(2, '0')}"
+    return f"-${text}" if amount < 0 else f"${text}"

@@ -16,7 +16,7 @@ without a budget holds all the available credit.
 """
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import current_app
 
@@ -233,3 +233,25 @@ def job_rows(user_id: int, page: int = 1, per_page: int = 25):
     items = [{"job": j, "spent_micros": costs[j.id], "budget_micros": j.budget_micros,
               "held_micros": max(0, holds[j.id] - costs[j.id]) if j.status not in FINISHED else 0} for j in jobs]
     return Page(items=items, page=page, pages=max(1, -(-total // per_page)), total=int(total), per_page=per_page)
+
+
+def spend_series(user_id: int, period: str, start=None, end=None, now: datetime | None = None, zone=None):
+    """The creator's spend per day (or month) over a period, in the viewer's zone, from the same rows as
+    the statement (a task's reward is spend, its reversal a refund). Drawn as the "spend" chart."""
+    from .. import timezones
+    from . import stats
+    zone = zone or timezones.UTC
+    result = stats.series(0, period, start, end, now=now, zone=zone)  # the empty buckets of the period
+    result.worker_id = -1_000_000_000 - user_id  # the chart cache's key: not a worker's, not a provider's
+    index = {b.label: b for b in result.buckets}
+    lo = timezones.day_start(result.start, zone)
+    hi = timezones.day_start(result.end, zone) + timedelta(days=1)
+    own_budgeted = db.select(Job.id).where(Job.owner_id == user_id, Job.budget_micros.is_not(None))
+    for at, amount in db.session.execute(db.select(LedgerEntry.created_at, LedgerEntry.amount_micros).where(
+            LedgerEntry.job_id.in_(own_budgeted), LedgerEntry.kind.in_(list(ledger.JOB_COST_KINDS)),
+            LedgerEntry.created_at >= lo, LedgerEntry.created_at < hi)):
+        day = timezones.to_local(at, zone).date().isoformat()
+        bucket = index.get(day if result.unit == "day" else day[:7])
+        if bucket is not None:
+            bucket.task_earnings_micros += int(amount)
+    return result

@@ -234,3 +234,21 @@ def serialize_payout(payout: Payout) -> dict:
             "state": payout.state.value, "reference": payout.reference, "reason": payout.reason,
             "created_at": payout.created_at.isoformat(),
             "decided_at": payout.decided_at.isoformat() if payout.decided_at else None}
+
+
+# --- the Earnings page's chart -----------------------------------------------------------------------
+
+def account_series(user_id: int, period: str, start=None, end=None, now: datetime | None = None, zone=None):
+    """The provider's figures across all their workers over a period, bucketed as a worker's charts are
+    (stats.series per worker, summed bucket by bucket). Its worker_id is -user_id: the chart cache's key."""
+    from . import stats
+    ids = list(db.session.execute(db.select(Worker.id).where(Worker.owner_id == user_id)).scalars())
+    total = stats.series(0, period, start, end, now=now, zone=zone)
+    total.worker_id = -user_id
+    for worker_id in ids:
+        one = stats.series(worker_id, period, start, end, now=now, zone=zone)
+        for mine, theirs in zip(total.buckets, one.buckets):
+            for name in ("task_earnings_micros", "mining_earnings_micros", "tasks_completed", "tasks_failed",
+                         "compute_seconds"):
+                setattr(mine, name, getattr(mine, name) + getattr(theirs, name))
+    return total

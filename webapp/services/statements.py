@@ -27,6 +27,9 @@ KIND_LABELS = {
     LedgerKind.RESERVE: "Budget held", LedgerKind.RELEASE: "Budget released",
 }
 
+# The same rows as a creator reads them: a task's reward is what it cost them, its reversal a refund.
+CREATOR_LABELS = KIND_LABELS | {LedgerKind.TASK_REWARD: "Task cost", LedgerKind.REVERSAL: "Refund"}
+
 
 def post_once(key: str, **fields) -> LedgerEntry:
     """Add the ledger row named `key`, or return the one already there (inside the caller's transaction).
@@ -108,7 +111,8 @@ def state_of(entry: LedgerEntry, now: datetime | None = None) -> str:
 
 def serialize(entry: LedgerEntry, creator: bool = False, now: datetime | None = None) -> dict:
     amount = signed_for_creator(entry) if creator else entry.amount_micros
-    return {"id": entry.id, "kind": entry.kind.value, "label": KIND_LABELS.get(entry.kind, entry.kind.value),
+    labels = CREATOR_LABELS if creator else KIND_LABELS
+    return {"id": entry.id, "kind": entry.kind.value, "label": labels.get(entry.kind, entry.kind.value),
             "amount": money.fmt(amount), "created_at": entry.created_at.isoformat(),
             "available_at": entry.available_at.isoformat() if entry.available_at else None,
             "state": "" if creator else state_of(entry, now),

@@ -132,7 +132,8 @@ def index():
     }
     if _wants_fragment():
         return _fragment("workers/index.html", "live", **context)
-    return _page("workers/index.html", **context)
+    from ..services import payouts  # the Earnings card on top (services/payouts.py sums the ledger)
+    return _page("workers/index.html", figures=payouts.earnings(current_user.id, now), **context)
 
 
 @bp.post("/<int:worker_id>/rename")
