@@ -190,3 +190,16 @@ def test_concurrent_payout_requests_over_http_never_overdraw(any_app, clock, sam
         assert db.session.execute(db.select(db.func.count(Payout.id))).scalar_one() == 1
         figures = payouts.earnings(user_id)
         assert figures["balance"] == 10_000_000 and figures["requested"] == 20_000_000
+
+
+@pytest.mark.parametrize("address,ok", [
+    (WALLET, True), ("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", True), ("0xAbC123", True),
+    ("wallet.rig01", True), ("has spaces", False), ("<script>", False), ("x" * 129, False), ("-leading", False),
+    ("line\nbreak", False), ("", True)])
+def test_the_account_wallet_follows_the_one_documented_rule(app, client, address, ok):
+    create_token(app, EMAIL)
+    client.post("/login", data={"email": EMAIL, "password": "correct horse battery"})
+    response = client.post("/account/wallet", data={"wallet_address": address})
+    assert response.status_code == (302 if ok else 400)
+    with app.app_context():
+        assert accounts.user_by_email(EMAIL).wallet_address == ((address or None) if ok else None)

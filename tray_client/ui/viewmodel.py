@@ -319,8 +319,7 @@ class ViewModel:
             if s.software:
                 job_type += f" ({s.software})"
         return [
-            ("Wallet Address", self.wallet_address or ("Not set: add one in Settings to be paid" if self.settings
-                                                        else "— (not loaded from the portal yet)")),
+            ("Wallet Address", self.paid_to_text),
             ("Job ID", str(s.job_id) if busy and s.job_id is not None else dash),
             ("Job Type", job_type),
             ("Task ID", str(s.task_id) if busy else dash),
@@ -374,6 +373,21 @@ class ViewModel:
     @property
     def wallet_address(self) -> str | None:
         return self.settings.get("wallet_address")
+
+    @property
+    def paid_to_text(self) -> str:
+        """The wallet payouts actually go to and where it comes from (the portal says: payouts are per
+        account, to the account's wallet); a worker's own wallet is kept for its mining."""
+        if not self.settings:
+            return "— (not loaded from the portal yet)"
+        paid_to = self.settings.get("payout_wallet")
+        own = self.wallet_address
+        if paid_to:
+            text = f"{paid_to} (your account's wallet, set on the portal)"
+            return text + (f"; this worker's own {own} is for mining" if own and own != paid_to else "")
+        if own:
+            return own  # a portal without account wallets (or one not set yet): the worker's own
+        return "Not set: add one on the portal's Account page to be paid"
 
     # --- derived: Settings tab -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from ..models import Task
 from ..services import ServiceError, benchmarks, dispatch, ledger, market, presence, releases, storage
 from ..web import json_error as error
 from ..web import server_url
+from ..services import payouts
 from . import bp, json_body, schema, worker_token_required
 
 JSON_MAX_BYTES = 1024 * 1024  # the largest JSON a worker sends is a complete's output list
@@ -195,14 +196,15 @@ def worker_task_hand_back(task_id):
 @bp.get("/worker/settings")
 @worker_token_required
 def worker_settings():
-    return jsonify(market.settings_of(g.worker))
+    # Money (services/payouts.py): the wallet payouts actually go to, and where it comes from.
+    return jsonify(market.settings_of(g.worker) | payouts.payout_wallet(g.worker))
 
 
 @bp.put("/worker/settings")
 @worker_token_required
 def worker_update_settings():
     market.update_settings(g.worker, _json())
-    return jsonify(market.settings_of(g.worker))
+    return jsonify(market.settings_of(g.worker) | payouts.payout_wallet(g.worker))
 
 
 @bp.post("/worker/benchmark")
@@ -325,6 +327,8 @@ _SETTINGS = {"type": "object", "properties": {
     "custom_bid": _MONEY_OR_NULL, "average_bid": _MONEY, "bench_score": {"type": "integer", "nullable": True},
     "bench_score_reported": {"type": "integer", "nullable": True},
     "price_per_bench_hour": _MONEY_OR_NULL, "wallet_address": {"type": "string", "nullable": True},
+    "payout_wallet": {"type": "string", "nullable": True, "description": "where payouts go: the account's wallet"},
+    "payout_wallet_source": {"type": "string", "nullable": True, "description": "account, or null when none is set"},
     "mining_config": _MINING_CONFIG,
     "estimated_earning_per_hour": {"type": "object", "properties": {
         "amount": _MONEY, "utilisation": {"type": "number"}, "explanation": {"type": "string"}}}}}

@@ -73,9 +73,14 @@ def end_sessions(user: User) -> None:
 
 
 def set_wallet(user: User, address: str) -> None:
+    """The account's wallet: where payouts go (services/payouts.py). The rule is free-form but one for the
+    account, the worker settings and the app (market.WALLET_RE): letters and digits, plus : . _ - (for
+    chain prefixes and pool worker suffixes), up to 128 characters; no chain-specific checksum."""
+    from .market import WALLET_RE
     address = (address or "").strip()
-    if len(address) > WALLET_MAX or any(ch.isspace() for ch in address):
-        raise ServiceError("invalid_wallet", f"A wallet address has no spaces and at most {WALLET_MAX} characters.")
+    if address and not WALLET_RE.match(address):
+        raise ServiceError("invalid_wallet", f"A wallet address is letters and digits (plus : . _ -), starts with a "
+                                             f"letter or digit, and has at most {WALLET_MAX} characters.")
     user.wallet_address = address or None
     db.session.commit()
 

@@ -252,3 +252,12 @@ def account_series(user_id: int, period: str, start=None, end=None, now: datetim
                          "compute_seconds"):
                 setattr(mine, name, getattr(mine, name) + getattr(theirs, name))
     return total
+
+
+def payout_wallet(worker: Worker) -> dict:
+    """What the app shows as "paid to": payouts are per account, so the account's wallet; a worker's own
+    wallet (settings) is kept for its mining and said to be so. {payout_wallet, payout_wallet_source}."""
+    owner = db.session.get(User, worker.owner_id)
+    if owner is not None and owner.wallet_address:
+        return {"payout_wallet": owner.wallet_address, "payout_wallet_source": "account"}
+    return {"payout_wallet": None, "payout_wallet_source": None}
