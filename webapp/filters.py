@@ -41,6 +41,7 @@ def local(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M", with_zone: bool = 
 
 def init_app(app) -> None:
     # `utc` is the filter's old name, kept so a template not yet renamed still shows the viewer's zone.
+    app.jinja_env.globals["bench_hour_text"] = money.BENCH_HOUR_TEXT
     app.jinja_env.filters.update(usd=money.usd, usd_exact=money.usd_exact, money=money.fmt, duration=duration, ago=ago, local=local, utc=local)
     from .services.presence import uptime_window
     app.jinja_env.globals.update(now=utcnow, viewer_zone=timezones.label, browser_zone=timezones.browser_zone,

@@ -40,3 +40,9 @@ def usd_exact(micros: int | None) -> str:
     whole, _, frac = text.partition(".")
     text = f"{whole}.{frac.ljust(2, '0')}"
     return f"-${text}" if amount < 0 else f"${text}"
+
+
+# One sentence, shown wherever a price appears (portal pages; the app keeps the same words in
+# tray_client/ui/viewmodel.py, and a test holds the two equal).
+BENCH_HOUR_TEXT = ("A bench-hour is an hour of a reference machine's work; a worker with Bench Score 2000 "
+                   "does two bench-hours per hour.")

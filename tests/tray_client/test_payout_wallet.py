@@ -33,3 +33,20 @@ def test_the_app_shows_the_account_wallet_and_where_it_comes_from(app, client, c
     assert _wallet_row(client, token) == (f"{WALLET} (your account's wallet, set on the portal); "
                                           "this worker's own 0xFeedBeef is for mining")
     assert ViewModel().paid_to_text == "— (not loaded from the portal yet)"
+
+
+def test_one_sentence_for_prices_in_the_portal_and_the_app(app, client, clock):
+    from tray_client.ui import viewmodel
+    from webapp import money
+    assert viewmodel.BENCH_HOUR_TEXT == money.BENCH_HOUR_TEXT
+    create_token(app, "ada@example.com")
+    with app.app_context():
+        user = accounts.user_by_email("ada@example.com")
+        worker_id, token = make_worker(user.id, bid="0.50", bench_score=2000)
+    vm = ViewModel()
+    vm.apply_settings(client.get("/api/v1/worker/settings", headers=auth(token)).get_json())
+    kind, text = vm.bid_preview("0.50")
+    assert text.startswith("$0.50/hour = $0.25 per bench-hour") and money.BENCH_HOUR_TEXT in text
+    client.post("/login", data={"email": "ada@example.com", "password": "correct horse battery"})
+    page = client.get(f"/workers/{worker_id}").get_data(as_text=True)
+    assert "$0.50/hour" in page and "$0.25 per bench-hour" in page and money.BENCH_HOUR_TEXT.replace("'", "&#39;") in page

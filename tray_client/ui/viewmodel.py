@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # The portal's rules (webapp/services/market.py), repeated so that a typo is caught before a round trip.
 MAX_BID = Decimal(100)
 UNBENCHED_SCORE = 1000  # the portal prices a worker without a Bench Score as the reference machine
+# The portal's words (webapp/money.py BENCH_HOUR_TEXT; a test holds the two equal).
+BENCH_HOUR_TEXT = ("A bench-hour is an hour of a reference machine's work; a worker with Bench Score 2000 "
+                   "does two bench-hours per hour.")
 WALLET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
 COIN_RE = re.compile(r"^[A-Za-z0-9]{1,16}$")
 POOL_RE = re.compile(r"^([a-z][a-z0-9+.-]{0,31}://)?[A-Za-z0-9.-]{1,200}:\d{1,5}(/[^\s]*)?$")
@@ -427,8 +430,9 @@ class ViewModel:
         basis = "" if self.bench_score else " (as Bench Score 1000 until you run the benchmark)"
         comparison = bid_comparison(bid, self.average_bid)
         prefix = "" if typed or self.custom_bid is not None else "You bid the network average: "
-        text = f"{prefix}{usd(price)} per bench-hour{basis}"
-        return "busy", text + (f"; {comparison}" if comparison else "")
+        # The bid as $/hour with the resulting $/bench-hour beside it, as the portal shows it.
+        text = f"{prefix}{usd(bid)}/hour = {usd(price)} per bench-hour{basis}"
+        return "busy", text + (f"; {comparison}" if comparison else "") + f". {BENCH_HOUR_TEXT}"
 
     def earning_text(self) -> tuple[str, str]:
         estimate = self.settings.get("estimated_earning_per_hour")
