@@ -99,6 +99,12 @@ class TaskEventKind(str, enum.Enum):
     HANDED_BACK = "handed_back"
 
 
+class AccountActionKind(str, enum.Enum):
+    """What per-account limits count (services/limits.py)."""
+    WORKER_CREATED = "worker_created"
+    WORKER_PAIRED = "worker_paired"
+
+
 class LedgerKind(str, enum.Enum):
     TASK_REWARD = "task_reward"
     CHECK_REWARD = "check_reward"  # a verification task's reward: paid by the network, never billed
@@ -191,6 +197,7 @@ class Worker(db.Model):
     bid_micros: Mapped[int | None] = mapped_column(BigInteger)  # USD/hour of compute; None = network average
     wallet_address: Mapped[str | None] = mapped_column(String(128))
     mining_config: Mapped[dict] = mapped_column(JSON, default=dict)
+    mining_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # reports start no earlier
     bench_score: Mapped[int | None] = mapped_column(Integer)  # the portal's measurement (services/benchmarks.py)
     bench_details: Mapped[dict] = mapped_column(JSON, default=dict)
     benchmarked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -370,6 +377,10 @@ class TaskEvent(db.Model):
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id"))
+    # A failure's provider account (the worker's owner then): failures count per account as well as
+    # per worker, so one account's many workers can't fail a task or shut a job out (dispatch.py).
+    provider_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    final: Mapped[bool | None] = mapped_column(Boolean)  # a failure the worker called not retryable
     kind: Mapped[TaskEventKind] = mapped_column(_enum(TaskEventKind))
     reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -377,6 +388,7 @@ class TaskEvent(db.Model):
     __table_args__ = (
         Index("ix_task_events_task", "task_id", "kind", "worker_id"),
         Index("ix_task_events_job_worker", "job_id", "worker_id", "kind"),
+        Index("ix_task_events_job_provider", "job_id", "provider_id", "kind"),
     )
 
 
@@ -484,18 +496,45 @@ class Verification(db.Model):
 
 
 class MiningReport(db.Model):
-    """What the app reported about mining over a period: an estimate from its hashrate."""
+    """A period the app mined, as the portal accepted it: the hashrate it measured (capped), and the
+    portal's estimate of what that earned from the operator's rate table (services/mining.py)."""
     __tablename__ = "mining_reports"
     id: Mapped[int] = mapped_column(primary_key=True)
     worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
     coin: Mapped[str] = mapped_column(String(16))
     pool: Mapped[str] = mapped_column(String(255))
-    hashrate: Mapped[float] = mapped_column(Float)  # hashes per second
+    hashrate: Mapped[float] = mapped_column(Float)  # hashes per second, as counted (capped)
     period_seconds: Mapped[int] = mapped_column(Integer)
     earnings_micros: Mapped[int] = mapped_column(BigInteger)
-    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # the period's end
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hashrate_reported: Mapped[float | None] = mapped_column(Float)
+    shares_accepted: Mapped[int | None] = mapped_column(Integer)
+    shares_rejected: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_mining_worker_reported", "worker_id", "reported_at"),)
+
+
+class MiningRate(db.Model):
+    """The operator's rate table (`pictor-portal mining-rates`): what a coin pays per MH/s per day, and
+    the most one GPU can plausibly hash at its algorithm (a report above it is counted at the cap)."""
+    __tablename__ = "mining_rates"
+    coin: Mapped[str] = mapped_column(String(16), primary_key=True)
+    micros_per_mh_day: Mapped[int] = mapped_column(BigInteger)
+    max_mh_per_gpu: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AccountAction(db.Model):
+    """One counted action of an account: what per-account limits count. In the database, so every
+    portal process counts the same rows (services/limits.py)."""
+    __tablename__ = "account_actions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[AccountActionKind] = mapped_column(_enum(AccountActionKind))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_account_actions_user_kind", "user_id", "kind", "created_at"),)
 
 
 class WorkerDailyStat(db.Model):

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import T0
-from tests.webapp.dispatch_factories import frame_png, make_job, make_worker, sha
+from tests.webapp.dispatch_factories import frame_png, make_job, make_user, make_worker, sha
 from webapp.extensions import db
 from webapp.models import (Job, JobStatus, LedgerEntry, LedgerKind, Task, TaskEvent, TaskEventKind, TaskOutput,
                            TaskStatus, Worker, WorkerDailyStat)
@@ -121,9 +121,13 @@ def test_three_failures_of_a_job_blocklist_the_worker_for_that_job(db_ctx):
     assert claim(other) == tasks_a[0]
 
 
-def test_failures_on_three_different_workers_fail_the_task_and_job(db_ctx):
+def provider(i: int) -> int:
+    return make_user(f"provider{i}@example.com")
+
+
+def test_failures_on_three_different_accounts_fail_the_task_and_job(db_ctx):
     _, (task_id,) = make_job()
-    workers = [make_worker(name=f"n{i}")[0] for i in range(3)]
+    workers = [make_worker(provider(i), name=f"n{i}")[0] for i in range(3)]
     statuses = []
     for worker in workers:
         assert claim(worker) == task_id
@@ -136,18 +140,28 @@ def test_failures_on_three_different_workers_fail_the_task_and_job(db_ctx):
     assert daily.tasks_failed == 1
 
 
-def test_non_retryable_failure_fails_at_once_and_repeating_it_changes_nothing(db_ctx):
-    worker, _ = make_worker()
+def test_a_non_retryable_failure_fails_the_task_once_another_account_confirms_it(db_ctx):
+    worker, _ = make_worker(provider(0))
+    same_account, _ = make_worker(provider(0))
+    other_account, _ = make_worker(provider(1))
     _, (task_id,) = make_job()
     claim(worker)
-    assert dispatch.fail_task(w(worker), task_id, "bad .blend", "", retryable=False) == TaskStatus.FAILED
-    assert dispatch.fail_task(w(worker), task_id, "bad .blend", "", retryable=False) == TaskStatus.FAILED
-    assert len(events(task_id, TaskEventKind.FAILED)) == 1
+    assert dispatch.fail_task(w(worker), task_id, "bad .blend", "", retryable=False) == TaskStatus.QUEUED
+    assert dispatch.fail_task(w(worker), task_id, "bad .blend", "", retryable=False) == TaskStatus.QUEUED
+    task = db.session.get(Task, task_id)
+    assert "to be confirmed on another provider's worker" in task.message
+    assert claim(same_account) == task_id  # its word doesn't confirm its own account's
+    assert dispatch.fail_task(w(same_account), task_id, "bad .blend", "", retryable=False) == TaskStatus.QUEUED
+    assert claim(other_account) == task_id
+    assert dispatch.fail_task(w(other_account), task_id, "bad .blend", "", retryable=False) == TaskStatus.FAILED
+    # Repeating a fail the portal already recorded changes nothing.
+    assert dispatch.fail_task(w(other_account), task_id, "bad .blend", "", retryable=False) == TaskStatus.FAILED
+    assert len(events(task_id, TaskEventKind.FAILED)) == 3
 
 
 def test_requeue_failed_gives_a_fresh_start_and_keeps_history(db_ctx):
     job_id, (task_id,) = make_job()
-    workers = [make_worker(name=f"n{i}")[0] for i in range(3)]
+    workers = [make_worker(provider(i), name=f"n{i}")[0] for i in range(3)]
     for worker in workers:
         claim(worker)
         dispatch.fail_task(w(worker), task_id, "driver reset", None, retryable=True)
@@ -157,7 +171,48 @@ def test_requeue_failed_gives_a_fresh_start_and_keeps_history(db_ctx):
     assert task.status == TaskStatus.QUEUED and task.worker_id is None and task.finished_at is None
     assert task.job.status == JobStatus.QUEUED or task.job.status == JobStatus.RUNNING
     assert len(events(task_id, TaskEventKind.FAILED)) == 3  # history kept
-    assert claim(workers[0]) == task_id  # and the earlier failures no longer exclude anyone
+    # The record of who failed it still stands: none of them gets it again (a saboteur gets no second go)...
+    assert [claim(worker) for worker in workers] == [None] * 3
+    # ...while three new accounts are needed to fail it.
+    fresh = [make_worker(provider(i), name=f"m{i}")[0] for i in range(3, 6)]
+    statuses = []
+    for worker in fresh:
+        assert claim(worker) == task_id
+        statuses.append(dispatch.fail_task(w(worker), task_id, "driver reset", None, retryable=True))
+    assert statuses == [TaskStatus.QUEUED, TaskStatus.QUEUED, TaskStatus.FAILED]
+
+
+def test_throwaway_workers_of_one_account_cannot_fail_a_victims_job(db_ctx):
+    """The sabotage: many new workers of one account claim a victim's tasks and fail them, retryable
+    or not. Each task goes back to the queue; after ACCOUNT_BLOCKLIST_FAILURES attempts the account's
+    workers get none of the job, and an honest provider renders all of it."""
+    job_id, tasks = make_job(tasks=4)
+    saboteur = provider(66)
+    throwaways = [make_worker(saboteur, name=f"t{i}")[0] for i in range(10)]
+    failed_attempts = 0
+    for index, worker in enumerate(throwaways):
+        task_id = claim(worker)
+        if task_id is None:
+            break
+        status = dispatch.fail_task(w(worker), task_id, "nope", None, retryable=bool(index % 2))
+        assert status == TaskStatus.QUEUED
+        failed_attempts += 1
+    assert failed_attempts == dispatch.ACCOUNT_BLOCKLIST_FAILURES
+    assert all(dispatch.is_blocklisted(worker, job_id) for worker in throwaways)
+    assert {db.session.get(Task, t).status for t in tasks} == {TaskStatus.QUEUED}
+    assert db.session.get(Job, job_id).status != JobStatus.FAILED
+    honest, _ = make_worker(provider(1))
+    assert sorted(claim(honest) for _ in tasks) == sorted(tasks)
+
+
+def test_one_bad_node_of_a_farm_does_not_shut_the_farm_out_of_a_job(db_ctx):
+    farm = provider(7)
+    broken, healthy = make_worker(farm, name="broken")[0], make_worker(farm, name="healthy")[0]
+    job_id, tasks = make_job(tasks=5)
+    for _ in range(dispatch.BLOCKLIST_FAILURES):
+        dispatch.fail_task(w(broken), claim(broken), "CUDA error", None, retryable=True)
+    assert dispatch.is_blocklisted(broken, job_id) and not dispatch.is_blocklisted(healthy, job_id)
+    assert claim(healthy) is not None
 
 
 # -- leases ----------------------------------------------------------------------------------------

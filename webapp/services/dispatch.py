@@ -29,8 +29,12 @@ from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind
 from . import Conflict, ServiceError
 from . import benchmarks, credit, demo, ledger, market, permissions, quotas, result_checks, storage, verification
 
-MAX_TASK_FAILURES = 3  # different workers failing one task: the task fails
+MAX_TASK_FAILURES = 3  # different provider accounts failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
+# Failures of one job by all of one account's workers: no more of that job for any of them. Twice the
+# worker's figure, so one broken node doesn't shut its farm out, while throwaway workers of one
+# account can't add up to more than this many failed attempts on someone's job.
+ACCOUNT_BLOCKLIST_FAILURES = 6
 MAX_OUTPUTS = 1000
 MESSAGE_MAX = 500
 REASON_MAX = 500
@@ -48,15 +52,45 @@ def lease_seconds() -> int:
 
 
 # -- failure accounting ----------------------------------------------------------------------------
+#
+# Every failure is a FAILED event under its worker and its provider account. Two records are kept apart:
+# - what fails a task: failures by MAX_TASK_FAILURES different accounts since the creator last
+#   requeued it (a fresh start), and a non-retryable failure only once another account's worker
+#   confirms it — so no one account, however many workers it makes, can fail someone's task;
+# - who may take work: a worker never gets a task it failed, nor a job it failed BLOCKLIST_FAILURES
+#   tasks of; an account's workers get none of a job they failed ACCOUNT_BLOCKLIST_FAILURES times.
+#   This record is never wiped: a creator's requeue would otherwise hand saboteurs another go.
+
+def _record_failure(task: Task, worker_id: int, reason: str, now: datetime, final: bool = False) -> None:
+    provider_id = db.session.execute(db.select(Worker.owner_id).where(Worker.id == worker_id)).scalar_one()
+    db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=worker_id, provider_id=provider_id,
+                             kind=TaskEventKind.FAILED, final=final, reason=reason[:REASON_MAX], created_at=now))
+    db.session.flush()
+
 
 def _failures_that_count(event):
-    """FAILED `event` rows not followed by a REQUEUED event of the same task."""
+    """FAILED `event` rows not followed by a REQUEUED event of the same task: what fails a task."""
     requeued = aliased(TaskEvent)
     return db.and_(
         event.kind == TaskEventKind.FAILED,
         ~db.select(requeued.id).where(requeued.task_id == event.task_id, requeued.kind == TaskEventKind.REQUEUED,
                                       requeued.id > event.id).exists(),
     )
+
+
+def _task_fails_now(task: Task, final: bool) -> bool:
+    """Whether the failure just recorded fails the task: MAX_TASK_FAILURES accounts failed it since its
+    last fresh start, or it was final and another account's worker called it final too."""
+    failed = aliased(TaskEvent)
+    counting = db.and_(failed.task_id == task.id, _failures_that_count(failed))
+    accounts = db.session.execute(db.select(db.func.count(db.distinct(failed.provider_id))).where(counting)).scalar_one()
+    if accounts >= MAX_TASK_FAILURES:
+        return True
+    if not final:
+        return False
+    finals = db.session.execute(db.select(db.func.count(db.distinct(failed.provider_id)))
+                                .where(counting, failed.final.is_(True))).scalar_one()
+    return finals >= 2
 
 
 @functools.cache
@@ -75,8 +109,8 @@ def _claim_statement(gpu: bool):
         conditions.append(Task.device != "gpu")
     failed = aliased(TaskEvent)
     conditions.append(~db.select(failed.id).where(
-        failed.task_id == Task.id, failed.worker_id == worker_id, _failures_that_count(failed)).exists())
-    conditions.append(~_blocklisted(worker_id, Task.job_id))
+        failed.task_id == Task.id, failed.worker_id == worker_id, failed.kind == TaskEventKind.FAILED).exists())
+    conditions.append(~_blocklisted(worker_id, db.bindparam("owner_id"), Task.job_id))
     conditions.append(db.or_(Task.for_worker_id.is_(None), Task.for_worker_id == worker_id))
     conditions.append(demo.claimable(Task.job_id))  # demo data (services/demo.py) is shown, never worked on
     conditions.append(credit.claimable(Task.job_id))  # money (services/credit.py): a job at its budget pauses
@@ -89,32 +123,30 @@ def _claim_statement(gpu: bool):
             .with_for_update(of=Task, skip_locked=True).execution_options(populate_existing=True))
 
 
-def _counted_failing_workers(task_id: int) -> int:
-    failed = aliased(TaskEvent)
-    return db.session.execute(
-        db.select(db.func.count(db.distinct(failed.worker_id)))
-        .where(failed.task_id == task_id, _failures_that_count(failed))
-    ).scalar_one()
-
-
-def _failed_here_and_counting(worker_id: int, task_id: int) -> bool:
+def _failed_here(worker_id: int, task_id: int) -> bool:
     failed = aliased(TaskEvent)
     return db.session.execute(
         db.select(failed.id).where(failed.task_id == task_id, failed.worker_id == worker_id,
-                                   _failures_that_count(failed)).limit(1)
+                                   failed.kind == TaskEventKind.FAILED).limit(1)
     ).first() is not None
 
 
-def _blocklisted(worker_id, job_id):
-    """SQL truth of "this worker failed BLOCKLIST_FAILURES tasks of this job" (values or SQL expressions)."""
-    failed = aliased(TaskEvent)
-    count = db.select(db.func.count(failed.id)).where(
-        failed.job_id == job_id, failed.worker_id == worker_id, _failures_that_count(failed)).scalar_subquery()
-    return count >= BLOCKLIST_FAILURES
+def _blocklisted(worker_id, owner_id, job_id):
+    """SQL truth of "this worker failed BLOCKLIST_FAILURES attempts at this job, or its account's workers
+    ACCOUNT_BLOCKLIST_FAILURES" (values or SQL expressions)."""
+    by_worker, by_account = aliased(TaskEvent), aliased(TaskEvent)
+    worker_count = db.select(db.func.count(by_worker.id)).where(
+        by_worker.job_id == job_id, by_worker.worker_id == worker_id,
+        by_worker.kind == TaskEventKind.FAILED).scalar_subquery()
+    account_count = db.select(db.func.count(by_account.id)).where(
+        by_account.job_id == job_id, by_account.provider_id == owner_id,
+        by_account.kind == TaskEventKind.FAILED).scalar_subquery()
+    return db.or_(worker_count >= BLOCKLIST_FAILURES, account_count >= ACCOUNT_BLOCKLIST_FAILURES)
 
 
 def is_blocklisted(worker_id: int, job_id: int) -> bool:
-    return bool(db.session.execute(db.select(_blocklisted(worker_id, job_id))).scalar_one())
+    owner_id = db.session.execute(db.select(Worker.owner_id).where(Worker.id == worker_id)).scalar_one()
+    return bool(db.session.execute(db.select(_blocklisted(worker_id, owner_id, job_id))).scalar_one())
 
 
 # -- ownership: permissions.task_of_worker answers which tasks a worker token reaches ---------------
@@ -422,10 +454,8 @@ def _refuse_result(task: Task, worker_id: int, reason: str, now: datetime) -> No
                                      kind=TaskEventKind.CANCELED, created_at=now))
             waiting.status, waiting.finished_at, waiting.lease_expires_at = TaskStatus.CANCELED, now, None
         check.state, check.decided_at, check.reason = VerificationState.NONE, now, "the result was taken back"
-    db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=worker_id,
-                             kind=TaskEventKind.FAILED, reason=reason[:REASON_MAX], created_at=now))
-    db.session.flush()
-    if task.type != JobType.VERIFY and _counted_failing_workers(task.id) >= MAX_TASK_FAILURES:
+    _record_failure(task, worker_id, reason, now)
+    if task.type != JobType.VERIFY and _task_fails_now(task, final=False):
         task.status, task.finished_at, task.lease_expires_at, task.message = TaskStatus.FAILED, now, None, reason[:MESSAGE_MAX]
         db.session.execute(db.delete(TaskOutput).where(TaskOutput.task_id == task.id))
     else:
@@ -527,9 +557,10 @@ def _requeue(task: Task) -> None:
 
 def fail_task(worker: Worker, task_id: int, reason, log_tail=None, retryable=True,
               now: datetime | None = None) -> TaskStatus:
-    """The worker could not finish its task. Retryable failures go back to the queue (never to this
-    worker again) until three different workers have failed the task; the others fail it now.
-    Repeating a fail the portal already recorded changes nothing. Returns the task's new status."""
+    """The worker could not finish its task. The task goes back to the queue (never to this worker
+    again) until MAX_TASK_FAILURES accounts have failed it, or a non-retryable failure is confirmed
+    by another account's worker (see failure accounting above). Repeating a fail the portal already
+    recorded changes nothing. Returns the task's new status."""
     now = now or utcnow()
     if not isinstance(reason, str) or not reason.strip():
         raise ServiceError("invalid_reason", "'reason' must say in one line why the task failed.")
@@ -544,16 +575,14 @@ def fail_task(worker: Worker, task_id: int, reason, log_tail=None, retryable=Tru
     try:
         task = permissions.task_of_worker(worker_id, task_id, lock=True)
         if task.status != TaskStatus.RUNNING or task.worker_id != worker_id:
-            if _failed_here_and_counting(worker_id, task_id):
+            if _failed_here(worker_id, task_id):
                 status = task.status
                 db.session.commit()
                 return status
             raise _not_yours()
-        db.session.add(TaskEvent(task_id=task_id, job_id=task.job_id, worker_id=worker_id,
-                                 kind=TaskEventKind.FAILED, reason=reason, created_at=now))
-        db.session.flush()
+        _record_failure(task, worker_id, reason, now, final=not retryable)
         task.log_tail = log_tail
-        if not retryable or _counted_failing_workers(task_id) >= MAX_TASK_FAILURES:
+        if _task_fails_now(task, final=not retryable):
             task.status = TaskStatus.FAILED
             task.lease_expires_at = None
             task.eta_seconds = None
@@ -561,7 +590,8 @@ def fail_task(worker: Worker, task_id: int, reason, log_tail=None, retryable=Tru
             task.message = reason
         else:
             _requeue(task)
-            task.message = f"Retrying after a failure: {reason}"[:MESSAGE_MAX]
+            confirm = "" if retryable else " (to be confirmed on another provider's worker)"
+            task.message = f"Retrying after a failure{confirm}: {reason}"[:MESSAGE_MAX]
         ledger.bump_daily(worker_id, ledger.day_of(now), tasks_failed=1)
         roll_up_status(task.job)
         status = task.status
@@ -671,9 +701,9 @@ def cancel(job: Job, now: datetime | None = None) -> int:
 def requeue_failed(job: Job, now: datetime | None = None) -> int:
     """Give the job's failed tasks a fresh start; returns how many; commits.
 
-    Each gets a REQUEUED event, after which its earlier failures stop counting: every worker may try
-    it again, three new failures are needed to fail it, and the job blocklist forgets them too.
-    The history itself (FAILED events, reasons) is kept.
+    Each gets a REQUEUED event, after which its earlier failures no longer fail it: MAX_TASK_FAILURES
+    accounts must fail it anew. Who failed what still decides who may take it (a worker never gets a
+    task it failed; blocklists stand), so a requeue gives no saboteur another go.
     """
     now = now or utcnow()
     job_id = job.id
