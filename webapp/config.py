@@ -76,6 +76,10 @@ DEFAULTS = {
     "POLL_SECONDS": 5,
     "OFFLINE_AFTER_SECONDS": 90,
     "PAIRING_MINUTES": 15,
+    # Per account (services/limits.py, counted in the database across processes): enough for a farm
+    # deploying a rack at once, not for minting throwaway workers.
+    "WORKERS_CREATED_PER_HOUR": 100,
+    "WORKERS_PAIRED_PER_HOUR": 200,
     "DEFAULT_BID": "0.50",  # USD per compute hour when the network has no bids yet
     # Verified work (services/verification.py): how long an unchecked result's reward stays pending, so
     # a worker caught later still loses it; VERIFY_SEED pins the sampling (tests only).

@@ -37,6 +37,7 @@ JOBS = [
     PeriodicJob("temp_sweep", "storage:sweep_temp_files", 3600),
     PeriodicJob("stale_disputes", "dispatch:decide_stale_disputes", 300),
     PeriodicJob("market_day", "market:compute_market_day", 600),
+    PeriodicJob("account_limits", "limits:forget_old", 3600),
     PeriodicJob("demo_pulse", "demo:pulse_all", 30),  # demo workers have no app: the portal heartbeats them
 ]
 

@@ -19,7 +19,10 @@ csrf.exempt(bp)  # bearer tokens, not cookies: no CSRF exposure
 
 @bp.errorhandler(ServiceError)
 def _service_error(exc: ServiceError):
-    return error(exc.code, exc.message, exc.status)
+    response = error(exc.code, exc.message, exc.status)
+    if getattr(exc, "retry_after", None):  # a limit reached: when to ask again
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _bearer() -> str | None:

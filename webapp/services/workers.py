@@ -9,10 +9,10 @@ from sqlalchemy import Integer, String, case, func, literal_column, update
 from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
-from ..models import Job, JobType, Task, TaskStatus, Worker, WorkerState, WorkerStatus
+from ..models import AccountActionKind, Job, JobType, Task, TaskStatus, Worker, WorkerState, WorkerStatus
 from ..money import fmt
 from ..security import new_pairing_code, new_token, normalize_pairing_code, token_hash
-from . import NotFound, Page, ServiceError, is_single_line, ledger, verification
+from . import NotFound, Page, ServiceError, is_single_line, ledger, limits, verification
 
 NAME_MAX = 80
 PER_PAGE_MAX = 100
@@ -93,6 +93,11 @@ def create_worker(owner, name: str) -> tuple[Worker, str, str]:
     # heartbeat committed in between (that would be "database is locked", not a wait).
     begin_write_transaction(db.session)
     now = utcnow()
+    try:
+        limits.take(owner.id, AccountActionKind.WORKER_CREATED, now)
+    except limits.LimitReached:
+        db.session.rollback()
+        raise
     token = new_token("pwk")
     worker = Worker(owner_id=owner.id, name=name, token_hash=token_hash(token), created_at=now, updated_at=now,
                     gpus=[], renderers={}, capabilities={}, compliance=[], mining_config={}, bench_details={},
@@ -131,6 +136,11 @@ def pair(code: str) -> tuple[Worker, str]:
         db.session.rollback()
         raise ServiceError("expired_code", "This pairing code has expired (codes last "
                                            f"{_pairing_minutes()} minutes): create a new one in the portal.")
+    try:
+        limits.take(worker.owner_id, AccountActionKind.WORKER_PAIRED, now)  # the code stays good meanwhile
+    except limits.LimitReached:
+        db.session.rollback()
+        raise
     token = new_token("pwk")
     # One conditional UPDATE: of two apps pairing with the same code at once, exactly one wins.
     won = db.session.execute(
