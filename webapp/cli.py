@@ -184,9 +184,55 @@ def credit_command(email, amount, memo):
                f"available {money.usd(figures['available'])}.")
 
 
+@main.group("mining-rates")
+def mining_rates_group():
+    """The rate table mining estimates come from (services/mining.py): list, set or remove a coin."""
+
+
+@mining_rates_group.command("list")
+@with_appcontext
+def mining_rates_list():
+    """Each coin: USD per MH/s per day, the per-GPU hashrate cap, when it was set."""
+    from . import money
+    from .services import mining
+    rows = mining.rates()
+    if not rows:
+        click.echo("No mining rates: no mining report earns anything until you set one.")
+    for rate in rows:
+        click.echo(f"{rate.coin}	{money.fmt(rate.micros_per_mh_day)} USD per MH/s per day	"
+                   f"at most {rate.max_mh_per_gpu:g} MH/s per GPU	set {rate.updated_at:%Y-%m-%d %H:%M} UTC")
+
+
+@mining_rates_group.command("set")
+@click.argument("coin")
+@click.option("--usd-per-mh-day", required=True, help="what one MH/s earns in a day, in USD (e.g. 0.0065)")
+@click.option("--max-mh-per-gpu", required=True, type=float,
+              help="the most one GPU can hash at this coin's algorithm, in MH/s (e.g. 130 for etchash)")
+@with_appcontext
+def mining_rates_set(coin, usd_per_mh_day, max_mh_per_gpu):
+    """Add or change COIN's rate; reports from now on are estimated with it."""
+    from .services import ServiceError, mining
+    try:
+        rate = mining.set_rate(coin, usd_per_mh_day, max_mh_per_gpu)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message)
+    click.echo(f"{rate.coin}: {usd_per_mh_day} USD per MH/s per day, at most {rate.max_mh_per_gpu:g} MH/s per GPU.")
+
+
+@mining_rates_group.command("remove")
+@click.argument("coin")
+@with_appcontext
+def mining_rates_remove(coin):
+    """Stop counting COIN: its reports are refused from now on (booked ones stay)."""
+    from .services import mining
+    if not mining.remove_rate(coin):
+        raise click.ClickException(f"No rate for {coin.upper()}.")
+    click.echo(f"{coin.upper()} removed.")
+
+
 def init_app(app) -> None:
     """Also expose the commands through `flask --app wsgi`."""
-    for command in (init_db, create_user, create_token, demo, payouts_group, credit_command):
+    for command in (init_db, create_user, create_token, demo, payouts_group, credit_command, mining_rates_group):
         app.cli.add_command(command)
 
 

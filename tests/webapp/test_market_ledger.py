@@ -171,13 +171,3 @@ def test_daily_rows_accumulate_through_the_upsert(any_ctx):
     assert db.session.get(WorkerDailyStat, (worker, "2024-05-11")).tasks_completed == 1
 
 
-def test_mining_is_booked_separately_from_task_earnings(ctx, clock):
-    worker_id, _ = make_worker()
-    report = ledger.report_mining(db.session.get(Worker, worker_id), {
-        "coin": "etc", "pool": "stratum+tcp://pool.example:4444", "hashrate": 5e7, "period_seconds": 600,
-        "earnings": "0.0042"})
-    assert report.coin == "ETC" and report.earnings_micros == 4_200
-    assert ledger.worker_earnings(worker_id, kinds=(LedgerKind.MINING,)) == 4_200
-    assert ledger.worker_earnings(worker_id) == 0
-    entry = db.session.execute(db.select(LedgerEntry)).scalar_one()
-    assert entry.provider_id == db.session.get(Worker, worker_id).owner_id and entry.task_id is None

@@ -10,7 +10,7 @@ from .. import money
 from ..clock import utcnow
 from ..extensions import db, limiter
 from ..models import Task
-from ..services import ServiceError, benchmarks, dispatch, ledger, market, presence, releases, storage
+from ..services import ServiceError, benchmarks, dispatch, market, mining, presence, releases, storage
 from ..web import json_error as error
 from ..web import server_url
 from ..services import payouts
@@ -270,8 +270,8 @@ def worker_speedtest_result():
 @bp.post("/worker/mining/report")
 @worker_token_required
 def worker_mining_report():
-    report = ledger.report_mining(g.worker, _json())
-    return jsonify({"id": report.id, "earnings": money.fmt(report.earnings_micros)}), 201
+    report = mining.report(g.worker, _json())
+    return jsonify({"id": report.id, **mining.serialize(report)}), 201
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------
@@ -467,10 +467,21 @@ OPENAPI_PATHS = {
         _body({"download_mbps": {"type": "number", "minimum": 0}, "upload_mbps": {"type": "number", "minimum": 0}},
               ["download_mbps", "upload_mbps"]))},
     "/worker/mining/report": {"post": _op(
-        "reportMining", "Report estimated mining earnings over a period",
-        {"201": schema.json_response({"type": "object", "properties": {"id": {"type": "integer"}, "earnings": _MONEY}},
-                               "Booked"), **_errors(400, 401, 413)},
-        _body({"coin": {"type": "string"}, "pool": {"type": "string"}, "hashrate": {"type": "number", "minimum": 0},
-               "period_seconds": {"type": "integer", "minimum": 1}, "earnings": _MONEY},
-              ["coin", "pool", "hashrate", "period_seconds", "earnings"]))},
+        "reportMining", "Report a period the worker mined (ending now); the portal caps the hashrate by the "
+                        "worker's GPUs and estimates the earnings from its operator's rate table",
+        {"201": schema.json_response({"type": "object", "properties": {
+            "id": {"type": "integer"}, "coin": {"type": "string"}, "pool": {"type": "string"},
+            "hashrate": {"type": "number", "description": "H/s counted (at most the GPUs' cap)"},
+            "hashrate_reported": {"type": "number"}, "period_start": {"type": "string", "format": "date-time"},
+            "period_end": {"type": "string", "format": "date-time"}, "period_seconds": {"type": "integer"},
+            "shares_accepted": {"type": "integer", "nullable": True},
+            "shares_rejected": {"type": "integer", "nullable": True},
+            "earnings": {**_MONEY, "description": "the portal's estimate"}, "estimate": {"type": "boolean"}}},
+            "Accepted"), **_errors(400, 401, 409, 413)},
+        _body({"coin": {"type": "string"}, "pool": {"type": "string"},
+               "hashrate": {"type": "number", "minimum": 0, "description": "hashes per second, as the miner measured"},
+               "period_seconds": {"type": "integer", "minimum": 1, "maximum": 86400,
+                                  "description": "how long it mined, ending now"},
+               "shares_accepted": {"type": "integer", "minimum": 0}, "shares_rejected": {"type": "integer", "minimum": 0}},
+              ["coin", "pool", "hashrate", "period_seconds"]))},
 }

@@ -14,7 +14,6 @@ it; nothing is ever deleted or rewritten except `available_at` when a check pass
 same transaction as the rows they sum, so lists and charts never need to aggregate the ledger.
 """
 
-import math
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -26,12 +25,9 @@ from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
 from ..models import LedgerEntry, LedgerKind, MiningReport, Task, Worker, WorkerDailyStat
-from . import ServiceError
 
-MAX_MINING_EARNINGS_MICROS = 1000 * money.MICROS  # one report covers hours, not fortunes
-MAX_MINING_PERIOD = 7 * 24 * 3600
 
-# What counts as a worker's earnings (credited minus reversed). Mining is an estimate the app reports
+# What counts as a worker's earnings (credited minus reversed). Mining is an estimate the portal makes
 # and is shown separately.
 EARNING_KINDS = (LedgerKind.TASK_REWARD, LedgerKind.CHECK_REWARD, LedgerKind.REVERSAL, LedgerKind.ADJUSTMENT)
 
@@ -146,59 +142,13 @@ def earnings_split(worker_id: int, now: datetime | None = None) -> dict[str, int
     return {"total": pending + available, "pending": pending, "available": available}
 
 
-def record_mining(worker: Worker, *, coin: str, pool: str, hashrate: float, period_seconds: int,
-                  earnings_micros: int, now: datetime | None = None) -> MiningReport:
-    """Store a mining report, its ledger row and its day's total (the caller validated and commits)."""
-    now = now or utcnow()
-    report = MiningReport(worker_id=worker.id, coin=coin, pool=pool, hashrate=hashrate,
-                          period_seconds=period_seconds, earnings_micros=earnings_micros, reported_at=now)
-    db.session.add(report)
-    db.session.add(LedgerEntry(kind=LedgerKind.MINING, amount_micros=earnings_micros, worker_id=worker.id,
-                               provider_id=worker.owner_id, memo=f"Mining {coin} on {pool}"[:255], available_at=now,
-                               created_at=now))
-    bump_daily(worker.id, day_of(now), mining_earnings_micros=earnings_micros)
-    return report
-
-
-def parse_mining_report(data: dict) -> dict:
-    """{coin, pool, hashrate, period_seconds, earnings (decimal string USD)} -> record_mining's arguments."""
-    from .market import COIN_RE
-
-    def bad(message):
-        return ServiceError("invalid_mining_report", message)
-
-    coin, pool = data.get("coin"), data.get("pool")
-    if not isinstance(coin, str) or not COIN_RE.match(coin.strip()):
-        raise bad("'coin' must be a coin ticker of up to 16 letters or digits, e.g. \"ETC\".")
-    if not isinstance(pool, str) or not pool.strip() or len(pool) > 255 or any(ord(c) < 32 for c in pool):
-        raise bad("'pool' must be the pool address, up to 255 characters.")
-    hashrate, period = data.get("hashrate"), data.get("period_seconds")
-    if isinstance(hashrate, bool) or not isinstance(hashrate, (int, float)) or not math.isfinite(hashrate) \
-            or not 0 <= hashrate < 1e21:
-        raise bad("'hashrate' must be a number of hashes per second.")
-    if isinstance(period, bool) or not isinstance(period, int) or not 1 <= period <= MAX_MINING_PERIOD:
-        raise bad(f"'period_seconds' must be a whole number from 1 to {MAX_MINING_PERIOD}.")
-    earnings = data.get("earnings")
-    if not isinstance(earnings, str):
-        raise bad("'earnings' must be a decimal string in USD, e.g. \"0.0123\".")
-    try:
-        micros = money.to_micros(earnings)
-    except ValueError:
-        raise bad(f"'earnings' {earnings!r} is not a decimal amount.") from None
-    if not 0 <= micros <= MAX_MINING_EARNINGS_MICROS:
-        raise bad("'earnings' must be from 0 to 1000 USD per report.")
-    return {"coin": coin.strip().upper(), "pool": pool.strip(), "hashrate": float(hashrate),
-            "period_seconds": period, "earnings_micros": micros}
-
-
-def report_mining(worker: Worker, data: dict, now: datetime | None = None) -> MiningReport:
-    """Validate and store what the app reports about mining; commits."""
-    report = parse_mining_report(data)
-    worker_id = worker.id
-    begin_write_transaction(db.session)
-    row = record_mining(db.session.get(Worker, worker_id), now=now, **report)
-    db.session.commit()
-    return row
+def book_mining(worker: Worker, report: MiningReport) -> None:
+    """Book an accepted mining report's estimate: its MINING ledger row and its day's total, apart from
+    task earnings (services/mining.py accepted it; the caller commits)."""
+    db.session.add(LedgerEntry(kind=LedgerKind.MINING, amount_micros=report.earnings_micros, worker_id=worker.id,
+                               provider_id=worker.owner_id, memo=f"Mining {report.coin} on {report.pool} (estimate)"[:255],
+                               available_at=report.reported_at, created_at=report.reported_at))
+    bump_daily(worker.id, day_of(report.reported_at), mining_earnings_micros=report.earnings_micros)
 
 
 # What a job bills its creator: its tasks' reward rows, less their reversals (a result that failed its

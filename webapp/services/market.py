@@ -305,6 +305,13 @@ def update_settings(worker: Worker, data: dict) -> None:
     worker_id = worker.id
     begin_write_transaction(db.session)
     worker = db.session.get(Worker, worker_id)
+    if "mining_config" in changes:
+        # Mining reports may cover no time before mining was switched on (services/mining.py).
+        was_on, on = bool((worker.mining_config or {}).get("enabled")), changes["mining_config"]["enabled"]
+        if on and not was_on:
+            changes["mining_enabled_at"] = utcnow()
+        elif not on:
+            changes["mining_enabled_at"] = None
     for name, value in changes.items():
         setattr(worker, name, value)
     db.session.commit()
