@@ -151,7 +151,8 @@ class EngineState:
     # Market and history.
     bid: str | None = None
     average_bid: str | None = None
-    bench_score: int | None = None
+    bench_score: int | None = None  # the portal's, from its own timed runs: what prices this worker
+    bench_score_reported: int | None = None  # this machine's own benchmark: shown, never priced
     estimated_earning_per_hour: str | None = None
     last_error: str | None = None  # the last task failure, for the Computing tab
     last_reward: str | None = None
@@ -762,7 +763,7 @@ class Engine:
             outcome = bench.run_and_post(self.client, self.cfg, gpu_backend=self.gpu_backend)
             if isinstance(outcome.get("answer"), dict):
                 self._apply_market(outcome["answer"])
-            self._update(bench_score=outcome["score"], message=f"Bench Score {outcome['score']}",
+            self._update(bench_score_reported=outcome["score"], message=f"This machine measured {outcome['score']}",
                          benchmark=BenchmarkPhase.DONE)
         except Exception as exc:
             log.warning("benchmark failed: %s", exc)

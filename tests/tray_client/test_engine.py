@@ -365,7 +365,7 @@ def test_the_first_start_benchmarks_when_the_portal_has_no_score(cfg, client, mo
     def fake_bench(client_, cfg_, gpu_backend=None, repeat=1):
         ran.append(client.names()[-1])  # what had happened just before
         client_.benchmark(1234, {})
-        return {"score": 1234, "details": {}, "answer": {"bench_score": 1234}}
+        return {"score": 1234, "details": {}, "answer": {"bench_score": None}}
     monkeypatch.setattr(bench, "run_and_post", fake_bench)
     cfg.settings["auto_benchmark"] = True
     original = client.hello
@@ -373,7 +373,8 @@ def test_the_first_start_benchmarks_when_the_portal_has_no_score(cfg, client, mo
     engine = make_engine(cfg, client)
     engine.run(once=True)
     assert ran == ["hello"] and client.names()[:3] == ["hello", "benchmark", "claim"]
-    assert engine.snapshot().bench_score == 1234
+    # The machine's own figure is kept as reported; the score stays the portal's (none yet).
+    assert (engine.snapshot().bench_score_reported, engine.snapshot().bench_score) == (1234, None)
 
 
 def test_an_input_name_with_a_path_is_refused_before_any_download(cfg, client):
@@ -397,7 +398,7 @@ def test_the_benchmark_status_is_part_of_the_state(cfg, client, monkeypatch):
         outcome = outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
-        return {"score": outcome, "details": {}, "answer": {"bench_score": outcome}}
+        return {"score": outcome, "details": {}, "answer": {"bench_score": 1000}}
     monkeypatch.setattr(bench, "run_and_post", fake_bench)
     events = []
     engine = make_engine(cfg, client, on_event=events.append)
@@ -417,7 +418,8 @@ def test_the_benchmark_status_is_part_of_the_state(cfg, client, monkeypatch):
     statuses = [e["state"].benchmark for e in events]
     assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "done"
     done = next(e["state"] for e in events if e["state"].benchmark == "done")
-    assert done.bench_score == 1234 and done.benchmark_error is None  # score and status together
+    # The figure and the status together; the portal's score (what prices) is not replaced by it.
+    assert (done.bench_score_reported, done.bench_score, done.benchmark_error) == (1234, 1000, None)
 
 
 def blender_probe(data_dir=None, blender_path=None):

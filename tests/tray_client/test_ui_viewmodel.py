@@ -144,11 +144,12 @@ def test_the_benchmark_status_comes_from_the_engine_state():
     event(benchmark="queued")
     assert vm.bench_running
     event(benchmark="running")
-    event(benchmark="done", bench_score=1234)
-    assert not vm.bench_running and vm.feedback["bench"] == ("ok", "New Bench Score: 1234")
-    assert vm.bench_text() == ("1234", "New Bench Score: 1234")
-    event(benchmark="done", bench_score=1234)  # later events change nothing
-    assert vm.feedback["bench"] == ("ok", "New Bench Score: 1234")
+    event(benchmark="done", bench_score_reported=1234)
+    said = "This machine measured 1234; your Bench Score, from the portal's own timed run, is 900."
+    assert not vm.bench_running and vm.feedback["bench"] == ("ok", said)
+    assert vm.bench_text() == ("900", said)  # the portal's score is the one shown as yours
+    event(benchmark="done", bench_score_reported=1234)  # later events change nothing
+    assert vm.feedback["bench"] == ("ok", said)
 
 
 def test_idle_detection_says_why_it_is_unavailable(monkeypatch):
@@ -287,9 +288,12 @@ def test_engine_events_feed_the_view_model_and_actions_reach_the_portal(portal, 
         assert vm.bench_running and vm.bench_text()[1]
         pump_until(controller, lambda v: not v.bench_running, timeout=180, what="the benchmark")
         assert vm.feedback["bench"][0] == "ok", vm.feedback
-        score = vm.snapshot.bench_score
-        assert isinstance(score, int) and score > 0 and vm.feedback["bench"][1] == f"New Bench Score: {score}"
-        assert portal.api("GET", f"/workers/{worker['id']}")["bench_score_reported"] == score  # shown, not priced
+        score = vm.snapshot.bench_score_reported
+        assert isinstance(score, int) and score > 0 and vm.feedback["bench"][1].startswith(f"This machine measured {score}")
+        shown = portal.api("GET", f"/workers/{worker['id']}")
+        assert shown["bench_score_reported"] == score  # shown, not priced
+        # "Your Bench Score" is the portal's (from its timed run), as GET /worker/settings says.
+        assert vm.bench_text()[0] == str(shown["bench_score"] or "Not measured yet")
 
         # Quit: the engine stops and says goodbye.
         stopped = []

@@ -106,6 +106,14 @@ def parse_bid(text: str) -> Decimal:
     return amount
 
 
+def measured_text(own: int | None, portal: int | None) -> str:
+    """What the app's own benchmark found, beside the portal's score, which is the one that prices."""
+    if portal:
+        return f"This machine measured {own}; your Bench Score, from the portal's own timed run, is {portal}."
+    return (f"This machine measured {own}. Your Bench Score comes from a run the portal times and "
+            "checks itself: it runs before your first task.")
+
+
 def price_per_bench_hour(bid: Decimal, bench_score: int | None) -> Decimal:
     """bid / (score / 1000), rounded to whole micro-USD half up exactly as the portal does."""
     score = bench_score if bench_score and bench_score > 0 else UNBENCHED_SCORE
@@ -207,7 +215,7 @@ class ViewModel:
             self.bench_requested = False  # the engine has it: its own field says how it goes from here
         elif bench in (BenchmarkPhase.DONE, BenchmarkPhase.FAILED) and before.benchmark.active:
             self.bench_requested = False
-            self.feedback["bench"] = ("ok", f"New Bench Score: {snap.bench_score}") \
+            self.feedback["bench"] = ("ok", measured_text(snap.bench_score_reported, snap.bench_score)) \
                 if bench == BenchmarkPhase.DONE \
                 else ("error", f"The benchmark failed: {snap.benchmark_error or 'see the log file'}")
         for key in ("bid", "average_bid", "bench_score"):
