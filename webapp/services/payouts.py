@@ -138,12 +138,12 @@ def request_payout(user: User, amount=None, idempotency_key=None, now: datetime 
         amount_micros = balance if requested is None else requested
         minimum = minimum_micros()
         if amount_micros < minimum:
-            raise ServiceError("below_minimum", f"The smallest payout is {money.usd(minimum)}; "
+            raise ServiceError("below_minimum", f"The smallest payout is {money.usd_exact(minimum)}; "
                                                 f"{'your balance is' if requested is None else 'you asked for'} "
-                                                f"{money.usd(amount_micros)}.", 422)
+                                                f"{money.usd_exact(amount_micros)}.", 422)
         if amount_micros > balance:
-            raise ServiceError("exceeds_balance", f"You asked for {money.usd(amount_micros)} but your balance is "
-                                                  f"{money.usd(balance)} (pending earnings become available once "
+            raise ServiceError("exceeds_balance", f"You asked for {money.usd_exact(amount_micros)} but your balance is "
+                                                  f"{money.usd_exact(balance)} (pending earnings become available once "
                                                   "checked or settled).", 422)
         payout = Payout(provider_id=user_id, amount_micros=amount_micros, wallet_address=user.wallet_address,
                         state=PayoutState.PENDING, idempotency_key=key, created_at=now)
