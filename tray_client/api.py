@@ -17,7 +17,9 @@ from .untrusted import same_origin
 
 API_PREFIX = "/api/v1"
 CHUNK = 1024 * 1024
-TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+# 507: the portal's storage is full. Not this worker's fault, and the same upload will go through once
+# the operator frees space: keep the result and try again later (the portal says when, in Retry-After).
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504, 507)
 
 
 class PortalUnreachable(Exception):

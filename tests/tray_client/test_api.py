@@ -150,6 +150,20 @@ def test_uploads_stream_the_file_with_its_sha256_and_resend_it_whole_after_a_503
     assert puts[-1]["sha"] == hashlib.sha256(BODY).hexdigest()
 
 
+def test_a_full_portal_disk_keeps_the_upload_for_later(portal, tmp_path):
+    """507 Insufficient Storage: tried again like any overload, then left for the outbox to send later
+    (retry_later), never treated as the portal refusing the result."""
+    client, script = portal
+    path = tmp_path / "frame_0001.png"
+    path.write_bytes(BODY)
+    script.status_queue = [507, 507, 507]
+    with pytest.raises(PortalError) as info:
+        client.upload_output(3, "frame_0001.png", path)
+    assert info.value.status == 507 and retry_later(info.value)
+    assert sum(1 for s in script.seen if s["method"] == "PUT") == 3
+    client.upload_output(3, "frame_0001.png", path)  # space again: the same upload goes through
+
+
 def test_nothing_is_fetched_from_another_host_and_the_token_stays_home(portal, tmp_path):
     client, script = portal
     other = make_server(script)
