@@ -89,6 +89,18 @@ def _finish(clock, worker_id, task_id, seconds):
     return reward
 
 
+def _page_of(app, user_id, url) -> str:
+    """A page as the user sees it (logged in through the session, as flask-login does)."""
+    client = app.test_client()
+    user = db.session.get(User, user_id)
+    with client.session_transaction() as session:
+        session["_user_id"] = user.get_id()
+        session["_fresh"] = True
+    response = client.get(url)
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
 @pytest.fixture
 def any_ctx(any_app, clock):
     with any_app.app_context():
@@ -122,6 +134,9 @@ def test_a_job_stops_at_its_budget_and_its_unspent_part_comes_back(any_ctx, cloc
     assert db.session.get(Task, tasks[3]).status == TaskStatus.QUEUED
     figures = credit.summary(creator)
     assert (figures["balance"], figures["reserved"], figures["available"]) == (950_000, 0, 950_000)
+    # The creator is told why, on the job's page.
+    page = _page_of(any_ctx, creator, f"/jobs/{job_id}")
+    assert 'id="job-paused"' in page and "reached its budget of $0.05" in page and "Raise the budget" in page
     # Raising the budget holds more credit and lets it go on.
     credit.raise_budget(job, "0.10")
     assert credit.summary(creator)["available"] == 900_000
