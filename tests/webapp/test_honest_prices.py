@@ -120,6 +120,21 @@ def test_the_bench_score_is_what_the_portal_timed_and_a_check_confirmed(hctx, cl
     assert db.session.execute(db.select(db.func.count()).where(Task.type == JobType.BENCHMARK)).scalar_one() == 1
 
 
+@pytest.mark.parametrize("retryable", [True, False])
+def test_a_failed_bench_score_run_ends_and_the_next_hello_issues_a_new_one(hctx, clock, retryable):
+    """A run is for one worker only: no one else could confirm or retry it, so a failure ends it at
+    once, and the worker is not left without a run it can ever take."""
+    from webapp.services import presence
+    worker, _ = make_worker(make_user("bench@example.com"), job_types=("render", "benchmark"))
+    presence.record_hello(w(worker), {"capabilities": {"job_types": ["render", "benchmark"]}}, "127.0.0.1")
+    run = dispatch.claim_task(w(worker))
+    assert run.type == JobType.BENCHMARK
+    assert dispatch.fail_task(w(worker), run.id, "Blender crashed", None, retryable=retryable) == TaskStatus.FAILED
+    presence.record_hello(w(worker), {}, "127.0.0.1")
+    again = dispatch.claim_task(w(worker))
+    assert again.type == JobType.BENCHMARK and again.id != run.id
+
+
 def run_check_bench(verifier_id, frame, clock):
     from webapp.models import Verification
     from webapp.services import result_checks

@@ -80,7 +80,11 @@ def _failures_that_count(event):
 
 def _task_fails_now(task: Task, final: bool) -> bool:
     """Whether the failure just recorded fails the task: MAX_TASK_FAILURES accounts failed it since its
-    last fresh start, or it was final and another account's worker called it final too."""
+    last fresh start, or it was final and another account's worker called it final too. A task meant
+    for one worker only (a Bench Score run) fails at once: no one else may take it, and a new run is
+    issued at the worker's next hello."""
+    if task.for_worker_id is not None:
+        return True
     failed = aliased(TaskEvent)
     counting = db.and_(failed.task_id == task.id, _failures_that_count(failed))
     accounts = db.session.execute(db.select(db.func.count(db.distinct(failed.provider_id))).where(counting)).scalar_one()
