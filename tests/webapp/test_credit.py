@@ -193,3 +193,35 @@ def test_spend_statement_and_csv_add_up_to_the_balance(any_ctx, clock):
     text = "".join(statements.csv_lines(statements.creator_rows(creator), creator=True))
     amounts = [money.to_micros(r["amount"]) for r in csv.DictReader(io.StringIO(text))]
     assert sum(amounts) == 1_850_000 and len(amounts) == 3
+
+
+def test_racing_submissions_never_hold_more_than_the_credit(any_app, clock):
+    """Six jobs with a $4 budget each against $10 of credit, submitted at once over HTTP (SQLite and
+    PostgreSQL): two are accepted, the rest get 402, and nothing more is held than there is."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.conftest import LiveServer
+    token = create_token(any_app, CREATOR)
+    any_app.test_cli_runner().invoke(args=["credit", CREATOR, "10"])
+    server = LiveServer(any_app)
+    barrier = threading.Barrier(6)
+    spec = json.dumps({"type": "render", "name": "Race", "frame_start": 1, "frame_end": 1, "budget": "4.00"})
+
+    def send(n):
+        # Each its own bytes: six uploads of one blob at once are another race (storage's), not this test's.
+        blend = FAKE_BLEND + bytes([n]) * 16
+        barrier.wait()
+        return requests.post(f"{server.url}/api/v1/jobs", data={"spec": spec}, files={"blend": ("s.blend", blend)},
+                             headers=bearer(token), timeout=60).status_code
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            statuses = sorted(pool.map(send, range(6)))
+    finally:
+        server.stop()
+    assert statuses == [201, 201, 402, 402, 402, 402], statuses
+    with any_app.app_context():
+        user_id = db.session.execute(db.select(User.id).where(User.email == CREATOR)).scalar_one()
+        assert credit.summary(user_id)["available"] == 2_000_000

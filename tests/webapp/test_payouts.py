@@ -203,3 +203,17 @@ def test_the_account_wallet_follows_the_one_documented_rule(app, client, address
     assert response.status_code == (302 if ok else 400)
     with app.app_context():
         assert accounts.user_by_email(EMAIL).wallet_address == ((address or None) if ok else None)
+
+
+def test_the_payout_form_sent_twice_makes_one_request(app, client, clock):
+    provider(app)
+    client.post("/login", data={"email": EMAIL, "password": "correct horse battery"})
+    form = {"amount": "10", "idempotency_key": "0f3c2b1a"}
+    first, second = client.post("/earnings/payouts", data=form), client.post("/earnings/payouts", data=form)
+    assert first.status_code == second.status_code == 302
+    with app.app_context():
+        assert db.session.execute(db.select(db.func.count(Payout.id))).scalar_one() == 1
+    page = client.get("/earnings").get_data(as_text=True)
+    assert "was already requested" in page and "$20.00" in page  # the balance: $30 less one $10 payout
+    refused = client.post("/earnings/payouts", data={"amount": "nope", "idempotency_key": "k2"})
+    assert refused.status_code == 400 and "not a decimal amount" in refused.get_data(as_text=True)

@@ -124,8 +124,12 @@ def parse_budget(value, errors: dict) -> str | None:
 
 
 def _lock_account(user_id: int) -> None:
-    """One hold at a time per creator (PostgreSQL; SQLite's submission already holds the write lock)."""
-    db.session.execute(db.select(User.id).where(User.id == user_id).with_for_update())
+    """One hold at a time per creator (PostgreSQL; SQLite's submission already holds the write lock).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: the submission has already inserted its job, whose owner key
+    holds a KEY SHARE lock on the user row; FOR UPDATE would wait on the other submission's KEY SHARE
+    while it waits on ours (a deadlock, found by test_racing_submissions_never_hold_more_than_the_credit)."""
+    db.session.execute(db.select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
 
 def reserve_for(job: Job) -> None:

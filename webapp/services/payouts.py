@@ -83,7 +83,8 @@ def per_worker(user_id: int) -> list[dict]:
 
 def _lock_user(user_id: int) -> User:
     """Serialise one provider's payout requests: one writer on SQLite, the user row locked on PostgreSQL."""
-    return db.session.execute(db.select(User).where(User.id == user_id).with_for_update()
+    # NO KEY UPDATE (as credit._lock_account): rows inserted meanwhile that name this user don't block it.
+    return db.session.execute(db.select(User).where(User.id == user_id).with_for_update(key_share=True)
                               .execution_options(populate_existing=True)).scalar_one()
 
 
