@@ -72,6 +72,7 @@ def test_earnings_payout_and_spend_pages(browser, portal, screenshot):
 
     # Workers opens on the money: the same total as the Earnings page.
     expect(page.locator("#earned-total")).to_have_text("$23.002499")
+    screenshot(page, "money-00-workers-laptop")
     page.click("nav.nav >> text=Earnings")
     expect(page).to_have_url(f"{base}/earnings")
     expect(page.locator("#earned-total")).to_have_text("$23.002499")  # 12.345678 + 0.0025 + 3 + 7.654321
