@@ -47,6 +47,23 @@
     dialog.querySelector(".confirm-cancel").focus();
   }, true);
 
+  // Tabs that switch in place (nav[data-tabs] a[data-tab] over sections of the same id); the links
+  // still go to a page drawn with that tab, so they work without JavaScript and can be bookmarked.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("nav[data-tabs] a[data-tab]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+    var nav = link.closest("nav[data-tabs]");
+    var panel = document.getElementById(link.dataset.tab);
+    if (!panel) return;
+    event.preventDefault();
+    nav.querySelectorAll("a[data-tab]").forEach(function (other) {
+      var shown = other === link, section = document.getElementById(other.dataset.tab);
+      if (shown) other.setAttribute("aria-current", "page"); else other.removeAttribute("aria-current");
+      if (section) section.hidden = !shown;
+    });
+    history.replaceState(null, "", link.href);
+  });
+
   // The viewer's time zone: the browser's, as a cookie the portal reads (webapp/timezones.py). A first
   // visit was rendered in UTC: once the cookie is set, that page is drawn again in the right zone. An
   // account that chose a zone keeps it (data-zone-from="account").

@@ -1,6 +1,8 @@
 """A new user's first pages in a real browser: the Jobs list on a phone (cards, no sideways scroll), times in
 the browser's own zone, and the page's own confirm dialog."""
 
+import re
+
 import pytest
 
 from tests.webapp.dispatch_factories import make_job
@@ -105,4 +107,56 @@ def test_delete_confirms_in_the_pages_own_dialog(browser, portal, screenshot):
     assert native == []
     with app.app_context():
         assert db.session.get(Worker, worker_id).deleted_at is not None
+    context.close()
+
+
+def test_new_job_tabs_switch_in_place_and_rename_does_not_move_delete(browser, portal, screenshot):
+    from playwright.sync_api import expect
+
+    app, base = portal
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    sign_up(page, base)
+    page.goto(f"{base}/jobs/new")
+    expect(page.locator("#render")).to_be_visible()
+    expect(page.locator("#upscale")).to_be_hidden()
+    page.evaluate("window.__sameDocument = true")
+    page.click("nav[data-tabs] >> text=Upscale images")
+    expect(page.locator("#upscale")).to_be_visible()
+    expect(page.locator("#render")).to_be_hidden()
+    expect(page.locator("nav[data-tabs] a[aria-current=page]")).to_have_text("Upscale images (Real-ESRGAN)")
+    expect(page.locator("#upscale .help").first).to_contain_text(re.compile(r"Up to \d+ images"))
+    assert page.evaluate("window.__sameDocument") is True and page.url.endswith("type=upscale")
+    screenshot(page, "first-impressions-new-job-upscale-tab")
+    page.reload()  # the address it left is the same tab, drawn by the server
+    expect(page.locator("#upscale")).to_be_visible()
+    expect(page.locator("#render")).to_be_hidden()
+
+    with app.app_context():
+        user = db.session.execute(db.select(User).where(User.email == EMAIL)).scalar_one()
+        worker, _code, _token = worker_service.create_worker(user, "Studio PC")
+        worker.ram_mb = 16384
+        for i in range(3):  # a full list, as in the demo: long GPU names squeeze the narrow columns
+            other, _c, _t = worker_service.create_worker(user, f"Backup workstation number {i}")
+            other.gpu_name, other.ram_mb = "NVIDIA GeForce RTX 4070 Ti SUPER (2 × 16 GB)", 262144
+            other.gpus = [{"name": other.gpu_name}] * 4
+            other.earnings_micros = 123_456_789_000
+        db.session.commit()
+        worker_id = worker.id
+    page.goto(f"{base}/workers")
+    row = page.locator(f"#worker-{worker_id}")
+    ram = row.locator("td[data-label=RAM]")
+    expect(ram).to_have_text("16 GB")
+    # One line, not "16 / GB": the text's boxes all sit on one line.
+    tops = ram.evaluate("td => { const r = document.createRange(); r.selectNodeContents(td);"
+                        " return Array.from(r.getClientRects()).map(b => Math.round(b.top)); }")
+    assert len(set(tops)) == 1, tops
+    delete = row.locator("button:has-text('Delete')")
+    before = delete.bounding_box()
+    row.locator("summary:has-text('Rename')").click()
+    expect(row.locator(".rename-form input[name=name]")).to_be_visible()
+    after = delete.bounding_box()
+    assert abs(after["x"] - before["x"]) < 1 and abs(after["y"] - before["y"]) < 1, (before, after)
+    screenshot(page, "first-impressions-rename-open")
     context.close()

@@ -7,7 +7,7 @@ from .. import money
 from ..extensions import htmx
 from ..forms import EmptyForm, RenderJobForm, UpscaleJobForm
 from ..models import Job, JobStatus, Task
-from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails, verification
+from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails, uploads, verification
 from ..web import job_outputs_zip, stored_file_download
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -45,7 +45,7 @@ def _new_page(render_form=None, upscale_form=None, status=200, active="render"):
         "jobs/new.html", render_form=render_form or RenderJobForm(prefix="render"),
         upscale_form=upscale_form or UpscaleJobForm(prefix="upscale"), active=active,
         default_price=money.fmt(default_price), default_price_usd=money.usd(default_price, 4),
-        limits=jobs), status
+        limits=jobs, max_images=uploads.MAX_IMAGES), status
 
 
 @bp.get("/new")
