@@ -336,3 +336,13 @@ def test_choosing_blender_in_settings_clears_the_error_on_the_portal(portal, ble
     finally:
         engine.stop(hand_back=True)
         engine.join(30)
+
+
+def test_the_header_names_the_worker_as_the_portal_does():
+    from tray_client.ui.viewmodel import ViewModel
+    vm = ViewModel("https://portal.example", 2)
+    assert vm.worker_label == "#2"  # before the portal's settings arrive: its number, not "WORKER 2"
+    vm.apply_settings({"name": "Attic tower", "bid": "0.50"})
+    assert vm.worker_label == "Attic tower"
+    vm.apply_settings({"name": "Renamed box\x1b[31m"})  # renamed on the portal; its text is untrusted
+    assert vm.worker_label.startswith("Renamed box") and "\x1b" not in vm.worker_label

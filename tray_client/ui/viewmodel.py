@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from ..api import PortalClient, PortalError, PortalUnreachable
 from ..config import WorkerConfig
+from ..untrusted import printable
 from ..engine import MESSAGE_STARTING, MESSAGE_STOPPED, MESSAGE_UNREACHABLE, BenchmarkPhase, EngineState, State
 from . import system
 
@@ -271,6 +272,14 @@ class ViewModel:
     @property
     def worker_id(self) -> int | None:
         return self.snapshot.worker_id
+
+    @property
+    def worker_label(self) -> str | None:
+        """The worker's name as the portal has it (renamed there, shown here), else its number."""
+        name = self.settings.get("name") if isinstance(self.settings, dict) else None
+        if isinstance(name, str) and name.strip():
+            return printable(name.strip(), 80)
+        return f"#{self.worker_id}" if self.worker_id is not None else None
 
     def dashboard_url(self) -> str | None:
         if not self.server_url or self.worker_id is None:

@@ -272,7 +272,7 @@ class MainWindow:
         grid.columnconfigure(1, weight=1)
         labels = ["Wallet Address", "Job ID", "Job Type", "Task ID"]
         self.computing_values = dict(zip(labels, self._rows(grid, labels)))
-        ttk.Label(grid, text="Job Progress", style="Field.TLabel").grid(row=4, column=0, sticky="nw",
+        ttk.Label(grid, text="Task Progress", style="Field.TLabel").grid(row=4, column=0, sticky="nw",
                                                                         pady=(8, 4))
         bar_box = ttk.Frame(grid)
         bar_box.grid(row=4, column=1, sticky="we", pady=(8, 4))
@@ -524,8 +524,7 @@ class MainWindow:
                 image = self._images[state] = ImageTk.PhotoImage(header_badge(state))
             self.badge.configure(image=image)
         title, hint = vm.headline()
-        worker = f" · WORKER {vm.worker_id}" if vm.worker_id is not None else ""
-        self._set(self.header_kicker, f"PICTOR WORKER{worker}")
+        self._set(self.header_kicker, f"PICTOR WORKER · {vm.worker_label}" if vm.worker_label else "PICTOR WORKER")
         self._set(self.header_title, f"{STATE_TITLES.get(state, state)} · {vm.progress:.0%}" if vm.busy
                   else title)
         self._set(self.pause_button, "Resume" if vm.paused else "Pause")
