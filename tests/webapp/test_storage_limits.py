@@ -49,11 +49,11 @@ def test_blob_files_without_a_row_are_collected_after_the_grace_period(ctx):
 
 def test_receiving_a_stray_blob_again_makes_it_young(ctx):
     data = b"a file uploaded twice"
-    first = storage.put_bytes(data)
+    digest = storage.put_bytes(data).sha256
     db.session.rollback()  # the first upload's row never committed
-    _age(storage.path_for(first.sha256), 2 * HOUR)
+    _age(storage.path_for(digest), 2 * HOUR)
     storage.put_bytes(data)
-    assert storage.collect_stray_files() == 0 and storage.path_for(first.sha256).exists()
+    assert storage.collect_stray_files() == 0 and storage.path_for(digest).exists()
 
 
 @pytest.fixture
@@ -119,3 +119,37 @@ def test_a_full_disk_is_a_507_with_a_message(running, monkeypatch):
     assert list((storage_dir := (app.config["STORAGE_DIR"] + "/tmp")) and os.listdir(storage_dir)) == []
     monkeypatch.setattr(storage, "temp_file", real_temp_file)
     assert _put(client, token, task_id, "frame_0001.png", frame_png(1, size=(32, 18))).status_code == 201
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_same_bytes_uploaded_at_once_are_stored_once_without_an_error(database, tmp_path, request, clock):
+    """Six creators' submissions of one identical .blend at the same moment, over HTTP: all accepted, one
+    blob row. A plain INSERT of the row lost the race on PostgreSQL (a unique-key error: 500)."""
+    import json
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from ..conftest import LiveServer, create_token
+    app = make_app(tmp_path, request.getfixturevalue("postgres_url") if database == "postgres" else None)
+    tokens = [create_token(app, f"creator{n}@example.com") for n in range(6)]
+    blend = b"BLENDER-v300" + b"\0" * 4096  # the same bytes for everyone
+    spec = json.dumps({"type": "render", "name": "Same scene", "frame_start": 1, "frame_end": 1})
+    server = LiveServer(app)
+    barrier = threading.Barrier(len(tokens))
+
+    def send(token):
+        barrier.wait()
+        return requests.post(f"{server.url}/api/v1/jobs", data={"spec": spec}, files={"blend": ("s.blend", blend)},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=60).status_code
+    try:
+        with ThreadPoolExecutor(len(tokens)) as pool:
+            statuses = list(pool.map(send, tokens))
+    finally:
+        server.stop()
+    assert statuses == [201] * len(tokens), statuses
+    with app.app_context():
+        assert db.session.execute(db.select(db.func.count()).select_from(StoredFile)).scalar_one() == 1
+        db.session.remove()
+        db.engine.dispose()

@@ -17,7 +17,6 @@ import re
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
@@ -743,10 +742,11 @@ def store_output(worker: Worker, task_id: int, name: str, stream, sha256: str, m
     max_bytes = quotas.output_allowance(running_task_of(worker, task_id), name, max_bytes)
     db.session.commit()  # end the read transaction: the upload may take minutes
     stored = storage.put_stream(stream, max_bytes, sha256.lower())
-    # put_stream added the StoredFile row outside a write transaction; record_output redoes it inside one.
+    digest, size = stored.sha256, stored.size
+    # put_stream wrote the StoredFile row outside a write transaction; record_output redoes it inside one.
     db.session.rollback()
     try:
-        return record_output(worker, task_id, name, stored.sha256, stored.size)
+        return record_output(worker, task_id, name, digest, size)
     except IntegrityError:
         db.session.rollback()
         raise Conflict("conflict", "The same output was uploaded twice at once: upload it again.") from None
@@ -758,12 +758,7 @@ def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: in
     begin_write_transaction(db.session)
     try:
         running_task_of(worker, task_id, lock=True)
-        # Two workers may upload the same bytes at once: the blob's row is created once, quietly.
-        insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        # Touching created_at keeps a blob uploaded again from being collected as unreferenced meanwhile.
-        stmt = insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
-        db.session.execute(stmt.on_conflict_do_update(index_elements=["sha256"],
-                                                      set_={"created_at": stmt.excluded.created_at}))
+        storage.ensure_row(sha256, size)  # two workers may upload the same bytes at once
         output = db.session.execute(
             db.select(TaskOutput).where(TaskOutput.task_id == task_id, TaskOutput.name == name)
         ).scalar_one_or_none()
