@@ -341,6 +341,7 @@ def test_settings_round_trip(env):
                           "enabled": True}})
     assert response.status_code == 200, response.get_json()
     settings = env.call("get", "/worker/settings").get_json()
+    assert settings["name"] == "node"  # the app's window header shows it
     assert settings["bid"] == "0.450000" and settings["custom_bid"] == "0.450000"
     assert settings["wallet_address"] == "0x52908400098527886E0F7030069857D2E4169EE7"
     assert settings["mining_config"]["coin"] == "ETC" and settings["mining_config"]["enabled"] is True

@@ -323,6 +323,7 @@ _MINING_CONFIG = {"type": "object", "properties": {
     "coin": {"type": "string", "example": "ETC"}, "wallet": {"type": "string"}, "extra": {"type": "string"},
     "enabled": {"type": "boolean"}}}
 _SETTINGS = {"type": "object", "properties": {
+    "name": {"type": "string", "description": "the worker's name on the portal"},
     "bid": {**_MONEY, "description": "USD per compute hour the worker charges (custom or the average)"},
     "custom_bid": _MONEY_OR_NULL, "average_bid": _MONEY, "bench_score": {"type": "integer", "nullable": True},
     "bench_score_reported": {"type": "integer", "nullable": True},

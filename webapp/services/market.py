@@ -326,6 +326,7 @@ def settings_of(worker: Worker, now: datetime | None = None) -> dict:
     # Shown only once the worker has a score: "run the benchmark" says more than a reference-machine guess.
     price = worker_price_micros(worker, now, average) if worker.bench_score else None
     return {
+        "name": worker.name,  # the app's window shows it (renamed on the portal, seen at the next poll)
         "bid": money.fmt(bid),
         "custom_bid": money.fmt(worker.bid_micros) if worker.bid_micros is not None else None,
         "average_bid": money.fmt(average),
