@@ -70,6 +70,7 @@ class RenderJobForm(FlaskForm):
     device = SelectField("Device", choices=_choices([("any", "Any (CPU or GPU)"), ("gpu", "GPU only")]), default="any")
     priority = IntegerField("Priority", default=0, validators=[InputRequired(_WHOLE)])
     max_price = StringField("Max price (USD/bench-hour)", validators=[Optional(), Length(max=20)])
+    budget = StringField("Budget (USD)", validators=[Optional(), Length(max=32)])
 
 
 class UpscaleJobForm(FlaskForm):
@@ -80,6 +81,7 @@ class UpscaleJobForm(FlaskForm):
     model = SelectField("Model", choices=_choices(MODELS.items()), default="realesr-animevideov3")
     priority = IntegerField("Priority", default=0, validators=[InputRequired(_WHOLE)])
     max_price = StringField("Max price (USD/bench-hour)", validators=[Optional(), Length(max=20)])
+    budget = StringField("Budget (USD)", validators=[Optional(), Length(max=32)])
 
 
 class PayoutForm(FlaskForm):

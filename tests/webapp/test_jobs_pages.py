@@ -72,6 +72,21 @@ def test_bad_fields_get_messages_next_to_them_and_keep_the_values(client, creato
         assert db.session.execute(db.select(db.func.count()).select_from(Job)).scalar_one() == 0
 
 
+def test_the_form_holds_a_budget_from_the_credit_and_says_when_there_is_not_enough(client, creator):
+    app = client.application
+    assert app.test_cli_runner().invoke(args=["credit", "ada@example.com", "10"]).exit_code == 0
+    refused = submit(client, **{"render-budget": "25.00"})
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400 and "more than your available credit of $10.00" in page
+    assert 'value="25.00"' in page  # kept, to correct
+    accepted = submit(client, **{"render-budget": "4.00"})
+    assert accepted.status_code == 302
+    with app.app_context():
+        job = db.session.get(Job, job_id_of(accepted))
+        assert job.budget_micros == 4_000_000
+    assert "$6.00" in client.get("/spend").get_data(as_text=True)  # what is still available
+
+
 def test_not_a_blend_is_a_form_error(client, creator):
     response = submit(client, **{"render-blend": (io.BytesIO(b"hello\n" * 40), "notes.blend")})
     assert response.status_code == 400

@@ -35,6 +35,7 @@ MAX_BUDGET_MICROS = 1_000_000 * money.MICROS
 class InsufficientCredit(ServiceError):
     """402: the budget asked for is more than the available credit."""
     status = 402
+    field = "budget"  # the New job form shows it under its Budget field
 
     def __init__(self, needed: int, available: int):
         super().__init__("insufficient_credit", f"This job's budget of {money.usd(needed)} is more than your available "

@@ -83,6 +83,7 @@ def create_render():
                                                  "device", "priority", "max_price")}
         spec["type"] = "render"
         spec["max_price"] = (spec["max_price"] or "").strip() or None
+        spec["budget"] = (form.budget.data or "").strip() or None
         upload = _upload(form.blend.data)
         try:
             job = jobs.submit_render_job(current_user, spec, upload.stream if upload else None,
@@ -101,7 +102,8 @@ def create_upscale():
     form = UpscaleJobForm(prefix="upscale")
     if form.validate_on_submit():
         spec = {"type": "upscale", "name": form.name.data, "scale": form.scale.data, "model": form.model.data,
-                "priority": form.priority.data, "max_price": (form.max_price.data or "").strip() or None}
+                "priority": form.priority.data, "max_price": (form.max_price.data or "").strip() or None,
+                "budget": (form.budget.data or "").strip() or None}
         images = [(f.filename, f.stream) for f in (form.images.data or []) if _upload(f)]
         archive = _upload(form.archive.data)
         try:
