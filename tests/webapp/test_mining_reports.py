@@ -141,3 +141,16 @@ def test_the_operator_sets_the_rate_table_from_the_command_line(net):
     net.enable()
     net.clock.advance(seconds=600)
     assert net.report().get_json()["error"] == "unknown_coin"
+
+
+def test_mining_switched_on_before_the_portal_watched_counts_nothing_before_now(net):
+    """A worker whose mining was on before its switch-on time was recorded (an older portal): a report
+    of a whole day is refused, never credited for time the portal did not see."""
+    with net.app.app_context():
+        worker = db.session.get(Worker, net.worker_id)
+        worker.mining_config = {"enabled": True, "pool": POOL, "coin": "ETC", "wallet": "0x" + "ab" * 20}
+        worker.mining_enabled_at = None
+        db.session.commit()
+    net.clock.advance(seconds=86400)
+    refused = net.report(period=86400)
+    assert refused.status_code == 409 and refused.get_json()["error"] == "overlapping_period"

@@ -73,7 +73,8 @@ def parse_report(data: dict) -> dict:
 def counted_period(worker: Worker, period_seconds: int, now: datetime) -> tuple[datetime, int]:
     """(start, seconds) of the period a report arriving now may count, or a Conflict saying why none."""
     start = now - timedelta(seconds=period_seconds)
-    floors = [(worker.mining_enabled_at, "mining was enabled for this worker")]
+    # Unknown (enabled some other way than the settings): nothing before now is believed.
+    floors = [(worker.mining_enabled_at or now, "mining was enabled for this worker")]
     previous = db.session.execute(db.select(db.func.max(MiningReport.reported_at))
                                   .where(MiningReport.worker_id == worker.id)).scalar_one()
     floors.append((previous, "the worker's previous mining report ended"))

@@ -53,6 +53,16 @@ def upgrade():
 
     with op.batch_alter_table('workers', schema=None) as batch_op:
         batch_op.add_column(sa.Column('mining_enabled_at', sa.DateTime(timezone=True), nullable=True))
+    # Workers mining already: their reports count from now on, never from before the portal watched.
+    import json
+    from datetime import datetime, timezone
+    bind = op.get_bind()
+    now = datetime.now(timezone.utc)
+    for worker_id, config in bind.execute(sa.text("SELECT id, mining_config FROM workers")).all():
+        config = json.loads(config) if isinstance(config, str) else (config or {})
+        if isinstance(config, dict) and config.get("enabled") is True:
+            bind.execute(sa.text("UPDATE workers SET mining_enabled_at = :now WHERE id = :id"),
+                         {"now": now, "id": worker_id})
 
 
 def downgrade():
