@@ -9,7 +9,7 @@ import json
 import mimetypes
 import re
 
-from flask import Response, current_app, jsonify, request, send_file
+from flask import Response, abort, current_app, jsonify, request, send_file
 
 from .models import AppRelease, Job
 from .services import ServiceError, outputs, releases, storage
@@ -117,3 +117,19 @@ def job_outputs_zip(job: Job) -> Response:
     return Response(outputs.stream_outputs_zip(job), mimetype="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="job-{job.id}-outputs.zip"',
                              "Cache-Control": "private, no-store"})
+
+
+def chart_response(series, name: str) -> Response:
+    """A chart as SVG for `?size=wide|compact`: private (this user's data), revalidated each time and
+    answered 304 while the figures are unchanged; its own strict CSP (an SVG may carry script)."""
+    from . import charts
+    size = request.args.get("size", "wide")
+    if size not in charts.SIZES:
+        abort(400, "Unknown chart size: use wide or compact.")
+    svg, etag = charts.chart_svg(series, name, size)
+    response = Response(svg, mimetype="image/svg+xml")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, no-cache"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response.make_conditional(request)

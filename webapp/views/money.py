@@ -3,14 +3,15 @@ and Spend (a creator's credit, per-job costs, chart, statement, CSV). Thin: the 
 
 import uuid
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from .. import charts, money, timezones
+from .. import money, timezones
 from ..api.money import statement_csv
 from ..clock import utcnow
 from ..forms import BudgetForm, PayoutForm
 from ..services import ServiceError, credit, payouts, permissions, statements
+from ..web import chart_response
 
 bp = Blueprint("money", __name__)
 
@@ -30,19 +31,6 @@ def _period() -> str:
 def _statement(condition, creator: bool):
     q = (request.args.get("q") or "").strip()[:statements.Q_MAX]
     return q, statements.statement(condition, q, _page_arg(), current_app.config.get("PAGE_SIZE", 25))
-
-
-def _chart(series, name: str) -> Response:
-    size = request.args.get("size", "wide")
-    if size not in charts.SIZES:
-        abort(400, "Unknown chart size: use wide or compact.")
-    svg, etag = charts.chart_svg(series, name, size)
-    response = Response(svg, mimetype="image/svg+xml")
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response.make_conditional(request)
 
 
 def _earnings_page(form=None, status=200):
@@ -93,7 +81,7 @@ def earnings_csv():
 @login_required
 def earnings_chart():
     series = payouts.account_series(current_user.id, _period(), zone=timezones.current_zone())
-    return _chart(series, "earnings-by-task")
+    return chart_response(series, "earnings-by-task")
 
 
 @bp.get("/spend")
@@ -133,4 +121,4 @@ def spend_csv():
 @bp.get("/spend/chart.svg")
 @login_required
 def spend_chart():
-    return _chart(credit.spend_series(current_user.id, _period(), zone=timezones.current_zone()), "spend")
+    return chart_response(credit.spend_series(current_user.id, _period(), zone=timezones.current_zone()), "spend")

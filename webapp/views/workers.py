@@ -19,7 +19,7 @@ from ..models import TaskStatus, WorkerStatus
 from ..services import ServiceError, dispatch, permissions, presence, stats
 from ..services import workers as worker_service
 from ..security import seal, unseal
-from ..web import server_url
+from ..web import chart_response, server_url
 
 bp = Blueprint("workers", __name__, url_prefix="/workers")
 
@@ -405,17 +405,7 @@ def chart(worker_id, name):
                               request.args.get("to") or None, zone=timezones.current_zone())
     except ServiceError as exc:
         abort(400, exc.message)
-    size = request.args.get("size", "wide")
-    if size not in charts.SIZES:
-        abort(400, "Unknown chart size: use wide or compact.")
-    svg, etag = charts.chart_svg(series, name, size)
-    response = Response(svg, mimetype="image/svg+xml")
-    response.set_etag(etag)
-    # Private (it is this user's data); revalidated each time, answered 304 while the figures are unchanged.
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response.make_conditional(request)
+    return chart_response(series, name)
 
 
 @bp.get("/<int:worker_id>/tasks/<int:task_id>/log")
