@@ -1,9 +1,15 @@
 """Shared fixtures: an app on a throwaway database (SQLite, or PostgreSQL on 127.0.0.1), clients, users."""
 
+import contextlib
+import json
 import os
 import re
 import secrets
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -177,3 +183,41 @@ def live_server(app):
     app.config["SERVER_URL"] = server.url
     yield server
     server.stop()
+
+
+_SERVE = """
+import json, os, sys
+from werkzeug.serving import run_simple
+from webapp import create_app
+app = create_app(json.loads(os.environ["PICTOR_TEST_CONFIG"]))
+run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True)
+"""
+
+
+@contextlib.contextmanager
+def portal_processes(config: dict, count: int = 2):
+    """`count` portal processes serving one app config (one database): yields their base URLs once each
+    answers, stops them after. What a rule shared between processes is tested against."""
+    import requests
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    env = dict(os.environ, PICTOR_TEST_CONFIG=json.dumps(config))
+    ports = [free_port() for _ in range(count)]
+    servers = [subprocess.Popen([sys.executable, "-c", _SERVE, str(port)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for port in ports]
+    try:
+        for port in ports:
+            for _ in range(150):
+                try:
+                    requests.get(f"http://127.0.0.1:{port}/login", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+        yield [f"http://127.0.0.1:{port}" for port in ports]
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)

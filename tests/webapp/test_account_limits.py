@@ -1,19 +1,13 @@
 """Per-account limits on creating and pairing workers: counted in the database, so they hold whatever
 the number of portal processes, on SQLite and PostgreSQL; deleting a worker gives nothing back."""
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import requests
 
-from ..conftest import T0, create_token, make_app
+from ..conftest import T0, create_token, make_app, portal_processes
 
 API = "/api/v1"
 
@@ -72,21 +66,6 @@ def test_pairing_is_limited_per_account_and_the_code_stays_good(limited, clock):
     assert client.post(f"{API}/pair", json={"code": codes[2]}).status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-SERVE = """
-import json, os, sys
-from werkzeug.serving import run_simple
-from webapp import create_app
-app = create_app(json.loads(os.environ["PICTOR_TEST_CONFIG"]))
-run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True)
-"""
-
-
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_two_portal_processes_share_the_account_limit(database, tmp_path, request):
     """Two processes on one database, 24 creations fired at both at once by 8 threads: exactly the
@@ -97,31 +76,17 @@ def test_two_portal_processes_share_the_account_limit(database, tmp_path, reques
     config = {"TESTING": True, "SECRET_KEY": "k", "SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
               "STORAGE_DIR": str(tmp_path / "storage"), "SCHEDULER_ENABLED": False,
               "RATELIMIT_STORAGE_URI": "memory://", "WORKERS_CREATED_PER_HOUR": 10}
-    env = dict(os.environ, PICTOR_TEST_CONFIG=json.dumps(config))
-    ports = [_free_port(), _free_port()]
-    servers = [subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for port in ports]
     try:
-        for port in ports:
-            for _ in range(150):
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/login", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
+        with portal_processes(config) as urls:
+            def one(i):
+                return requests.post(f"{urls[i % 2]}{API}/workers", json={"name": f"w{i}"},
+                                     headers=bearer(token), timeout=30).status_code
 
-        def one(i):
-            return requests.post(f"http://127.0.0.1:{ports[i % 2]}{API}/workers", json={"name": f"w{i}"},
-                                 headers=bearer(token), timeout=30).status_code
-
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(one, range(24)))
-        listed = requests.get(f"http://127.0.0.1:{ports[0]}{API}/workers", params={"per_page": 100},
-                              headers=bearer(token), timeout=10).json()
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(one, range(24)))
+            listed = requests.get(f"{urls[0]}{API}/workers", params={"per_page": 100},
+                                  headers=bearer(token), timeout=10).json()
     finally:
-        for server in servers:
-            server.terminate()
-            server.wait(10)
         with app.app_context():
             from webapp.extensions import db
             db.session.remove()

@@ -2,21 +2,15 @@
 the server, Secure cookies over https, no readable secret in the cookie, rate limits shared by processes."""
 
 import base64
-import json
 import logging
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import uuid
 import zlib
 
 import pytest
 import requests
 
-from ..conftest import create_user, make_app, missing
+from ..conftest import create_user, make_app, missing, portal_processes
 
 PAGES = ["/workers", "/workers/new", "/jobs", "/jobs/new", "/account", "/download"]
 
@@ -125,21 +119,6 @@ def test_rate_limits_default_to_shared_storage(monkeypatch, tmp_path):
     assert config.from_environment(tmp_path)["RATELIMIT_STORAGE_URI"].startswith("redis://")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-SERVE = """
-import json, os, sys
-from werkzeug.serving import run_simple
-from webapp import create_app
-app = create_app(json.loads(os.environ["PICTOR_TEST_CONFIG"]))
-run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True)
-"""
-
-
 def test_two_portal_processes_share_the_pair_limit(tmp_path):
     import redis
     try:
@@ -151,24 +130,9 @@ def test_two_portal_processes_share_the_pair_limit(tmp_path):
               "STORAGE_DIR": str(tmp_path / "storage"), "SCHEDULER_ENABLED": False,
               "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0", "RATELIMIT_KEY_PREFIX": uuid.uuid4().hex,
               "PAIR_RATE_LIMIT": "10 per minute"}
-    env = dict(os.environ, PICTOR_TEST_CONFIG=json.dumps(config))
-    ports = [_free_port(), _free_port()]
-    servers = [subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for port in ports]
-    try:
-        for port in ports:
-            for _ in range(100):
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/login", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
-        statuses = [requests.post(f"http://127.0.0.1:{ports[i % 2]}/api/v1/pair", json={"code": "ABCD-EFGH"},
+    with portal_processes(config) as urls:
+        statuses = [requests.post(f"{urls[i % 2]}/api/v1/pair", json={"code": "ABCD-EFGH"},
                                   timeout=5).status_code for i in range(30)]
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(10)
     # 10 per minute in all, not 10 in each process: the 11th call and every later one is refused.
     assert statuses.count(429) == 20, statuses
     assert all(status < 500 for status in statuses)
