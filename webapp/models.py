@@ -220,10 +220,18 @@ class Worker(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a failed spot check
     suspended_reason: Mapped[str | None] = mapped_column(String(500))
+    # Paused from the portal (services/fleet.py): no claims; the app learns it from its next heartbeat answer.
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Seeded by `pictor-portal demo` (services/demo.py): no app behind it; the portal keeps it heartbeating.
     demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
 
     owner: Mapped[User] = relationship()
+    tag_rows: Mapped[list["WorkerTag"]] = relationship(order_by="WorkerTag.tag", cascade="all, delete-orphan",
+                                                       lazy="selectin")
+
+    @property
+    def tags(self) -> list[str]:
+        return [row.tag for row in self.tag_rows]
 
     __table_args__ = (
         Index("ix_workers_owner_created", "owner_id", "created_at"),
@@ -570,3 +578,93 @@ class AppRelease(db.Model):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerTag(db.Model):
+    """A provider's label on a worker ("farm-a", "rack-3"): filters the list, selects workers for bulk actions."""
+    __tablename__ = "worker_tags"
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(32), primary_key=True)  # lower-case (services/fleet.py clean_tag)
+
+    __table_args__ = (Index("ix_worker_tags_tag", "tag", "worker_id"),)
+
+
+class AlertKind(str, enum.Enum):
+    """What an alert says (services/alerts.py); an incident is one of the first three, open until it ends."""
+    OFFLINE = "offline"
+    ERROR = "error"
+    SUSPENDED = "suspended"
+    RECOVERED = "recovered"
+    DIGEST = "digest"
+
+
+class AlertChannel(str, enum.Enum):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+class DeliveryState(str, enum.Enum):
+    PENDING = "pending"  # waiting for its (next) attempt
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the last retry
+
+
+class AlertSettings(db.Model):
+    """One account's alert choices; the webhook secret is sealed with the portal's key (it must sign)."""
+    __tablename__ = "alert_settings"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    on_offline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+    on_error: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+    on_suspended: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+    daily_digest: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+    email_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+    email_to: Mapped[str | None] = mapped_column(String(254))  # None = the account's address
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret_sealed: Mapped[str | None] = mapped_column(String(255))
+    webhook_secret_prefix: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WorkerIncident(db.Model):
+    """One outage of one worker (offline, error or suspended), open while it lasts: at most one open
+    per worker and kind (a partial unique index), so one outage makes one alert and one recovery notice."""
+    __tablename__ = "worker_incidents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[AlertKind] = mapped_column(_enum(AlertKind))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (Index("ix_worker_incidents_owner_started", "owner_id", "started_at"),)
+
+
+Index("uq_worker_incidents_open", WorkerIncident.worker_id, WorkerIncident.kind, unique=True,
+      sqlite_where=WorkerIncident.ended_at.is_(None), postgresql_where=WorkerIncident.ended_at.is_(None))
+
+
+class AlertDelivery(db.Model):
+    """One message to one channel: its unique key ("incident:7:opened:email") makes it exist once;
+    retried with back-off until sent or given up. The account page lists them (the delivery log)."""
+    __tablename__ = "alert_deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("worker_incidents.id"))
+    channel: Mapped[AlertChannel] = mapped_column(_enum(AlertChannel))
+    kind: Mapped[AlertKind] = mapped_column(_enum(AlertKind))
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    target: Mapped[str] = mapped_column(String(500))  # the address or URL at the time it was queued
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState), default=DeliveryState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_alert_deliveries_user_created", "user_id", "created_at"),
+        Index("ix_alert_deliveries_due", "state", "next_attempt_at"),
+    )
