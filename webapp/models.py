@@ -307,6 +307,37 @@ class JobInput(db.Model):
     __table_args__ = (UniqueConstraint("job_id", "name", name="uq_job_inputs_job_name"),)
 
 
+class SceneDraft(db.Model):
+    """A scene uploaded for a render job not submitted yet (services/scenes.py): its files are stored
+    and read once, on arrival, so the rest of the form can be corrected without uploading them again.
+    Owner-only; gone at expires_at (the periodic `scene_drafts` job) or when a job is made from it."""
+    __tablename__ = "scene_drafts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    filename: Mapped[str] = mapped_column(String(255))  # as uploaded (sanitised), for the form to show
+    main: Mapped[str] = mapped_column(String(255))  # the .blend's path among the files
+    reading: Mapped[dict] = mapped_column(JSON)  # what the file says: settings, cameras, dependencies
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    files: Mapped[list["DraftFile"]] = relationship(back_populates="draft", cascade="all, delete-orphan",
+                                                    order_by="DraftFile.path")
+    __table_args__ = (Index("ix_scene_drafts_owner", "owner_id", "created_at"),)
+
+
+class DraftFile(db.Model):
+    """One file of a draft at its relative path in the project; the blob is shared by content."""
+    __tablename__ = "draft_files"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    draft_id: Mapped[int] = mapped_column(ForeignKey("scene_drafts.id"))
+    path: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(ForeignKey("stored_files.sha256"))
+    size: Mapped[int] = mapped_column(BigInteger)
+
+    draft: Mapped[SceneDraft] = relationship(back_populates="files")
+    __table_args__ = (UniqueConstraint("draft_id", "path", name="uq_draft_files_draft_path"),)
+
+
 class Task(db.Model):
     __tablename__ = "tasks"
     id: Mapped[int] = mapped_column(primary_key=True)
