@@ -50,6 +50,8 @@ SCHEMAS = {
             "country": {"type": "string", "nullable": True},
             "location": {"type": "string", "nullable": True},
             "app_version": {"type": "string", "nullable": True},
+            "tags": {"type": "array", "items": {"type": "string"}, "description": "the provider's labels"},
+            "paused_by_portal": {"type": "boolean", "description": "paused from the portal: it claims nothing"},
             "earnings_pending": {**_MONEY, "description": "held for a spot check or still settling"},
             "earnings_available": {**_MONEY, "description": "settled: may be paid out"},
             "record": {"type": "object", "description": "the worker's spot checks", "properties": {
@@ -103,6 +105,25 @@ SCHEMAS = {
             "saving": {**_MONEY, "nullable": True, "description": "max price x bench-hours, less the cost"},
             "budget": {**_MONEY, "nullable": True, "description": "the spend limit held from your credit; null = on account"},
             "paused_reason": {"type": "string", "nullable": True, "description": "why no more tasks start (its budget)"},
+            "waiting": {"type": "object", "nullable": True, "required": ["reason", "message"],
+                        "description": "why no online worker takes its queued tasks; null while tasks run, "
+                                       "once it is done, or when a free worker will take it at its next poll",
+                        "properties": {
+                            "reason": {"type": "string", "enum": ["no_capable_worker", "price_too_low",
+                                                                  "gpu_required", "all_busy"]},
+                            "message": {"type": "string", "description": "the reason in words, with what to do"}}},
+            "projection": {"type": "object", "required": ["cost", "finish_at"],
+                           "description": "projected total cost (within the budget) and finish time: from the "
+                                          "job's completed tasks (basis job), a range from the network's similar "
+                                          "tasks before then (basis network), the final figures once it ended",
+                           "properties": {
+                               "basis": {"type": "string", "nullable": True, "enum": ["job", "network", "final", None]},
+                               "cost": {**_MONEY, "nullable": True}, "cost_low": {**_MONEY, "nullable": True},
+                               "cost_high": {**_MONEY, "nullable": True},
+                               "finish_at": _TIME_OR_NULL, "finish_low": _TIME_OR_NULL, "finish_high": _TIME_OR_NULL,
+                               "over_budget": {"type": "boolean", "description": "it would cost more than its "
+                                                                                 "budget: it pauses there"},
+                               "explanation": {"type": "string"}}},
         },
     },
 }

@@ -1,9 +1,9 @@
-"""The provider API: create, pair, list, rename and delete workers; a worker's tasks and statistics."""
+"""The provider API: create, pair, list, rename and delete workers, act on many at once; a worker's tasks and statistics."""
 
 from flask import current_app, g, jsonify, request
 
 from ..clock import utcnow
-from ..services import ServiceError, permissions
+from ..services import ServiceError, fleet, permissions
 from ..services import workers as worker_service
 from ..web import server_url
 from . import bp, json_body, schema, user_token_required
@@ -58,8 +58,36 @@ def provider_create_worker():
 @user_token_required
 def provider_list_workers():
     now = utcnow()
-    page = worker_service.list_workers(g.user.id, now=now, **_list_args())
+    page = worker_service.list_workers(g.user.id, now=now, tag=request.args.get("tag"), gpu=request.args.get("gpu"),
+                                       **_list_args())
     return jsonify(_page_json(page, worker_service.serialize_many(page.items, now)))
+
+
+_BULK_KEYS = {"action", "ids", "all_matching", "filter", "bid", "tags", "dry_run"}
+_FILTER_KEYS = ("q", "status", "tag", "gpu")
+
+
+@bp.post("/workers/bulk")
+@user_token_required
+def provider_bulk_workers():
+    """Pause, resume, set the bid of, tag, untag or delete many workers: by ids, or all matching a filter."""
+    data = json_body()
+    unknown = sorted(set(data) - _BULK_KEYS)
+    if unknown:
+        raise ServiceError("invalid_bulk", f"Unknown field(s): {', '.join(unknown)}.")
+    filters = data.get("filter") or {}
+    if not isinstance(filters, dict) or set(filters) - set(_FILTER_KEYS) or not all(
+            isinstance(v, str) or v is None for v in filters.values()):
+        raise ServiceError("invalid_filter", "\"filter\" is an object of strings: q, status, tag, gpu.")
+    all_matching = data.get("all_matching", False)
+    dry_run = data.get("dry_run", False)
+    if not isinstance(all_matching, bool) or not isinstance(dry_run, bool):
+        raise ServiceError("invalid_bulk", "\"all_matching\" and \"dry_run\" are true or false.")
+    if all_matching and "ids" in data:
+        raise ServiceError("invalid_bulk", "Send \"ids\" or \"all_matching\": true, not both.")
+    result = fleet.run(g.user.id, data.get("action"), ids=data.get("ids"), all_matching=all_matching,
+                       filters=filters, bid=data.get("bid"), tags=data.get("tags"), dry_run=dry_run)
+    return jsonify({**result.to_dict(), "dry_run": dry_run})
 
 
 @bp.get("/workers/<int:worker_id>")
@@ -152,7 +180,7 @@ def _list_of(name: str) -> dict:
 
 
 _SECURITY = [{"bearer": []}]
-_WORKER_STATUSES = ["pending", "online", "busy", "paused", "error", "offline"]
+_WORKER_STATUSES = ["pending", "online", "busy", "paused", "error", "offline", "suspended"]
 _TASK_STATUSES = ["queued", "running", "completed", "failed", "canceled"]
 
 OPENAPI_PATHS = {
@@ -168,13 +196,40 @@ OPENAPI_PATHS = {
         },
         "get": {
             "operationId": "listWorkers", "tags": ["provider"], "security": _SECURITY,
-            "summary": "List your workers: search, filter by status, sort, page",
+            "summary": "List your workers: search (name, ID, hostname, GPU model, tag), filter, sort, page",
             "parameters": [
                 *_PAGING,
+                _query("tag", {"type": "string", "maxLength": fleet.TAG_MAX}, "Only workers with this tag"),
+                _query("gpu", {"type": "string"}, "Only workers with this GPU model (as in gpu_name)"),
                 _query("status", {"type": "string", "enum": _WORKER_STATUSES}, "Only workers in this status"),
                 _query("sort", {"type": "string", "enum": list(worker_service.SORTS)}, "Sort key"),
             ],
             "responses": {"200": schema.json_response(_list_of("Worker"), "One page of workers"), **_errors(400, 401)},
+        },
+    },
+    "/workers/bulk": {
+        "post": {
+            "operationId": "bulkWorkers", "tags": ["provider"], "security": _SECURITY,
+            "summary": "One action on many workers: by ids (others' ids are ignored) or all matching a filter",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["action"], "additionalProperties": False, "properties": {
+                    "action": {"type": "string", "enum": [a.value for a in fleet.BulkAction]},
+                    "ids": {"type": "array", "minItems": 1, "maxItems": fleet.IDS_PER_ACTION_MAX,
+                            "items": {"type": "integer", "minimum": 1}},
+                    "all_matching": {"type": "boolean", "description": "act on every worker the filter matches"},
+                    "filter": {"type": "object", "additionalProperties": False, "properties": {
+                        "q": {"type": "string"}, "status": {"type": "string", "enum": _WORKER_STATUSES},
+                        "tag": {"type": "string"}, "gpu": {"type": "string"}}},
+                    "bid": {"type": "string", "nullable": True, "example": "0.45",
+                            "description": "set_bid: USD per compute hour; null = the network average"},
+                    "tags": {"type": "array", "minItems": 1, "maxItems": fleet.TAGS_PER_ACTION_MAX,
+                             "items": {"type": "string", "minLength": 1, "maxLength": fleet.TAG_MAX,
+                                       "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$"}},
+                    "dry_run": {"type": "boolean", "description": "only count the workers it would act on"}}}}}},
+            "responses": {"200": schema.json_response({"type": "object", "required": ["action", "matched", "changed"],
+                "properties": {"action": {"type": "string"}, "matched": {"type": "integer"},
+                               "changed": {"type": "integer"}, "dry_run": {"type": "boolean"}}},
+                "How many of your workers it named and changed"), **_errors(400, 401)},
         },
     },
     "/workers/{worker_id}": {

@@ -10,7 +10,7 @@ from .. import money
 from ..clock import utcnow
 from ..extensions import db, limiter
 from ..models import Task
-from ..services import ServiceError, benchmarks, dispatch, market, mining, presence, releases, storage
+from ..services import ServiceError, benchmarks, dispatch, fleet, market, mining, presence, releases, storage
 from ..web import json_error as error
 from ..web import server_url
 from ..services import payouts
@@ -93,6 +93,7 @@ def worker_hello():
         "wallet_address": worker.wallet_address,
         "country": worker.country,
         "latest_app_version": releases.latest_version(),
+        "paused": fleet.paused_by_portal(worker),
     })
 
 
@@ -101,7 +102,9 @@ def worker_hello():
 def worker_heartbeat():
     data = _json()
     presence.record_heartbeat(g.worker, data.get("state", "idle"), data.get("message"))
-    return jsonify({"ok": True, "heartbeat_seconds": current_app.config["HEARTBEAT_SECONDS"]})
+    # The portal-side pause (services/fleet.py) reaches the app here: it stops claiming until false again.
+    return jsonify({"ok": True, "heartbeat_seconds": current_app.config["HEARTBEAT_SECONDS"],
+                    "paused": fleet.paused_by_portal(g.worker)})
 
 
 # -- tasks -----------------------------------------------------------------------------------------
@@ -365,7 +368,9 @@ OPENAPI_PATHS = {
             "custom_bid": _MONEY_OR_NULL, "bench_score": {"type": "integer", "nullable": True},
             "bench_run_due": {"type": "boolean", "description": "a Bench Score run is queued for this worker "
                               "or will be: it is timed from its claim, so prepare the scene first"},
-            "latest_app_version": {"type": "string", "nullable": True}}}, "Timings and market settings"),
+            "latest_app_version": {"type": "string", "nullable": True},
+            "paused": {"type": "boolean", "description": "paused from the portal: claim nothing until false"}}},
+            "Timings and market settings"),
          **_errors(400, 401, 413)},
         _body({"app_version": {"type": "string"}, "os": {"type": "string"}, "hostname": {"type": "string"},
                "cpu": {"type": "string"}, "ram_mb": {"type": "integer", "minimum": 0},
@@ -383,7 +388,10 @@ OPENAPI_PATHS = {
                "message": {"type": "string"}}))},
     "/worker/heartbeat": {"post": _op(
         "workerHeartbeat", "I am alive, in this state",
-        {"200": schema.json_response(_OBJ, "Recorded"), **_errors(400, 401, 413)},
+        {"200": schema.json_response({"type": "object", "properties": {
+            "ok": {"type": "boolean"}, "heartbeat_seconds": {"type": "integer"},
+            "paused": {"type": "boolean", "description": "paused from the portal: claim nothing until false"}}},
+            "Recorded"), **_errors(400, 401, 413)},
         _body({"state": {"type": "string", "enum": ["idle", "busy", "paused", "error"]},
                "message": {"type": "string"}}, ["state"]))},
     "/worker/tasks/claim": {"post": _op(

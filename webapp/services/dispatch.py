@@ -198,11 +198,33 @@ def roll_up_status(job: Job) -> JobStatus:
 
 DEFAULT_SLOT = "0"  # a worker that reports no slots runs one task at a time
 
+# What a worker brings to a claim, read from its hello; services/queue_status.py asks the same questions
+# of every online worker to say why a job waits, so each answer lives here once.
+
+
+def claim_types(worker: Worker) -> list[JobType]:
+    """The job types the worker may claim: those it reported that this portal knows."""
+    known = {t.value for t in JobType}
+    return [JobType(t) for t in (worker.capabilities or {}).get("job_types") or () if t in known]
+
+
+def has_gpu(worker: Worker) -> bool:
+    """Whether the worker may take GPU-only tasks (its hello said it has a GPU)."""
+    return bool((worker.capabilities or {}).get("gpu"))
+
+
+def reported_slots(worker: Worker) -> list[str]:
+    """The worker's device slots from hello; one, DEFAULT_SLOT, when it reported none."""
+    return [s["id"] for s in (worker.capabilities or {}).get("slots") or []] or [DEFAULT_SLOT]
+
+
+blocklisted = _blocklisted  # the SQL predicate, for queue_status's grouped question over a page of jobs
+
 
 def slot_of(worker: Worker, slot) -> str | None:
     """The claim's device slot: the one named (it must be one the worker reported in hello), else its first
     free one; None when every slot is busy. A worker that reports no slots has one, DEFAULT_SLOT."""
-    reported = [s["id"] for s in (worker.capabilities or {}).get("slots") or []] or [DEFAULT_SLOT]
+    reported = reported_slots(worker)
     if slot is not None:
         if isinstance(slot, bool) or not isinstance(slot, (str, int)) or str(slot) not in reported:
             raise ServiceError("invalid_slot", f"'slot' must be one of the slots this worker reported in hello "
@@ -226,14 +248,14 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     """
     now = now or utcnow()
     worker_id = worker.id
-    capabilities = dict(worker.capabilities or {})
     bid = market.effective_bid_micros(worker, now)
     price = market.worker_price_micros(worker, now)
 
     if worker.suspended_at is not None:
         return None  # a failed spot check: no more work until the operator looks at it
-    known = {t.value for t in JobType}
-    types = [JobType(t) for t in capabilities.get("job_types") or () if t in known]
+    if worker.paused_at is not None:
+        return None  # paused from the portal (services/fleet.py): the app may not have heard it yet
+    types = claim_types(worker)
     if not types:
         return None
 
@@ -242,7 +264,7 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     if slot is None:  # every slot busy
         db.session.commit()
         return None
-    task = db.session.execute(_claim_statement(bool(capabilities.get("gpu"))),
+    task = db.session.execute(_claim_statement(has_gpu(worker)),
                               {"worker_id": worker_id, "owner_id": worker.owner_id, "price": price, "types": types}).scalar_one_or_none()
     if task is None:
         db.session.commit()

@@ -195,7 +195,8 @@ def _derived(now: datetime, values: dict):
         (heartbeat.is_(None), values[WorkerStatus.PENDING]),
         (heartbeat < cutoff, values[WorkerStatus.OFFLINE]),
         (Worker.state == WorkerState.BUSY, values[WorkerStatus.BUSY]),
-        (Worker.state == WorkerState.PAUSED, values[WorkerStatus.PAUSED]),
+        # Paused from the portal shows as paused before the app has heard it (services/fleet.py).
+        (db.or_(Worker.state == WorkerState.PAUSED, Worker.paused_at.is_not(None)), values[WorkerStatus.PAUSED]),
         (Worker.state == WorkerState.ERROR, values[WorkerStatus.ERROR]),
         else_=values[WorkerStatus.ONLINE],
     )
@@ -222,6 +223,8 @@ def status_of(worker: Worker, now: datetime | None = None) -> WorkerStatus:
         return WorkerStatus.PENDING
     if heartbeat < now - timedelta(seconds=_offline_after()):
         return WorkerStatus.OFFLINE
+    if worker.paused_at is not None and worker.state != WorkerState.BUSY:
+        return WorkerStatus.PAUSED
     return {
         WorkerState.BUSY: WorkerStatus.BUSY,
         WorkerState.PAUSED: WorkerStatus.PAUSED,
@@ -282,7 +285,9 @@ def _id_from_query(q: str) -> tuple[int | None, bool]:
 
 # --- listing --------------------------------------------------------------------------------------
 
-def _worker_filters(owner_id: int, q: str | None, status: str | None, now: datetime) -> list:
+def _worker_filters(owner_id: int, q: str | None, status: str | None, now: datetime,
+                    tag: str | None = None, gpu: str | None = None) -> list:
+    from . import fleet  # the fleet service owns what a search matches beyond ids (names, GPUs, hosts, tags)
     filters = [Worker.owner_id == owner_id, Worker.deleted_at.is_(None)]
     q = (q or "").strip()[:200]
     if q:
@@ -290,20 +295,31 @@ def _worker_filters(owner_id: int, q: str | None, status: str | None, now: datet
         if only_id:
             filters.append(Worker.id == number)
         elif number is not None:
-            filters.append(db.or_(Worker.id == number, Worker.name.ilike(_like(q), escape="\\")))
+            filters.append(db.or_(Worker.id == number, fleet.text_match(q)))
         else:
-            filters.append(Worker.name.ilike(_like(q), escape="\\"))
+            filters.append(fleet.text_match(q))
     if status:
         filters.append(status_expr(now) == status)
-    return filters
+    return filters + fleet.filter_conditions(tag, gpu)
+
+
+def _status_filter(status) -> str | None:
+    status = _choice(status, [s.value for s in WorkerStatus] + ["all"], "status", None)
+    return None if status == "all" else status
+
+
+def list_filters(owner_id: int, q: str | None = None, status: str | None = None, tag: str | None = None,
+                 gpu: str | None = None, now: datetime | None = None) -> list:
+    """The WHERE of the worker list, for acting on "all matching" exactly what the list shows."""
+    return _worker_filters(owner_id, q, _status_filter(status), now or utcnow(), tag, gpu)
 
 
 def list_workers(owner_id: int, q: str | None = None, status: str | None = None, sort: str = "created",
-                 order: str = "desc", page: int = 1, per_page: int = 25, now: datetime | None = None) -> Page:
-    """One page of the owner's workers: search, status filter, sort and paging all done by the database."""
+                 order: str = "desc", page: int = 1, per_page: int = 25, now: datetime | None = None,
+                 tag: str | None = None, gpu: str | None = None) -> Page:
+    """One page of the owner's workers: search, filters, sort and paging all done by the database."""
     now = now or utcnow()
-    status = _choice(status, [s.value for s in WorkerStatus] + ["all"], "status", None)
-    status = None if status == "all" else status
+    status = _status_filter(status)
     sort = _choice(sort, SORTS, "sort", "created")
     order = _choice(order, ORDERS, "order", "desc")
     page, per_page = _page_numbers(page, per_page)
@@ -315,7 +331,7 @@ def list_workers(owner_id: int, q: str | None = None, status: str | None = None,
         "updated": Worker.updated_at,
     }[sort]
     direction = (lambda col: col.asc()) if order == "asc" else (lambda col: col.desc())
-    return _paginate(db.select(Worker), _worker_filters(owner_id, q, status, now),
+    return _paginate(db.select(Worker), _worker_filters(owner_id, q, status, now, tag, gpu),
                      [direction(key), direction(Worker.id)], page, per_page, Worker)
 
 
@@ -418,6 +434,8 @@ def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float
         "country": worker.country,
         "location": worker.location_override or worker.country,
         "app_version": worker.app_version,
+        "tags": worker.tags,
+        "paused_by_portal": worker.paused_at is not None,
     }
 
 
