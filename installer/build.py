@@ -42,6 +42,8 @@ PY_MAJOR_MINOR = "3.11"
 # platformdirs' folder name for the app (tray_client.config.APP_NAME): config, pairing and cache live
 # there, outside the install folder, so upgrades keep them and only an explicit purge removes them.
 USER_DATA_DIRNAME = "pictor-worker"
+# Where the installer copies the portal address stamped on it (tray_client.portal_stamp.STAMP_FILE).
+STAMP_FILE = "installer_portal.txt"
 
 # The sdists we unpack ourselves, pinned by SHA-256. pip checks the hash before it runs anything from
 # the archive; it then runs only their setup.py's metadata step, which declares the package and
@@ -371,7 +373,7 @@ def nsi_template(version: str) -> str:
     """Our template with the build's constants filled in; pynsist fills the rest ([[ ]] and [% %])."""
     text = (HERE / "pictor_worker.nsi").read_text(encoding="utf-8")
     for token, value in {"@VERSION_QUAD@": version_quad(version), "@USER_DATA_DIRNAME@": USER_DATA_DIRNAME,
-                         "@PUBLISHER@": PUBLISHER}.items():
+                         "@PUBLISHER@": PUBLISHER, "@STAMP_FILE@": STAMP_FILE}.items():
         text = text.replace(token, value)
     return text
 

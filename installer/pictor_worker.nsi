@@ -102,6 +102,11 @@ Section "!${PRODUCT_NAME}" sec_app
   File /r "[[dir]]\*.*"
 [% endfor %]
 
+  ; The portal this copy was downloaded from stamps its address after the installer's own bytes
+  ; (tray_client/portal_stamp.py): copied beside Python, it prefills the first run's pairing form.
+  nsExec::ExecToLog '"$INSTDIR\Python\python.exe" -I -m tray_client.portal_stamp "$EXEPATH" "$INSTDIR\Python\@STAMP_FILE@"'
+  Pop $0
+
   ; The shortcut's working folder is the output path at the time it is made.
   SetOutPath "$INSTDIR"
   CreateShortCut "$SMPROGRAMS\${SHORTCUT_NAME}.lnk" "${APP_EXE}" '${APP_ARGS}' "$INSTDIR\${PRODUCT_ICON}"

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
+from . import portal_stamp
 from .api import PortalClient, PortalError, PortalUnreachable
 from .engine import EXIT_AUTH, EXIT_UNREACHABLE, EXIT_USAGE
 
@@ -33,16 +34,19 @@ class PairingError(Exception):
 
 
 def default_server_url(cfg: config_mod.WorkerConfig) -> str:
-    """The portal to pair with when none is given: the config's, then $PICTOR_SERVER_URL, then the
-    installer's file."""
+    """The portal to pair with when none is given: the config's, then $PICTOR_SERVER_URL, then
+    server_url.txt beside Python (an administrator's), then the address the portal stamped on the
+    downloaded installer (portal_stamp: untrusted, checked, and only ever shown in the form)."""
     if cfg.server_url:
         return cfg.server_url
     if os.environ.get("PICTOR_SERVER_URL"):
         return os.environ["PICTOR_SERVER_URL"].strip()
+    folder = Path(sys.executable).parent
     try:
-        return (Path(sys.executable).parent / SERVER_FILE).read_text(encoding="utf-8").strip()
+        text = (folder / SERVER_FILE).read_text(encoding="utf-8").strip()
     except OSError:
-        return ""
+        text = ""
+    return text or portal_stamp.read_stamp_file(folder)
 
 
 def explain(exc: BaseException, server: str) -> str:

@@ -103,8 +103,22 @@ def stored_file_download(sha256: str, name: str, mimetype: str | None = None, ma
                      etag=sha256, max_age=max_age, conditional=True)
 
 
-def installer_download(release: AppRelease) -> Response:
-    """The Windows installer, with its SHA-256 as ETag and header (NotFound when its file was lost)."""
+def installer_download(release: AppRelease, stamp: bytes = b"") -> Response:
+    """The Windows installer, with its SHA-256 as ETag and header (NotFound when its file was lost).
+
+    With a stamp (releases.download_stamp: this portal's address) the file is sent with the stamp
+    appended, so the app's first run knows its portal; the hash is then the stamped file's, and the
+    response is private because another host name of the same portal stamps other bytes."""
+    if stamp:
+        sha256 = releases.stamped_sha256(release, stamp)
+        response = Response(releases.stream_stamped(release, stamp), mimetype=releases.EXE_MIMETYPE,
+                            direct_passthrough=True)
+        response.headers["Content-Length"] = str(release.size + len(stamp))
+        response.headers["Content-Disposition"] = f'attachment; filename="{release.filename}"'
+        response.headers["X-Checksum-SHA256"] = sha256
+        response.headers["Cache-Control"] = "private, max-age=3600"
+        response.set_etag(sha256)
+        return response.make_conditional(request)
     path = releases.installer_path(release)
     response = send_file(path, mimetype=releases.EXE_MIMETYPE, as_attachment=True, download_name=release.filename,
                          etag=release.sha256, conditional=True, max_age=3600)

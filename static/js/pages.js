@@ -81,6 +81,55 @@
     }
   })();
 
+  // A button with data-copy="selector" copies that element's text (the pairing code) to the clipboard.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button) return;
+    var source = document.querySelector(button.dataset.copy);
+    if (!source) return;
+    var text = source.textContent.trim(), label = button.dataset.label || button.textContent;
+    button.dataset.label = label;
+    function done(ok) {
+      button.textContent = ok ? "Copied ✓" : "Select and copy it";
+      setTimeout(function () { button.textContent = label; }, 2000);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(false); });
+    } else {  // plain http: no clipboard API; select the code so Ctrl+C takes it
+      var range = document.createRange();
+      range.selectNodeContents(source);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      done(ok);
+    }
+  });
+
+  // The Download page marks the build for this PC: the server guessed from the User-Agent
+  // (data-bitness on [data-builds]); Chromium's User-Agent says "Win64" everywhere, so its
+  // userAgentData, where present, has the last word.
+  document.addEventListener("DOMContentLoaded", function () {
+    var builds = document.querySelector("[data-builds]");
+    if (!builds) return;
+    function mark(bitness) {
+      builds.querySelectorAll("[data-build]").forEach(function (card) {
+        var mine = card.dataset.build === bitness;
+        card.classList.toggle("recommended", mine);
+        var note = card.querySelector(".for-this-pc");
+        if (note) note.hidden = !mine;
+      });
+    }
+    if (builds.dataset.bitness) mark(builds.dataset.bitness);
+    var uad = navigator.userAgentData;
+    if (uad && uad.platform === "Windows" && uad.getHighEntropyValues) {
+      uad.getHighEntropyValues(["bitness"]).then(function (v) {
+        if (v.bitness === "64" || v.bitness === "32") mark(v.bitness);
+      }, function () {});
+    }
+  });
+
   // A polled region with data-poll-pause="selector" skips its refresh while the selector matches
   // (a rename form open, focus inside): the user's typing is never swapped away.
   document.addEventListener("htmx:beforeRequest", function (event) {

@@ -132,3 +132,68 @@ def test_publish_installer_command(app, tmp_path):
     bad = fake_installer(tmp_path, name="installer.exe")
     result = app.test_cli_runner().invoke(publish_installer, [str(bad)])
     assert result.exit_code != 0 and "version" in result.output
+
+
+# --- the portal's address stamped on each download ----------------------------------------------------
+
+def test_the_download_carries_this_portals_address_and_its_own_hash(app, tmp_path):
+    from tray_client import portal_stamp
+    with app.app_context():
+        release = releases.publish(fake_installer(tmp_path, "0.5.0", body=b"y" * 3000))
+        built = release.sha256
+    client = app.test_client()
+    response = client.get("/download/windows", base_url="https://portal.example.com")
+    data = response.get_data()
+    assert response.status_code == 200 and data.startswith(b"MZ" + b"y" * 3000)
+    assert int(response.headers["Content-Length"]) == len(data)
+    sha = hashlib.sha256(data).hexdigest()
+    assert response.headers["X-Checksum-SHA256"] == sha != built and response.get_etag()[0] == sha
+    assert "private" in response.headers["Cache-Control"]  # another host name stamps other bytes
+    downloaded = tmp_path / "downloaded.exe"
+    downloaded.write_bytes(data)
+    assert portal_stamp.read_stamp(downloaded) == "https://portal.example.com"
+    again = client.get("/download/windows", base_url="https://portal.example.com", headers={"If-None-Match": f'"{sha}"'})
+    assert again.status_code == 304
+    page = client.get("/download", base_url="https://portal.example.com").get_data(as_text=True)
+    assert sha in page and built in page and f"{len(data) / 1048576:.1f} MB" in page
+    assert "asks only for the pairing code" in page
+
+
+def test_the_configured_server_url_is_stamped_not_the_host_header(app, tmp_path):
+    from tray_client import portal_stamp
+    with app.app_context():
+        releases.publish(fake_installer(tmp_path, "0.5.1"))
+    app.config["SERVER_URL"] = "https://grid.example.org"
+    path = tmp_path / "got.exe"
+    path.write_bytes(app.test_client().get("/download/windows", headers={"Host": "evil.example"}).get_data())
+    assert portal_stamp.read_stamp(path) == "https://grid.example.org"
+
+
+def test_an_address_the_app_would_refuse_is_not_stamped(app, tmp_path):
+    with app.app_context():
+        release = releases.publish(fake_installer(tmp_path, "0.5.2", body=b"plain"))
+        sha = release.sha256
+    app.config["SERVER_URL"] = "https://user:secret@grid.example.org"
+    response = app.test_client().get("/download/windows")
+    assert response.get_data() == b"MZplain" and response.headers["X-Checksum-SHA256"] == sha
+    assert releases.download_stamp("https://grid.example.org?x=1") == b""
+
+
+@pytest.mark.parametrize("ua, bitness", [
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36", "64"),
+    ("Mozilla/5.0 (Windows NT 10.0; WOW64; rv:115.0) Gecko/20100101 Firefox/115.0", "64"),
+    ("Mozilla/5.0 (Windows NT 10.0; rv:115.0) Gecko/20100101 Firefox/115.0", "32"),
+    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/130.0", None),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) Safari/605.1.15", None),
+    (None, None),
+])
+def test_windows_bitness_from_the_user_agent(ua, bitness):
+    assert releases.windows_bitness(ua) == bitness
+
+
+def test_download_page_marks_the_build_for_this_pc_and_says_what_is_supported(client):
+    html = client.get("/download", headers={"User-Agent": "Mozilla/5.0 (Windows NT 10.0; rv:115.0) Firefox/115.0"}
+                      ).get_data(as_text=True)
+    assert 'data-bitness="32"' in html and "Windows 11 and Windows 10, 64-bit" in html
+    assert "Windows 7 and 8 are not supported" in html and "3.8" in html
+    assert 'data-build="32"' in html and "Not available yet" in html

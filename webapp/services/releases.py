@@ -1,4 +1,5 @@
-"""Worker App builds the portal serves: publish a built installer, find the latest, send it, judge a version."""
+"""Worker App builds the portal serves: publish a built installer, find the latest, stamp it with this
+portal's address, send it, judge a version."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
+
+from tray_client import portal_stamp
 
 from ..extensions import db
 from ..models import AppRelease
@@ -120,3 +123,78 @@ def installer_path(release: AppRelease) -> Path:
     if not path.is_file():
         raise NotFound("installer file (publish it again with `pictor-portal publish-installer`)")
     return path
+
+
+# --- the portal's address on each download (tray_client/portal_stamp.py holds the format) -----------
+
+STAMP_CACHE_SIZE = 16
+_stamped_sha256: dict[tuple[str, bytes], str] = {}
+
+
+def download_stamp(server_url: str) -> bytes:
+    """The trailer naming this portal, appended to every installer download; b"" when the address is
+    not one the app would accept (then the download is the file as built and the app asks for it)."""
+    try:
+        return portal_stamp.trailer(server_url)
+    except portal_stamp.StampError:
+        return b""
+
+
+def stamped_sha256(release: AppRelease, stamp: bytes) -> str:
+    """SHA-256 of the file as downloaded (installer + stamp): what the Download page shows and the
+    download's ETag. Hashing tens of MB takes a moment, so it is kept per release and stamp."""
+    if not stamp:
+        return release.sha256
+    key = (release.sha256, stamp)
+    if key not in _stamped_sha256:
+        digest = hashlib.sha256()
+        with installer_path(release).open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        digest.update(stamp)
+        if len(_stamped_sha256) >= STAMP_CACHE_SIZE:
+            _stamped_sha256.pop(next(iter(_stamped_sha256)))
+        _stamped_sha256[key] = digest.hexdigest()
+    return _stamped_sha256[key]
+
+
+def download_facts(release: AppRelease, server_url: str) -> dict:
+    """What the Download page says about the file a visitor gets: size and SHA-256 with this portal's
+    stamp, and whether it carries one (a lost file shows the figures as built; its download is a 404)."""
+    stamp = download_stamp(server_url)
+    try:
+        sha256 = stamped_sha256(release, stamp)
+    except NotFound:
+        stamp, sha256 = b"", release.sha256
+    return {"stamped": bool(stamp), "server_url": server_url, "size": release.size + len(stamp),
+            "sha256": sha256, "built_sha256": release.sha256}
+
+
+def stream_stamped(release: AppRelease, stamp: bytes):
+    """The installer's bytes, then the stamp (the file is opened before the first byte is sent)."""
+    f = installer_path(release).open("rb")
+
+    def chunks():
+        with f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+        yield stamp
+    return chunks()
+
+
+WINDOWS_64, WINDOWS_32 = "64", "32"
+
+
+def windows_bitness(user_agent: str | None) -> str | None:
+    """What a browser's User-Agent says about Windows: "64", "32", or None (not Windows, or cannot tell).
+
+    Win64/x64/WOW64 (a 32-bit browser on 64-bit Windows) mean 64-bit Windows; plain "Windows NT" is
+    32-bit Windows in browsers that still say so, though Chromium now reports "Win64; x64" everywhere,
+    so the page asks navigator.userAgentData where it exists (templates/main/download.html).
+    """
+    ua = user_agent or ""
+    if "Windows NT" not in ua:
+        return None
+    if re.search(r"\b(Win64|x64|WOW64|amd64|x86_64|ARM64|aarch64)\b", ua, re.I):
+        return WINDOWS_64
+    return WINDOWS_32

@@ -1,6 +1,6 @@
 """The home redirect and the Worker App download page (the Windows installer, the Linux headless route)."""
 
-from flask import Blueprint, abort, redirect, render_template, url_for
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..services import releases
@@ -16,7 +16,10 @@ def index():
 
 @bp.get("/download")
 def download():
-    return render_template("main/download.html", release=releases.latest_release(), server_url=server_url())
+    release = releases.latest_release()
+    return render_template("main/download.html", release=release, server_url=server_url(),
+                           download=releases.download_facts(release, server_url()) if release else None,
+                           bitness=releases.windows_bitness(request.headers.get("User-Agent")))
 
 
 @bp.get("/download/windows")
@@ -25,4 +28,4 @@ def download_windows():
     release = releases.latest_release()
     if release is None:
         abort(404, "No Windows installer has been published on this portal yet: see the Download page.")
-    return installer_download(release)
+    return installer_download(release, releases.download_stamp(server_url()))
