@@ -4,7 +4,7 @@ from flask import g, jsonify, request, url_for
 
 from ..models import JobStatus
 from .. import web
-from ..services import ServiceError, dispatch, jobs, permissions, uploads
+from ..services import ServiceError, dispatch, jobs, permissions, queue_status, uploads
 from . import bp, schema, user_token_required
 
 
@@ -63,7 +63,8 @@ def list_jobs():
     page = request.args.get("page", 1, type=int) or 1
     per_page = min(max(request.args.get("per_page", 25, type=int) or 25, 1), 100)
     result = jobs.list_jobs(g.user.id, status=status, page=page, per_page=per_page)
-    return {"items": [jobs.serialize_job(j, with_tasks=False) for j in result.items],
+    assessments = queue_status.assess_jobs(result.items)  # the whole page's queue status at once
+    return {"items": [jobs.serialize_job(j, with_tasks=False, assessment=assessments[j.id]) for j in result.items],
             "page": result.page, "pages": result.pages, "total": result.total}
 
 

@@ -17,6 +17,7 @@ from .. import money
 from ..extensions import db
 from ..models import Job, JobInput, JobStatus, JobType, StoredFile, Task, TaskStatus, job_work
 from . import Page, ServiceError, credit, is_single_line, ledger, market, outputs, storage, uploads, verification
+from . import projection, queue_status
 
 # --- The rules of a job spec -------------------------------------------
 NAME_MAX = 120
@@ -411,9 +412,12 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
-def serialize_job(job: Job, with_tasks: bool = True) -> dict:
-    """The Job JSON of the creator API (documented in its OpenAPI schema); money as decimal strings."""
+def serialize_job(job: Job, with_tasks: bool = True, assessment: "queue_status.Assessment | None" = None) -> dict:
+    """The Job JSON of the creator API (documented in its OpenAPI schema); money as decimal strings.
+    A list passes each job's queue_status assessment, made for the whole page at once."""
     costs = cost_summary(job)
+    if assessment is None:
+        assessment = queue_status.assess_jobs([job])[job.id]
     data = {
         "id": job.id, "name": job.name, "type": job.type.value, "status": job.status.value,
         "progress": job_progress(job), "created_at": _iso(job.created_at), "updated_at": _iso(job.updated_at),
@@ -428,6 +432,8 @@ def serialize_job(job: Job, with_tasks: bool = True) -> dict:
         "outputs_purged_at": _iso(job.outputs_purged_at),
         "budget": None if job.budget_micros is None else money.fmt(job.budget_micros),
         "paused_reason": job.paused_reason if job.paused_at else None,
+        "waiting": queue_status.waiting_json(assessment.waiting),  # why no worker takes it (services/queue_status.py)
+        "projection": projection.to_json(projection.project(job, costs, assessment=assessment)),
     }
     if with_tasks:
         data["inputs"] = [{"name": i.name, "sha256": i.sha256, "size": i.size} for i in job.inputs]

@@ -1,0 +1,181 @@
+"""Queue status: why a job's queued tasks are not being taken, told with the dispatcher's own rules.
+
+A queued job with nothing running waits for one of four reasons, checked in the order a worker would
+be turned away by `dispatch.claim_task`: no online worker offers the job's type (or those that do have
+failed it too often: `dispatch.blocklisted`), the job asks for a GPU none of them has, every one of
+them prices a bench-hour above the job's maximum (`market.worker_price_micros`), or all that remain are
+busy on every device slot (`dispatch.reported_slots`). Online is `workers.status_expr`'s online or busy;
+demo workers (no app behind them) and workers paused from the portal take nothing, so they don't count.
+
+A page of jobs costs a fixed handful of queries whatever its length or the network's size: the online
+workers with their running-task counts once, the page's task counts once, and the page's failure
+history once; everything else is arithmetic over those rows.
+"""
+
+import enum
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import aliased, lazyload
+
+from .. import money
+from ..clock import utcnow
+from ..extensions import db
+from ..models import Job, JobStatus, JobType, Task, TaskEvent, TaskEventKind, TaskStatus, Worker, WorkerStatus
+from . import dispatch, market, workers
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+ONLINE = (WorkerStatus.ONLINE.value, WorkerStatus.BUSY.value)
+WORK_WORDS = {JobType.RENDER: "rendering", JobType.UPSCALE: "upscaling"}
+CENT = money.MICROS // 100
+
+
+class WaitingReason(str, enum.Enum):
+    NO_CAPABLE_WORKER = "no_capable_worker"
+    PRICE_TOO_LOW = "price_too_low"
+    GPU_REQUIRED = "gpu_required"
+    ALL_BUSY = "all_busy"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    reason: WaitingReason
+    message: str
+    workers: int = 0  # how many online workers the reason is about
+    price_needed_micros: int | None = None  # price_too_low: the maximum that reaches the cheapest of them
+
+    def to_json(self) -> dict:
+        return {"reason": self.reason.value, "message": self.message}
+
+
+@dataclass
+class Assessment:
+    """What the network can do for one job now: why it waits (None: it doesn't), and the online
+    workers that could take its tasks (busy or not), for projections."""
+    waiting: Waiting | None = None
+    able: list[Worker] = field(default_factory=list)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _online_workers(now: datetime) -> list[tuple[Worker, int]]:
+    """(worker, running tasks) for every worker that can claim now, in one query."""
+    running = (db.select(Task.worker_id, db.func.count().label("n")).where(Task.status == TaskStatus.RUNNING)
+               .group_by(Task.worker_id).subquery())
+    rows = db.session.execute(
+        db.select(Worker, db.func.coalesce(running.c.n, 0))
+        .outerjoin(running, running.c.worker_id == Worker.id)
+        .where(Worker.deleted_at.is_(None), Worker.demo.is_(False), Worker.paused_at.is_(None),
+               Worker.suspended_at.is_(None), workers.status_expr(now).in_(ONLINE))
+        .options(lazyload("*"))).all()
+    return [(worker, int(n)) for worker, n in rows]
+
+
+def _task_counts(job_ids: list[int]) -> dict[int, dict[TaskStatus, int]]:
+    counts = {job_id: {} for job_id in job_ids}
+    for job_id, status, n in db.session.execute(
+            db.select(Task.job_id, Task.status, db.func.count())
+            .where(Task.job_id.in_(job_ids), Task.type != JobType.VERIFY,
+                   Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+            .group_by(Task.job_id, Task.status)):
+        counts[job_id][status] = n
+    return counts
+
+
+def _turned_away(job_ids: list[int]) -> set[tuple[int, int]]:
+    """(job id, worker id) pairs the claim refuses for their failure history: blocklisted on the job
+    (the worker's own failures or its account's), or every queued task of the job is one it failed.
+    Only accounts with a failure on these jobs are looked at, so the query stays small."""
+    if not job_ids:
+        return set()
+    pairs = (db.select(TaskEvent.job_id.label("job_id"), Worker.id.label("worker_id"),
+                       Worker.owner_id.label("owner_id"))
+             .join(Worker, Worker.owner_id == TaskEvent.provider_id)
+             .where(TaskEvent.job_id.in_(job_ids), TaskEvent.kind == TaskEventKind.FAILED,
+                    Worker.deleted_at.is_(None))
+             .distinct().subquery())
+    queued, failed = aliased(Task), aliased(TaskEvent)
+    open_task = db.select(queued.id).where(
+        queued.job_id == pairs.c.job_id, queued.status == TaskStatus.QUEUED, queued.type != JobType.VERIFY,
+        ~db.select(failed.id).where(failed.task_id == queued.id, failed.worker_id == pairs.c.worker_id,
+                                    failed.kind == TaskEventKind.FAILED).exists()).exists()
+    rows = db.session.execute(db.select(
+        pairs.c.job_id, pairs.c.worker_id, dispatch.blocklisted(pairs.c.worker_id, pairs.c.owner_id, pairs.c.job_id),
+        open_task)).all()
+    return {(job_id, worker_id) for job_id, worker_id, blocked, has_open in rows if blocked or not has_open}
+
+
+def _classify(job: Job, online: list[tuple[Worker, int, int]], turned_away: set[tuple[int, int]]) -> Assessment:
+    """`online`: (worker, running tasks, price per bench-hour) of each online worker."""
+    work = WORK_WORDS.get(job.type, job.type.value)
+    typed = [row for row in online if job.type in dispatch.claim_types(row[0])]
+    if not typed:
+        return Assessment(Waiting(WaitingReason.NO_CAPABLE_WORKER,
+                                  f"No online worker offers {work} right now: the job starts when one connects."))
+    gpu_ok = typed if job.device != "gpu" else [row for row in typed if dispatch.has_gpu(row[0])]
+    if not gpu_ok:
+        return Assessment(Waiting(
+            WaitingReason.GPU_REQUIRED,
+            f"This job asks for a GPU, and none of the {_plural(len(typed), 'online worker')} offering {work} has "
+            "one right now: it starts when a GPU worker connects (submit it again with Device “any” to reach "
+            "them).", len(typed)))
+    # The claim's price rule (dispatch._claim_statement): a maximum at or over the worker's price, NULL: any.
+    priced = [row for row in gpu_ok if job.max_price_micros is None or job.max_price_micros >= row[2]]
+    if not priced:
+        cheapest = min(row[2] for row in gpu_ok)
+        needed = math.ceil(cheapest / CENT) * CENT  # a price in cents that really reaches it
+        return Assessment(Waiting(
+            WaitingReason.PRICE_TOO_LOW,
+            f"{_plural(len(gpu_ok), 'online worker')} could run this, but "
+            f"{'its price is' if len(gpu_ok) == 1 else 'their price is'} above your maximum of "
+            f"{money.usd_exact(job.max_price_micros)} per bench-hour — raise it to {money.usd_exact(needed)} "
+            f"to reach {'it' if len(gpu_ok) == 1 else 'them'}.", len(gpu_ok), needed))
+    able = [row for row in priced if (job.id, row[0].id) not in turned_away]
+    if not able:
+        return Assessment(Waiting(
+            WaitingReason.NO_CAPABLE_WORKER,
+            f"The {_plural(len(priced), 'online worker')} that could run this failed its tasks before and won't "
+            "be given them again: the job starts when another worker connects.", len(priced)))
+    workers_able = [row[0] for row in able]
+    if all(running >= len(dispatch.reported_slots(worker)) for worker, running, _ in able):
+        return Assessment(Waiting(
+            WaitingReason.ALL_BUSY,
+            ("The one online worker that could run this is busy with another task"
+             if len(able) == 1 else f"All {len(able)} online workers that could run this are busy with other tasks")
+            + ": yours start as soon as one is free (higher-priority and older jobs go first).", len(able)),
+            workers_able)
+    return Assessment(None, workers_able)
+
+
+def assess_jobs(jobs: list[Job], now: datetime | None = None) -> dict[int, Assessment]:
+    """An Assessment per job; its waiting is None unless the job is queued or running with tasks queued,
+    none running, not paused at its budget (the page says that itself) and not demo data."""
+    now = now or utcnow()
+    result = {job.id: Assessment() for job in jobs}
+    candidates = [job for job in jobs if job.status in ACTIVE and not job.demo]
+    if not candidates:
+        return result
+    average = market.average_bid_micros(now)
+    online = [(worker, running, market.worker_price_micros(worker, now, average))
+              for worker, running in _online_workers(now)]
+    counts = _task_counts([job.id for job in candidates])
+    turned_away = _turned_away([job.id for job in candidates])
+    for job in candidates:
+        assessment = _classify(job, online, turned_away)
+        job_counts = counts[job.id]
+        if job_counts.get(TaskStatus.RUNNING) or not job_counts.get(TaskStatus.QUEUED) or job.paused_at:
+            assessment.waiting = None
+        result[job.id] = assessment
+    return result
+
+
+def waiting_for_jobs(jobs: list[Job], now: datetime | None = None) -> dict[int, Waiting | None]:
+    """Why each job waits (None where it doesn't), for a page of jobs."""
+    return {job_id: a.waiting for job_id, a in assess_jobs(jobs, now).items()}
+
+
+def waiting_json(waiting: Waiting | None) -> dict | None:
+    return None if waiting is None else waiting.to_json()
