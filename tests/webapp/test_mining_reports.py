@@ -154,3 +154,17 @@ def test_mining_switched_on_before_the_portal_watched_counts_nothing_before_now(
     net.clock.advance(seconds=86400)
     refused = net.report(period=86400)
     assert refused.status_code == 409 and refused.get_json()["error"] == "overlapping_period"
+
+
+def test_the_apps_settings_carry_the_portals_mining_estimate_for_today_and_the_week(net):
+    """The Mining tab shows these; they are sums of booked reports, never the app's own figures."""
+    net.enable()
+    net.clock.advance(seconds=3600)
+    assert net.report(period=3600, hashrate=100e6, earnings="999.00").status_code == 201
+    net.clock.advance(days=2)
+    net.clock.advance(seconds=3600)
+    assert net.report(period=3600, hashrate=50e6).status_code == 201
+    estimate = net.call("get", "/worker/settings").get_json()["mining_estimate"]
+    assert (estimate["today"], estimate["last_7_days"]) == ("0.020833", "0.062499")
+    assert estimate["estimate"] is True and "Estimated by the portal" in estimate["explanation"]
+    assert "0.010000 USD per MH/s per day" in estimate["explanation"]

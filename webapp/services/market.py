@@ -339,7 +339,13 @@ def settings_of(worker: Worker, now: datetime | None = None) -> dict:
         "estimated_earning_per_hour": {"amount": money.fmt(estimate["micros"]),
                                        "utilisation": estimate["utilisation"],
                                        "explanation": estimate["explanation"]},
+        "mining_estimate": _mining_estimate(worker, now),
     }
+
+
+def _mining_estimate(worker: Worker, now: datetime) -> dict:
+    from . import mining  # mining imports this module's COIN_RE
+    return mining.estimate_summary(worker, now)
 
 
 def record_benchmark(worker: Worker, score, details=None, now: datetime | None = None) -> int:

@@ -130,6 +130,27 @@ def report(worker: Worker, data: dict, now: datetime | None = None) -> MiningRep
         raise
 
 
+def estimate_summary(worker: Worker, now: datetime | None = None) -> dict:
+    """What the app's Mining tab shows: the portal's estimate for today (UTC) and the last 7 days, and
+    how it was made. Sums of this worker's booked reports, so the tab and the charts agree."""
+    now = now or utcnow()
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def since(start: datetime) -> int:
+        return int(db.session.execute(db.select(db.func.coalesce(db.func.sum(MiningReport.earnings_micros), 0))
+                                      .where(MiningReport.worker_id == worker.id,
+                                             MiningReport.reported_at >= start)).scalar_one())
+    coin = (worker.mining_config or {}).get("coin")
+    rate = db.session.get(MiningRate, coin.upper()) if isinstance(coin, str) and coin else None
+    how = ("Estimated by the portal: the hashrate your miner measured (capped per GPU) x the time it mined "
+           "x the operator's rate")
+    how += (f" for {rate.coin} ({money.fmt(rate.micros_per_mh_day)} USD per MH/s per day)." if rate
+            else "; the portal has no rate for this coin yet, so nothing is counted.")
+    how += " The pool pays your wallet directly; this is not a task earning."
+    return {"today": money.fmt(since(today)), "last_7_days": money.fmt(since(now - timedelta(days=7))),
+            "explanation": how, "estimate": True}
+
+
 def serialize(row: MiningReport) -> dict:
     return {"coin": row.coin, "pool": row.pool, "hashrate": row.hashrate, "hashrate_reported": row.hashrate_reported,
             "period_start": row.period_start.isoformat() if row.period_start else None,
