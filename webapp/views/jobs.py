@@ -8,6 +8,7 @@ from ..extensions import htmx
 from ..forms import EmptyForm, RenderJobForm, UpscaleJobForm
 from ..models import Job, JobStatus, Task
 from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails, uploads, verification
+from ..services import projection, queue_status
 from ..web import job_outputs_zip, stored_file_download
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -33,9 +34,10 @@ def index():
     page = jobs.list_jobs(current_user.id, status=status, page=_page_arg(),
                           per_page=current_app.config["PAGE_SIZE"])
     summaries = jobs.job_summaries([j.id for j in page.items])
+    waiting = queue_status.waiting_for_jobs(page.items)  # the page's queue status in one go
     live = any(j.status in ACTIVE_JOB for j in page.items)
     template = "jobs/_table.html" if htmx else "jobs/index.html"
-    return _vary(Response(render_template(template, page=page, summaries=summaries, status=status,
+    return _vary(Response(render_template(template, page=page, summaries=summaries, waiting=waiting, status=status,
                                           statuses=[s.value for s in JobStatus], live=live)))
 
 
@@ -122,8 +124,10 @@ def _detail_context(job: Job) -> dict:
     pages = max(1, -(-counts["total"] // TASKS_PER_PAGE))
     page = min(max(1, _page_arg()), pages)
     tasks = outputs.tasks_with_outputs(job, page=page, per_page=TASKS_PER_PAGE)
+    costs, assessment = jobs.cost_summary(job), queue_status.assess_jobs([job])[job.id]
     return {
-        "job": job, "counts": counts, "progress": jobs.job_progress(job), "costs": jobs.cost_summary(job),
+        "job": job, "counts": counts, "progress": jobs.job_progress(job), "costs": costs,
+        "waiting": assessment.waiting, "projection": projection.project(job, costs, assessment=assessment),
         "tasks": tasks, "checks": verification.states_of([t.id for t in tasks]), "page": page, "pages": pages,
         "outputs": [] if job.outputs_purged_at else outputs.completed_outputs(job, limit=THUMBS_SHOWN),
         "live": job.status in ACTIVE_JOB, "action_form": EmptyForm(), "thumbs_shown": THUMBS_SHOWN,
