@@ -162,3 +162,60 @@ def test_a_worker_holds_at_most_twenty_tags(farm):
     farm.call("post", "/workers/bulk", json={"action": "tag", "ids": farm.ids[:1], "tags": [f"u{i}" for i in range(10)]})
     refused = farm.call("post", "/workers/bulk", json={"action": "tag", "ids": farm.ids[:1], "tags": ["one-more"]})
     assert refused.status_code == 400 and refused.get_json()["error"] == "too_many_tags"
+
+
+# --- the portal's bulk bar over HTTP --------------------------------------------------------------
+
+HX = {"HX-Request": "true"}
+
+
+def test_portal_bulk_confirms_the_count_then_acts_and_ignores_foreign_ids(farm, client):
+    client.post("/login", data={"email": "ada@example.com", "password": "correct horse battery"})
+    page = client.get("/workers?q=4090").get_data(as_text=True)
+    assert 'id="bulk-form"' in page and "All 10 matching the filter" in page
+    picked = [str(i) for i in farm.ids[:3]] + [str(farm.bob_worker)]  # Bob's id smuggled in
+    asked = client.post("/workers/bulk", data={"action": "pause", "ids": picked, "next": "/workers"}, headers=HX)
+    text = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "Pause 3 workers?" in text
+    with farm.app.app_context():
+        assert db.session.execute(db.select(Worker).where(Worker.paused_at.is_not(None))).first() is None
+    done = client.post("/workers/bulk", data={"action": "pause", "ids": picked, "confirm": "1", "next": "/workers"},
+                       headers=HX)
+    assert done.headers["HX-Redirect"] == "/workers"
+    assert "Paused 3 workers." in client.get("/workers").get_data(as_text=True)
+    # "All matching the filter": the confirmation counts exactly what the list shows.
+    asked = client.post("/workers/bulk", data={"action": "tag", "tags": "gpu-4090", "all_matching": "1", "q": "4090"})
+    assert asked.status_code == 200 and "Tag 10 workers" in asked.get_data(as_text=True)
+    client.post("/workers/bulk", data={"action": "tag", "tags": "gpu-4090", "all_matching": "1", "q": "4090",
+                                       "confirm": "1"})
+    with farm.app.app_context():
+        paused = {w.id for w in db.session.execute(db.select(Worker).where(Worker.paused_at.is_not(None))).scalars()}
+        assert paused == set(farm.ids[:3])
+        assert len(db.session.execute(db.select(WorkerTag).where(WorkerTag.tag == "gpu-4090")).all()) == 10
+        assert db.session.get(Worker, farm.bob_worker).tag_rows == []
+    # Only Bob's id: nothing of Ada's is named, so nothing is offered (a message, not a 500).
+    alone = client.post("/workers/bulk", data={"action": "delete", "ids": [str(farm.bob_worker)], "confirm": "1"})
+    assert alone.status_code == 400 and "None of the selected workers" in alone.get_data(as_text=True)
+    bad = client.post("/workers/bulk", data={"action": "tag", "ids": [str(farm.ids[0])], "tags": "no/slashes"},
+                      headers=HX)
+    assert bad.status_code == 200 and "is not a tag" in bad.get_data(as_text=True)
+    with farm.app.app_context():
+        assert db.session.get(Worker, farm.bob_worker).deleted_at is None
+
+
+def test_portal_bulk_needs_the_csrf_token(tmp_path):
+    import re
+    from tests.conftest import make_app
+    app = make_app(tmp_path, WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    signup = client.get("/signup").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', signup).group(1)
+    client.post("/signup", data={"email": "ada@example.com", "password": "correct horse battery",
+                                 "confirm": "correct horse battery", "csrf_token": token})
+    with app.app_context():
+        from webapp.services import accounts
+        worker_id, _ = make_worker(owner_id=accounts.user_by_email("ada@example.com").id)
+    refused = client.post("/workers/bulk", data={"action": "delete", "ids": [str(worker_id)], "confirm": "1"})
+    assert refused.status_code == 400
+    with app.app_context():
+        assert db.session.get(Worker, worker_id).deleted_at is None

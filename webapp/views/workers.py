@@ -16,14 +16,14 @@ from ..clock import utcnow
 from ..extensions import db, htmx
 from ..forms import EmptyForm
 from ..models import TaskStatus, WorkerStatus
-from ..services import ServiceError, dispatch, permissions, presence, stats
+from ..services import ServiceError, dispatch, fleet, permissions, presence, stats
 from ..services import workers as worker_service
 from ..security import seal, unseal
 from ..web import chart_response, server_url
 
 bp = Blueprint("workers", __name__, url_prefix="/workers")
 
-LIST_DEFAULTS = {"q": "", "status": "", "sort": "created", "order": "desc", "page": 1}
+LIST_DEFAULTS = {"q": "", "status": "", "tag": "", "gpu": "", "sort": "created", "order": "desc", "page": 1}
 TASK_DEFAULTS = {"q": "", "status": "", "sort": "created", "order": "desc", "page": 1}
 PAIRING_SESSION_KEY = "pairing_codes"
 
@@ -107,18 +107,17 @@ def _rows(items, now) -> list[dict]:
 def index():
     now = utcnow()
     state = _state(LIST_DEFAULTS)
+    filters = {"q": state["q"], "status": state["status"] or None, "tag": state["tag"], "gpu": state["gpu"]}
     try:
-        page = worker_service.list_workers(current_user.id, q=state["q"], status=state["status"] or None,
-                                           sort=state["sort"], order=state["order"], page=state["page"],
-                                           per_page=_page_size(), now=now)
+        page = worker_service.list_workers(current_user.id, sort=state["sort"], order=state["order"],
+                                           page=state["page"], per_page=_page_size(), now=now, **filters)
     except ServiceError as exc:
         abort(400, exc.message)
     if page.total and state["page"] > page.pages:
         # A page that emptied (workers deleted meanwhile): show the last one that has rows.
         state["page"] = page.pages
-        page = worker_service.list_workers(current_user.id, q=state["q"], status=state["status"] or None,
-                                           sort=state["sort"], order=state["order"], page=page.pages,
-                                           per_page=_page_size(), now=now)
+        page = worker_service.list_workers(current_user.id, sort=state["sort"], order=state["order"],
+                                           page=page.pages, per_page=_page_size(), now=now, **filters)
     context = {
         "state": state,
         "page": page,
@@ -128,12 +127,74 @@ def index():
         "list_url": lambda **changes: url_for("workers.index", **_query(state, LIST_DEFAULTS, **changes)),
         "next_url": url_for("workers.index", **_query(state, LIST_DEFAULTS)),
         "delete_form": EmptyForm(),
+        "bulk_actions": BULK_ACTIONS,
         "now": now,
     }
     if _wants_fragment():
         return _fragment("workers/index.html", "live", **context)
     from ..services import payouts  # the Earnings card on top (services/payouts.py sums the ledger)
-    return _page("workers/index.html", figures=payouts.earnings(current_user.id, now), **context)
+    return _page("workers/index.html", figures=payouts.earnings(current_user.id, now),
+                 tags=fleet.owner_tags(current_user.id), gpu_models=fleet.owner_gpu_models(current_user.id),
+                 **context)
+
+
+# The bulk bar's choices, in the order a farm operator reaches for them.
+BULK_ACTIONS = [("pause", "Pause"), ("resume", "Resume"), ("set_bid", "Set bid…"), ("tag", "Add tags…"),
+                ("untag", "Remove tags…"), ("delete", "Delete")]
+_BULK_DONE = {"pause": "Paused", "resume": "Resumed", "set_bid": "Set the bid of", "tag": "Tagged",
+              "untag": "Untagged", "delete": "Deleted"}
+
+
+def _plural(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"
+
+
+@bp.post("/bulk")
+@login_required
+def bulk():
+    """One action on many workers. The first post answers with a confirmation that says how many of the
+    user's workers it names; the confirmed post (confirm=1) does it (services/fleet.py)."""
+    if not EmptyForm().validate_on_submit():
+        abort(400, "The form was missing its security token. Reload the page and try again.")
+    form = request.form
+    all_matching = form.get("all_matching") == "1"
+    filters = {key: (form.get(key) or "").strip()[:200] or None for key in ("q", "status", "tag", "gpu")}
+    ids = form.getlist("ids")
+    next_url = _safe_next(url_for("workers.index"))
+    context = {"next_url": next_url, "all_matching": all_matching, "filters": filters, "form": form}
+    try:
+        if not all_matching and not ids:
+            raise ServiceError("invalid_ids", "Select workers first (the box at the start of each row), or tick "
+                                              "“all matching the filter”.")
+        arguments = fleet.prepare(form.get("action"), bid=form.get("bid"), tags=form.get("tags"))
+        chosen = fleet.target_ids(current_user.id, ids=ids or None, all_matching=all_matching, **filters)
+        if not chosen:
+            raise ServiceError("invalid_ids", "None of the selected workers is in your list any more.")
+        if form.get("confirm") == "1":
+            result = fleet.apply(current_user.id, chosen, arguments["action"],
+                                 bid_micros=arguments.get("bid_micros"), tags=arguments.get("tags"))
+            flash(f"{_BULK_DONE[result.action.value]} {_plural(result.matched)}"
+                  + (f" ({result.changed} changed)." if result.changed != result.matched else "."), "success")
+            if htmx:
+                response = current_app.make_response("")
+                response.headers["HX-Redirect"] = next_url
+                return response
+            return redirect(next_url)
+    except ServiceError as exc:
+        db.session.rollback()
+        return _partial_or_page("workers/_bulk_confirm.html", 400, error=exc.message, **context)
+    verb = fleet.ACTION_VERBS[arguments["action"]]
+    return _partial_or_page("workers/_bulk_confirm.html", 200, action=arguments["action"].value, verb=verb,
+                            count=len(chosen), ids=chosen, label=_plural(len(chosen)),
+                            bid=form.get("bid") or "", tags=" ".join(arguments.get("tags") or []), **context)
+
+
+def _partial_or_page(template: str, http_status: int, **context) -> Response:
+    """The fragment for htmx; without JavaScript, the same fragment in a page of its own."""
+    if htmx:
+        # 200 even for a refusal: htmx swaps no 4xx, and the message belongs where the user is looking.
+        return _partial(template, **context)
+    return _page("workers/bulk.html", http_status=http_status, fragment=template, **context)
 
 
 @bp.post("/<int:worker_id>/rename")
