@@ -51,6 +51,7 @@ RESTART_REASON = "the worker app restarted while running this task; it could not
 # Messages that other modules recognise (the UI's headline, `pictor-worker status`): one spelling each.
 MESSAGE_STARTING = "starting"
 MESSAGE_STOPPED = "stopped"
+MESSAGE_PORTAL_PAUSED = "paused from the portal: no new tasks"
 MESSAGE_UNREACHABLE = "portal unreachable"  # the start of every message about a portal that did not answer
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -284,6 +285,7 @@ class Engine:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._paused = threading.Event()
+        self._portal_paused = False  # the pause came from the portal (heartbeat answer), not from us
         self._cancel = threading.Event()  # the portal wants the current task stopped
         self._hand_back = threading.Event()  # we are shutting down: give the task back
         self._heartbeat_stop = threading.Event()
@@ -375,7 +377,23 @@ class Engine:
         """Take no new tasks; a running task finishes."""
         self._paused.set()
         self._wake.set()
-        self._update(paused=True, message="paused: no new tasks")
+        self._update(paused=True, message=self._pause_message())
+
+    def _pause_message(self) -> str:
+        return MESSAGE_PORTAL_PAUSED if self._portal_paused else "paused: no new tasks"
+
+    def _apply_portal_pause(self, answer: dict[str, Any]) -> None:
+        """Pause or resume as the provider chose in the portal. Only a real boolean counts (an answer
+        is untrusted), and "not paused" lifts only a pause the portal made, never the provider's own."""
+        paused = answer.get("paused")
+        if paused is True and not self._paused.is_set():
+            log.info("paused from the portal: no new tasks")
+            self._portal_paused = True
+            self.pause()
+        elif paused is False and self._portal_paused:
+            log.info("resumed from the portal")
+            self._portal_paused = False
+            self.resume()
 
     def resume(self) -> None:
         self._paused.clear()
@@ -514,7 +532,7 @@ class Engine:
                 self._benchmark()
                 continue
             if self._paused.is_set():
-                self._update(message="paused: no new tasks")
+                self._update(message=self._pause_message())
                 self._sleep(self.heartbeat_s)
                 continue
             try:
@@ -702,6 +720,7 @@ class Engine:
         if type(answer.get("worker_id")) is int and 0 < answer["worker_id"] < 2**63:
             self._update(worker_id=answer["worker_id"])
         self._apply_market(answer)
+        self._apply_portal_pause(answer)
         if answer.get("bench_run_due") is True:
             # The portal times a Bench Score run from its claim: have the scene built before asking for work.
             benchmark.prepare(self._runner_settings(), self.cfg.work_dir)
@@ -813,6 +832,7 @@ class Engine:
         self._update(online=True)
         self._apply_market(answer)
         self._apply_intervals(answer)
+        self._apply_portal_pause(answer)
         if was_offline:
             self._wake.set()  # the portal is back: replay queued updates now
 
