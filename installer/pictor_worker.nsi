@@ -1,4 +1,4 @@
-; Pictor Worker for Windows: a per-user install (no admin prompt) of an embedded 64-bit CPython, the
+; Pictor Worker for Windows: a per-user install (no admin prompt) of an embedded CPython (64- or 32-bit), the
 ; Worker App's packages, a Start Menu shortcut and an optional "start with Windows" entry.
 ; installer/build.py fills the @TOKENS@, then pynsist fills its template fields and runs makensis.
 ; Silent use: Setup.exe /S [/NOAUTOSTART] [/D=folder]; uninstall.exe /S [/PURGE] (PURGE also
@@ -18,8 +18,9 @@
 !define APP_ARGS '[[ sc['parameters'] ]]'
 [% endfor %]
 
-; A 64-bit installer: a 32-bit stub under a 64-bit-only Windows (or wine64) exits 0 and does nothing.
-Target amd64-unicode
+; amd64-unicode for the 64-bit build: a 32-bit stub under a 64-bit-only Windows (or wine64) exits 0
+; and does nothing; x86-unicode for the 32-bit one (build.py ARCHES).
+Target @NSIS_TARGET@
 ManifestDPIAware true
 SetCompressor /SOLID lzma
 RequestExecutionLevel user

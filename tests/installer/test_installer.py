@@ -85,12 +85,33 @@ def test_build_makes_a_64_bit_installer_with_python_tk_and_the_app(installer):
     assert (pkgs / "tray_client" / "__init__.py").read_text() == (ROOT / "tray_client" / "__init__.py").read_text()
     assert (pkgs / "tray_client" / "selfcheck.py").is_file()
     for name in ("requests", "urllib3", "certifi", "platformdirs", "psutil", "cpuinfo", "GPUtil", "PIL",
-                 "pystray", "click", "colorama"):
+                 "pystray", "click", "colorama", "sv_ttk"):
         assert (pkgs / name).is_dir(), f"{name} is not bundled"
     assert not (pkgs / "Xlib").exists() and not (pkgs / "flask").exists()  # Linux-only / portal-only
     assert not list(pkgs.rglob("__pycache__"))
+    nsi = (STAGE.parent / "pictor_worker.nsi").read_text()
+    assert "Target amd64-unicode" in nsi and "-m tray_client.portal_stamp \"$EXEPATH\"" in nsi
     icon = STAGE / "pictor-worker.ico"
     assert icon.read_bytes()[:4] == b"\0\0\1\0"
+
+
+@pytest.mark.timeout(300)
+def test_the_32_bit_build_checks_its_wheels_then_says_why_it_cannot_be_made(installer, capsys):
+    """No registry we reach carries a 32-bit embeddable CPython: the x86 build checks what it can (its
+    win32 wheels: hashes, platform, dependency closure) and then stops with the reason, never a stub."""
+    assert build_script.main(["--arch", "x86", "--out-dir", str(installer.exe.parent)]) == 1
+    out, err = capsys.readouterr()
+    assert "win32 wheels, hashes and dependencies checked" in out
+    assert "no 32-bit embeddable CPython" in err and "Blender render work only" in err
+    assert not list(installer.exe.parent.glob("*-win32.exe"))
+    pins = dict((name, version) for name, version, _ in build_script.read_requirements(build_script.WIN32_REQUIREMENTS))
+    amd64 = dict((name, version) for name, version, _ in build_script.read_requirements(build_script.WHEEL_REQUIREMENTS))
+    assert set(amd64) <= set(pins)  # the same app on both: only versions may differ (psutil)
+    x86 = build_script.nsi_template("0.1.0", build_script.ARCHES["x86"])
+    assert "Target x86-unicode" in x86 and "Target amd64-unicode" in build_script.nsi_template("0.1.0")
+    assert "PictorWorkerSetup-0.1.0-win32.exe" in build_script.pynsist_config(
+        "0.1.0", "3.11.9", [], False, build_script.ARCHES["x86"]) and "bitness = 32" in x86 + build_script.pynsist_config(
+        "0.1.0", "3.11.9", [], False, build_script.ARCHES["x86"])
 
 
 def test_build_helpers():
