@@ -1,13 +1,21 @@
-"""Thumbnails of finished outputs: made once with Pillow, cached on disk beside the blob store.
+"""Thumbnails of finished outputs: made once with Pillow (OpenEXR frames with OpenEXR), cached on disk
+beside the blob store.
 
 A PNG can't be decoded at a reduced scale, and a 285 KB file may claim 9999x10000 pixels (400 MB once
 decoded). So the portal reads only the header itself: an image over THUMBNAIL_MAX_PIXELS gets the
 placeholder; any other is decoded in one child process with its address space capped at
 THUMBNAIL_MEMORY_BYTES, one image at a time. A portal process's memory stays flat whatever is asked of
 it, and a child that runs out of memory is replaced, not the portal.
+
+An OpenEXR frame is not even parsed in the portal (its reader is C++: a hostile header must crash a
+child, not the portal): the child reads the header, refuses more than EXR_MAX_SAMPLES channel samples
+(what the whole image takes as float32), then tone-maps the linear light for a screen — an extended
+Reinhard curve whose white point is the frame's 99.5th percentile, so a frame within 0..1 stays as it
+is and highlights roll off instead of clipping — and encodes it as sRGB.
 """
 
 import io
+import math
 import multiprocessing
 import os
 import threading
@@ -21,7 +29,9 @@ from . import storage
 
 SIZE = 256
 PNG_MAGIC = b"\x89PNG"
-EXR_MAGIC = b"\x76\x2f\x31\x01"  # Pillow has no EXR reader
+EXR_MAGIC = b"\x76\x2f\x31\x01"  # Pillow has no EXR reader: OpenEXR's bindings decode these
+EXR_MAX_SAMPLES = 64_000_000  # pixels x channels: 256 MB as float32, a 4K RGBA frame with room to spare
+EXR_WHITE_PERCENTILE = 99.5
 DECODE_TIMEOUT = 60  # seconds: a thumbnail request gives up on the child after this
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -37,7 +47,7 @@ def content_type(data: bytes) -> str:
 
 
 def placeholder(label: str = "no preview") -> bytes:
-    """A neutral square for files Pillow cannot preview (OpenEXR, corrupt or purged files)."""
+    """A neutral square for files that can't be previewed (corrupt, oversized or purged files)."""
     from PIL import Image, ImageDraw
     img = Image.new("RGB", (SIZE, SIZE), (230, 232, 240))
     draw = ImageDraw.Draw(img)
@@ -80,6 +90,76 @@ def decode(path: str, max_pixels: int) -> bytes | None:
         return None
 
 
+def _exr_planes(channels: dict):
+    """(RGB, alpha or None) arrays of an EXR's channels: packed RGBA/RGB, separate R, G, B (or a layer's
+    *.R, *.G, *.B), else one grey channel."""
+    import numpy as np
+    for packed in ("RGBA", "RGB"):
+        if packed in channels:
+            pixels = channels[packed].pixels
+            return pixels[..., :3], (pixels[..., 3] if packed == "RGBA" else None)
+    for prefix in [""] + sorted({name.rsplit(".", 1)[0] + "." for name in channels if "." in name}):
+        if all(prefix + c in channels for c in "RGB"):
+            alpha = channels.get(prefix + "A")
+            return (np.stack([channels[prefix + c].pixels for c in "RGB"], axis=-1),
+                    None if alpha is None else alpha.pixels)
+    grey = channels.get("Y") or next(iter(channels.values()))
+    plane = grey.pixels if grey.pixels.ndim == 2 else grey.pixels[..., 0]
+    return np.stack([plane] * 3, axis=-1), None
+
+
+def tone_map(rgb, alpha=None):
+    """Linear, premultiplied scene light -> 8-bit sRGB (and straight alpha), see the module docstring."""
+    import numpy as np
+    rgb = np.nan_to_num(np.asarray(rgb, dtype=np.float32), nan=0.0, posinf=65504.0, neginf=0.0).clip(0.0, 65504.0)
+    if alpha is not None:
+        alpha = np.nan_to_num(np.asarray(alpha, dtype=np.float32), nan=0.0).clip(0.0, 1.0)
+        covered = alpha > 0
+        rgb[covered] /= alpha[covered][:, None]  # EXR colour is premultiplied; PNG's is not
+    white = max(1.0, float(np.percentile(rgb.max(axis=2), EXR_WHITE_PERCENTILE))) if rgb.size else 1.0
+    mapped = (rgb * (1.0 + rgb / (white * white)) / (1.0 + rgb)).clip(0.0, 1.0)
+    srgb = np.where(mapped <= 0.0031308, 12.92 * mapped, 1.055 * np.power(mapped, 1 / 2.4) - 0.055)
+    out = (srgb * 255.0 + 0.5).astype(np.uint8)
+    if alpha is None:
+        return out
+    return np.concatenate([out, (alpha[..., None] * 255.0 + 0.5).astype(np.uint8)], axis=-1)
+
+
+def decode_exr(path: str, max_pixels: int, max_samples: int = EXR_MAX_SAMPLES) -> bytes | None:
+    """The thumbnail of an OpenEXR frame (JPEG, or PNG when it has transparency); None for a file the
+    bindings can't read or one over the caps. Runs in the decoding child."""
+    try:
+        import numpy as np
+        import OpenEXR
+        from PIL import Image
+        header = OpenEXR.File(path, header_only=True)
+        if len(header.parts) != 1:
+            return None
+        fields = header.header()
+        (x0, y0), (x1, y1) = (tuple(int(v) for v in corner) for corner in fields["dataWindow"])
+        width, height = x1 - x0 + 1, y1 - y0 + 1
+        if width < 1 or height < 1 or width * height > max_pixels \
+                or width * height * max(1, len(fields.get("channels") or ())) > max_samples:
+            return None
+        rgb, alpha = _exr_planes(OpenEXR.File(path).channels())
+        if rgb.shape[:2] != (height, width):
+            return None
+        step = max(1, math.ceil(max(width, height) / (2 * SIZE)))  # tone-map ~512 px, not the whole frame
+        rgb = rgb[::step, ::step]
+        alpha = None if alpha is None or float(np.min(alpha)) >= 1.0 else alpha[::step, ::step]
+        pixels = tone_map(rgb, alpha)
+        img = Image.fromarray(np.ascontiguousarray(pixels), "RGBA" if alpha is not None else "RGB")
+        img.thumbnail((SIZE, SIZE))
+        out = io.BytesIO()
+        if alpha is not None:
+            img.save(out, "PNG", optimize=True)
+        else:
+            img.save(out, "JPEG", quality=85)
+        return out.getvalue()
+    except Exception:  # MemoryError and the bindings' RuntimeError for a damaged file included
+        return None
+
+
 def _executor() -> ProcessPoolExecutor:
     global _pool
     with _pool_lock:
@@ -114,17 +194,20 @@ def _render(sha256: str) -> bytes:
     if not path.exists():
         return placeholder("file deleted")
     with path.open("rb") as f:
-        if f.read(4) == EXR_MAGIC:
-            return placeholder("OpenEXR")
+        exr = f.read(4) == EXR_MAGIC
     max_pixels = int(current_app.config.get("THUMBNAIL_MAX_PIXELS", 50_000_000))
-    pixels = _pixels(path)
-    if pixels is None:
-        return placeholder()
-    if pixels > max_pixels:
-        return placeholder("too large")
+    if exr:  # its header is read in the child too (see the module docstring)
+        job = (decode_exr, str(path), max_pixels)
+    else:
+        pixels = _pixels(path)
+        if pixels is None:
+            return placeholder()
+        if pixels > max_pixels:
+            return placeholder("too large")
+        job = (decode, str(path), max_pixels)
     pool = _executor()
     try:
-        data = pool.submit(decode, str(path), max_pixels).result(timeout=DECODE_TIMEOUT)
+        data = pool.submit(*job).result(timeout=DECODE_TIMEOUT)
     except (BrokenProcessPool, TimeoutError):  # the child died (out of memory) or hangs: start afresh
         _discard(pool)
         data = None
