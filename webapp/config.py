@@ -39,6 +39,16 @@ def from_environment(instance_path: Path) -> dict:
         # paid for from credit (off: a job without a budget is billed on account).
         "PAYOUT_MINIMUM": os.environ.get("PICTOR_PAYOUT_MINIMUM") or "5.00",
         "CREDIT_REQUIRED": _flag("PICTOR_CREDIT_REQUIRED", False),
+        # Alerts (services/alerts.py): where e-mail goes out; whether webhooks may target private addresses
+        # (off: the portal must not be a way into its own network; tests and closed networks turn it on).
+        "SMTP_HOST": os.environ.get("PICTOR_SMTP_HOST") or None,
+        "SMTP_PORT": int(os.environ.get("PICTOR_SMTP_PORT") or 25),
+        "SMTP_USER": os.environ.get("PICTOR_SMTP_USER") or None,
+        "SMTP_PASSWORD": os.environ.get("PICTOR_SMTP_PASSWORD") or None,
+        "SMTP_STARTTLS": _flag("PICTOR_SMTP_STARTTLS", False),
+        "SMTP_SSL": _flag("PICTOR_SMTP_SSL", False),
+        "ALERT_FROM": os.environ.get("PICTOR_ALERT_FROM") or "Pictor Worker <alerts@localhost>",
+        "ALERT_WEBHOOK_ALLOW_PRIVATE": _flag("PICTOR_ALERT_WEBHOOK_ALLOW_PRIVATE", False),
     }
 
 
@@ -93,4 +103,8 @@ DEFAULTS = {
     "BLOB_GRACE_SECONDS": 3600,  # an unreferenced upload is kept this long before it is collected
     "PAYOUT_MINIMUM": "5.00",  # USD; each payout costs the operator a transfer
     "CREDIT_REQUIRED": False,
+    "SMTP_HOST": None,
+    "SMTP_PORT": 25,
+    "ALERT_FROM": "Pictor Worker <alerts@localhost>",
+    "ALERT_WEBHOOK_ALLOW_PRIVATE": False,
 }

@@ -32,6 +32,7 @@ JOBS = [
     PeriodicJob("presence_sweep", "presence:close_stale_intervals", 60),
     PeriodicJob("daily_rollup", "stats:rollup_recent", 300),
     PeriodicJob("output_retention", "outputs:purge_old_outputs", 3600),
+    PeriodicJob("scene_drafts", "scenes:expire_drafts", 600),  # before blob collection frees their files
     PeriodicJob("blob_collection", "outputs:collect_unreferenced_blobs", 3600),
     PeriodicJob("stray_blob_files", "storage:collect_stray_files", 3600),
     PeriodicJob("temp_sweep", "storage:sweep_temp_files", 3600),
@@ -39,6 +40,9 @@ JOBS = [
     PeriodicJob("market_day", "market:compute_market_day", 600),
     PeriodicJob("account_limits", "limits:forget_old", 3600),
     PeriodicJob("demo_pulse", "demo:pulse_all", 30),  # demo workers have no app: the portal heartbeats them
+    PeriodicJob("alert_detect", "alerts:detect", 30),  # a worker offline, in error or suspended (services/alerts.py)
+    PeriodicJob("alert_deliver", "alerts:deliver_due", 15),
+    PeriodicJob("alert_digest", "alerts:queue_digests", 3600),
 ]
 
 RUNNER_ID = f"{socket.gethostname()}:{os.getpid()}"
