@@ -184,9 +184,12 @@ def run(config_path, data_dir, headless, once, verbose):
         if hasattr(signal, name):
             previous[name] = signal.signal(getattr(signal, name), on_signal)
     log.info("Pictor Worker %s starting (data in %s)", __version__, cfg.data_dir)
+    miner = None if once else _start_mining(engine, cfg)
     try:
         code = engine.run(once=once)
     finally:
+        if miner is not None:
+            miner.stop()
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
         _teardown_logging()
@@ -194,6 +197,15 @@ def run(config_path, data_dir, headless, once, verbose):
     if code and error:
         click.echo(f"Error: {error}", err=True)
     sys.exit(code)
+
+
+def _start_mining(engine, cfg):
+    """The miner's supervisor beside the engine (tray_client/mining/): it mines only while mining is on
+    in the portal, the mining section of the config names a miner and no task holds the GPU."""
+    from . import mining
+    from .ui.system import idle_probe  # no toolkit: seconds since the last input, where measurable
+    probe, reason = idle_probe()
+    return mining.attach(engine, cfg, idle_probe=probe, idle_reason=reason)
 
 
 # --- bench and speedtest -----------------------------------------------------------------------------

@@ -82,6 +82,7 @@ class App:
             return
         self.controller = Controller(self.engine, self.cfg)
         self.engine.start()
+        self.controller.mining = self._start_mining()
         self.root.geometry(MAIN_SIZE)
         self.root.minsize(720, 640)
         self.window = MainWindow(self.root, self.controller, on_close=self.close_window, on_quit=self.quit,
@@ -192,6 +193,17 @@ class App:
             self.controller.replace_engine(self.engine, cfg)
             self.engine.start()
         PairingView(dialog, self.cfg, on_paired=paired).pack(fill="both", expand=True)
+
+    def _start_mining(self):
+        """The miner's supervisor beside the engine: idle means no input for the mining section's minutes."""
+        from .. import mining
+        from .system import idle_probe
+        probe, reason = idle_probe()
+        try:
+            return mining.attach(self.engine, self.cfg, idle_probe=probe, idle_reason=reason)
+        except Exception:  # mining is optional: the worker runs without it
+            log.exception("the miner's supervisor could not start")
+            return None
 
     def quit(self) -> None:
         """Stop the engine cleanly (a running task is handed back), then close everything."""

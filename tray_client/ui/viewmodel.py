@@ -89,6 +89,13 @@ def duration_text(seconds: float | None) -> str:
     return f"{secs} s"
 
 
+def hashrate_text(hashes_per_second: float) -> str:
+    for unit, size in (("GH/s", 1e9), ("MH/s", 1e6), ("kH/s", 1e3)):
+        if hashes_per_second >= size:
+            return f"{hashes_per_second / size:.2f} {unit}"
+    return f"{hashes_per_second:.0f} H/s"
+
+
 def parse_bid(text: str) -> Decimal:
     """'0.45', ' $0.45 ' or '0,45' -> Decimal('0.45'); InvalidInput says what is wrong."""
     cleaned = (text or "").strip().lstrip("$").strip().replace(",", ".")
@@ -189,6 +196,7 @@ class ViewModel:
         self.autostart = False
         self.autostart_available, self.autostart_reason = True, ""
         self.idle_available, self.idle_reason = False, "Checking how to measure idle time…"
+        self.mining_state = None  # tray_client.mining.MiningState, from the supervisor
         self._last_task_id: int | None = None  # the task a "completed" notification is about
 
     def changed(self) -> None:
@@ -514,12 +522,55 @@ class ViewModel:
                        "Rendering and upscaling still earn on the CPU.")
 
     def mining_estimate_text(self) -> str:
+        """Today and 7 days as the portal estimated them, and how; the portal's own words when it gives
+        them, else "estimated by the portal"."""
         config = self.mining_config
         if not self.mining_availability()[0]:
             return "Not available on this computer (no NVIDIA GPU)"
-        if not config.get("enabled"):
-            return "— (mining is off)"
-        return "No estimate yet: it appears once the miner has reported a hashrate."
+        m = self.mining_state
+        estimate = self.settings.get("mining_estimate")
+        today = week = how = None
+        if isinstance(estimate, dict):
+            today, week, how = estimate.get("today"), estimate.get("last_7_days"), estimate.get("explanation")
+        if m is not None and m.estimate_today is not None:  # the supervisor's fresher copy
+            today, week, how = m.estimate_today, m.estimate_week, m.estimate_explanation or how
+        if today is None:
+            if not config.get("enabled"):
+                return "— (mining is off)"
+            return "No estimate yet: it appears once the miner has reported a hashrate."
+        how = printable(how, 300) if isinstance(how, str) and how else "Estimated by the portal."
+        return f"Today {usd(today)} · last 7 days {usd(week)} (estimates). {how}"
+
+    def mining_live(self) -> tuple[str, str, list[tuple[str, str]]]:
+        """(status title, what it means, rows) for the live part of the Mining tab."""
+        m = self.mining_state
+        if m is None:
+            return "Miner not running", ("Mining runs beside the worker once it is set up: the mining section "
+                                         "of the config file names the miner (README, Mining)."), []
+        from ..mining import MinerStatus
+        titles = {MinerStatus.OFF: "Off", MinerStatus.UNAVAILABLE: "Not set up",
+                  MinerStatus.WAITING_IDLE: "Waiting for idle", MinerStatus.PAUSED_COMPUTE: "Paused for a compute task",
+                  MinerStatus.STARTING: "Starting", MinerStatus.RUNNING: "Mining",
+                  MinerStatus.RESTARTING: "Restarting", MinerStatus.STOPPED: "Stopped"}
+        dash = "—"
+        mining = m.status.mining
+        shares = dash
+        if mining and m.accepted is not None:
+            shares = f"{m.accepted} accepted" + (f", {m.rejected} rejected" if m.rejected is not None else "")
+        uptime = duration_text(time.time() - m.started_at) if mining and m.started_at else dash
+        reports = f"{m.reports_sent} sent this session" + (f", {m.pending_reports} waiting" if m.pending_reports
+                                                           else "")
+        rows = [("Hashrate", hashrate_text(m.hashrate) if mining and m.hashrate is not None else dash),
+                ("Shares", shares),
+                ("GPU temperature", f"{m.temperature:.0f} °C" if mining and m.temperature is not None else dash),
+                ("Power", f"{m.power:.0f} W" if mining and m.power is not None else dash),
+                ("Uptime", uptime),
+                ("Reports", reports + (f". {m.last_report}" if m.last_report else ""))]
+        return f"{titles.get(m.status, str(m.status))}{f' ({m.coin})' if mining and m.coin else ''}", m.reason, rows
+
+    def mining_log_text(self) -> str:
+        m = self.mining_state
+        return "\n".join(m.log_tail[-40:]) if m is not None and m.log_tail else "(no miner output yet)"
 
 
 # --- the controller ------------------------------------------------------------------------------
@@ -540,6 +591,7 @@ class Controller:
         # Its own session: the engine's is busy with long downloads and uploads.
         self.client = client or PortalClient(cfg.server_url, cfg.token, timeout=(5.0, 15.0), attempts=2)
         self._results: queue.Queue[tuple[Callable[..., None], Any, BaseException | None]] = queue.Queue()
+        self.mining = None  # the miner's supervisor (tray_client.mining), when the app started one
         self._running: set[str] = set()
         self._hardware_seen: dict[str, Any] | None = None
         self._next_settings = 0.0
@@ -578,6 +630,10 @@ class Controller:
             if (after.tasks_completed != before.tasks_completed or after.bench_score != before.bench_score
                     or (after.online and not before.online)):
                 self._next_settings = 0.0
+        mining = self.mining.snapshot() if self.mining is not None else None
+        if mining is not self.vm.mining_state:
+            self.vm.mining_state = mining
+            self.vm.changed()
         hardware = getattr(self.engine, "hardware", None)
         if hardware and hardware is not self._hardware_seen:
             self._hardware_seen = hardware
@@ -701,8 +757,16 @@ class Controller:
             self.vm.feedback["mining"] = ("error", str(exc))
             self.vm.changed()
             return str(exc)
-        return self._save_settings("mining", {"mining_config": config},
-                                   "Saved and synced to the portal." + (" Mining is on." if enabled else ""))
+        result = self._save_settings("mining", {"mining_config": config},
+                                     "Saved and synced to the portal." + (" Mining is on." if enabled else ""))
+        if self.mining is not None:
+            self.mining.refresh()  # the supervisor reads the saved config from the portal now
+        return result
+
+    def retry_mining(self) -> None:
+        """"Try again" after the miner was stopped for crashing."""
+        if self.mining is not None:
+            self.mining.retry()
 
     def _save_settings(self, section: str, changes: dict[str, Any], success: str) -> None:
         self.vm.feedback[section] = ("busy", "Saving…")
@@ -826,6 +890,8 @@ class Controller:
         self.vm.changed()
 
         def work():
+            if self.mining is not None:
+                self.mining.stop()
             self.engine.stop(hand_back=True)
             self.engine.join(timeout)
         self._background("stop", work, lambda _r, _e: done())

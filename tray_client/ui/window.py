@@ -301,9 +301,9 @@ class MainWindow:
         ttk.Label(title, text="Mining", style="H2.TLabel").pack(side="left")
         ttk.Label(title, text="BETA", style="Beta.TLabel").pack(side="left", padx=8)
         ttk.Label(page, style="Muted.TLabel", wraplength=640, justify="left", text=(
-            "Mine a coin on this computer's NVIDIA GPU when there is no compute work. This is an upcoming "
-            "feature: your mining settings are checked, saved and synced to the portal now; the miner "
-            "itself arrives in a later version.")).grid(row=1, column=0, columnspan=3, sticky="w", pady=(4, 10))
+            "Mine a coin on this computer's NVIDIA GPU when there is no compute work: compute tasks always "
+            "come first (the miner stops within seconds when one arrives). Earnings shown are the portal's "
+            "estimates; the pool pays your wallet.")).grid(row=1, column=0, columnspan=3, sticky="w", pady=(4, 10))
         self.mining_notice = ttk.Label(page, style="Warn.TLabel", wraplength=620, justify="left")
         self.mining_notice.grid(row=2, column=0, columnspan=3, sticky="we", pady=(0, 12))
 
@@ -334,6 +334,24 @@ class MainWindow:
         self.mining_save.pack(side="left")
         self.mining_feedback = _Feedback(page)
         self.mining_feedback.grid(row=10, column=1, columnspan=2, sticky="w", pady=(8, 0))
+
+        # The miner now: what it does and why, its figures and the last lines it printed.
+        live = ttk.Frame(page)
+        live.grid(row=11, column=0, columnspan=3, sticky="we", pady=(14, 0))
+        live.columnconfigure(1, weight=1)
+        head = ttk.Frame(live)
+        head.grid(row=0, column=0, columnspan=2, sticky="we")
+        self.mining_status = ttk.Label(head, style="H2.TLabel")
+        self.mining_status.pack(side="left")
+        self.mining_retry = ttk.Button(head, text="Try again", command=self.controller.retry_mining)
+        self.mining_reason = ttk.Label(live, style="Muted.TLabel", wraplength=640, justify="left")
+        self.mining_reason.grid(row=1, column=0, columnspan=2, sticky="w", pady=(2, 4))
+        labels = ["Hashrate", "Shares", "GPU temperature", "Power", "Uptime", "Reports"]
+        self.mining_values = dict(zip(labels, self._rows(live, labels, start=2)))
+        self.mining_log = tk.Text(live, height=4, wrap="none", font=("TkFixedFont", 9), relief="flat",
+                                  borderwidth=1, highlightthickness=1)
+        self.mining_log.grid(row=8, column=0, columnspan=2, sticky="we", pady=(6, 0))
+        self.mining_log.configure(state="disabled")
 
     def _section(self, row: int, text: str, pady=(14, 2)) -> None:
         frame = ttk.Frame(self.settings)
@@ -566,6 +584,23 @@ class MainWindow:
                                else ["disabled"])
         self._set(self.mining_estimate, vm.mining_estimate_text())
         self.mining_feedback.show(vm.feedback.get("mining"))
+        title, reason, rows = vm.mining_live()
+        self._set(self.mining_status, title)
+        self._set(self.mining_reason, reason)
+        for label, value in rows:
+            self._set(self.mining_values[label], value)
+        stopped = vm.mining_state is not None and vm.mining_state.status == "stopped"
+        if stopped and not self.mining_retry.winfo_ismapped():
+            self.mining_retry.pack(side="left", padx=12)
+        elif not stopped and self.mining_retry.winfo_ismapped():
+            self.mining_retry.pack_forget()
+        text = vm.mining_log_text()
+        if self.mining_log.get("1.0", "end-1c") != text:
+            self.mining_log.configure(state="normal")
+            self.mining_log.delete("1.0", "end")
+            self.mining_log.insert("1.0", text)
+            self.mining_log.see("end")
+            self.mining_log.configure(state="disabled")
 
     def _render_settings(self) -> None:
         vm = self.vm
