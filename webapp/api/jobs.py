@@ -153,7 +153,10 @@ OPENAPI_COMPONENTS = {
         "pages": {"type": "integer"}, "total": {"type": "integer"}}},
 }
 
-_ZIP = {"description": "A zip of the completed tasks' outputs, streamed",
+_ZIP = {"description": "A zip of the completed tasks' outputs, streamed. Its layout is stable (a file is always at "
+                      "the same path): each output at the top level under the name its task delivered (frame_0001.png "
+                      "..., <image>_x4.png), except a name two of the job's tasks deliver, which is in "
+                      "task-<seq, 4 digits>/<name> for each of them",
         "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}
 
 OPENAPI_PATHS = {

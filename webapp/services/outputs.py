@@ -1,6 +1,17 @@
-"""A job's outputs: the finished tasks' files, the zip the creator downloads, and their deletion after retention."""
+"""A job's outputs: the finished tasks' files, the zip the creator downloads, and their deletion after retention.
+
+The zip's layout is stable: a file is always at the same path, whichever tasks have completed when it is
+downloaded, so a second download can be unpacked over the first. Each completed output is at the top
+level under the name its task delivered it with — a render's frames `frame_0001.png`, `frame_0002.png`
+... (four digits at least, the job's format's extension), an upscale's images `<input name>_x<scale>.png`
+— except a name that two of the job's tasks deliver (by their params, whether they completed yet or
+not, e.g. the inputs `a.png` and `a.jpg` of an upscale), which goes in `task-<seq, 4 digits>/<name>`
+for every task delivering it. Files are stored as they are (no compression: renders are compressed
+already); nothing else is in the zip.
+"""
 
 import zipfile
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Iterator
 
@@ -10,7 +21,7 @@ from sqlalchemy.orm import selectinload
 from ..clock import utcnow
 from ..extensions import db
 from ..models import AppRelease, Job, JobInput, StoredFile, Task, TaskOutput, TaskStatus, Verification, job_work
-from . import NotFound, ServiceError, storage, thumbnails
+from . import NotFound, ServiceError, result_checks, storage, thumbnails
 
 
 def tasks_with_outputs(job: Job, page: int | None = None, per_page: int = 50) -> list[Task]:
@@ -62,13 +73,25 @@ class _Sink:
         return data
 
 
+def _planned_names(job: Job) -> Counter:
+    """How many of the job's tasks deliver each output name, from their params (any status)."""
+    planned: Counter = Counter()
+    for params in db.session.execute(db.select(Task.params).where(Task.job_id == job.id, job_work())).scalars():
+        params = params or {}
+        if "frames" in params and params.get("format") in result_checks.FORMATS:
+            planned.update(result_checks.render_output_names(params["frames"], params["format"]))
+        elif isinstance(params.get("image"), str) and params.get("scale") in (2, 4):
+            planned.update(result_checks.upscale_output_names(params["image"], params["scale"]))
+    return planned
+
+
 def zip_entries(job: Job) -> list[tuple[str, str, int, datetime]]:
-    """(name in the zip, sha256, size, time) for each completed output; names are prefixed with
-    task-<seq>/ only where two tasks produced the same name (render frames never do)."""
+    """(name in the zip, sha256, size, time) for each completed output, laid out as the module docstring
+    says: prefixed with task-<seq>/ where two of the job's tasks deliver the same name."""
     rows = completed_outputs(job)
-    counts: dict[str, int] = {}
-    for _, output in rows:
-        counts[output.name] = counts.get(output.name, 0) + 1
+    delivered = Counter(output.name for _, output in rows)
+    planned = _planned_names(job) if rows else Counter()
+    counts = {name: max(n, planned[name]) for name, n in delivered.items()}
     entries = []
     for task, output in rows:
         safe = output.name.replace("\\", "/").rsplit("/", 1)[-1] or f"output-{output.id}"
