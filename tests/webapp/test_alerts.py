@@ -222,3 +222,29 @@ def test_error_and_suspension_alerts_follow_their_settings(app, clock):
         # Error ended (not by recovering): closed without a notice; suspension alerts are off.
         assert alerts.detect() == "opened 0, closed 1"
         assert {d.kind.value for d in db.session.execute(db.select(AlertDelivery)).scalars()} == {"error"}
+
+
+def test_account_page_saves_alerts_shows_the_secret_once_and_the_delivery_log(app, client, clock, receiver):
+    client.post("/signup", data={"email": "ada@example.com", "password": "correct horse battery",
+                                 "confirm": "correct horse battery"})
+    form = {"on_offline": "y", "email_enabled": "y", "email_to": "", "webhook_url": receiver.url}
+    refused = client.post("/account/alerts", data=form)
+    assert refused.status_code == 400 and "non-public address" in refused.get_data(as_text=True)
+    app.config["ALERT_WEBHOOK_ALLOW_PRIVATE"] = True
+    saved = client.post("/account/alerts", data=form).get_data(as_text=True)
+    secret = saved.split('<code class="token" id="new-secret">')[1].split("<")[0]
+    assert secret.startswith("whsec_")
+    page = client.get("/account").get_data(as_text=True)
+    assert secret not in page and secret[:12] in page and "Nothing sent yet." in page
+    with app.app_context():
+        user_id = db.session.execute(db.select(User.id)).scalar_one()
+        make_worker(owner_id=user_id, name="log-node")
+        clock.advance(seconds=120)
+        alerts.detect()
+        alerts.deliver_due()
+    page = client.get("/account").get_data(as_text=True)
+    log = page.split("Delivery log")[1]
+    assert "Offline · log-node" in log and "Webhook" in log and "E-mail" in log
+    assert "no SMTP server configured" in log  # this test's portal has none: said, not hidden
+    assert verified(receiver.calls[0], secret)["event"] == "worker.offline"
+    assert client.post("/account/alerts", data={**form, "email_to": "not an address"}).status_code == 400
