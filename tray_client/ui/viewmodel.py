@@ -565,7 +565,7 @@ class ViewModel:
                 ("GPU temperature", f"{m.temperature:.0f} °C" if mining and m.temperature is not None else dash),
                 ("Power", f"{m.power:.0f} W" if mining and m.power is not None else dash),
                 ("Uptime", uptime),
-                ("Reports", reports + (f". {m.last_report}" if m.last_report else ""))]
+                ("Reports", reports)]
         return f"{titles.get(m.status, str(m.status))}{f' ({m.coin})' if mining and m.coin else ''}", m.reason, rows
 
     def mining_log_text(self) -> str:

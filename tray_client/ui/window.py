@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageTk
 
 from ..engine import State
 from .icons import app_icon, colour, state_icon
+from .theme import px
 from .viewmodel import STATE_TITLES, Controller, ViewModel, money, usd
 
 BG = "#f3f4f6"
@@ -27,10 +28,12 @@ LABEL_COLUMN = 150  # pixels: the field names line up across tabs and sections
 FEEDBACK_STYLES = {"ok": "Ok.TLabel", "error": "Error.TLabel", "busy": "Muted.TLabel"}
 
 
-def apply_style(root: tk.Misc) -> ttk.Style:
-    """One small theme on top of 'clam': readable fonts, white pages on a light grey window."""
+def apply_style(root: tk.Misc, base: str = "clam") -> ttk.Style:
+    """The app's styles on top of a base theme (theme.apply_theme picks Sun Valley): readable fonts,
+    white pages on a light grey window."""
     style = ttk.Style(root)
-    style.theme_use("clam")
+    if style.theme_use() != base:
+        style.theme_use(base)
     default = tkfont.nametofont("TkDefaultFont")
     default.configure(size=10)
     for name in ("TkTextFont", "TkMenuFont"):
@@ -222,7 +225,7 @@ class MainWindow:
     # --- building -------------------------------------------------------------------------------
 
     def _build_header(self) -> None:
-        self.header = tk.Frame(self.frame, height=76, background=colour(State.OFFLINE))
+        self.header = tk.Frame(self.frame, height=px(self.frame, 76), background=colour(State.OFFLINE))
         self.header.pack(fill="x")
         self.header.pack_propagate(False)
         self.badge = tk.Label(self.header, borderwidth=0, background=colour(State.OFFLINE))
@@ -301,11 +304,30 @@ class MainWindow:
         ttk.Label(title, text="Mining", style="H2.TLabel").pack(side="left")
         ttk.Label(title, text="BETA", style="Beta.TLabel").pack(side="left", padx=8)
         ttk.Label(page, style="Muted.TLabel", wraplength=640, justify="left", text=(
-            "Mine a coin on this computer's NVIDIA GPU when there is no compute work: compute tasks always "
-            "come first (the miner stops within seconds when one arrives). Earnings shown are the portal's "
-            "estimates; the pool pays your wallet.")).grid(row=1, column=0, columnspan=3, sticky="w", pady=(4, 10))
-        self.mining_notice = ttk.Label(page, style="Warn.TLabel", wraplength=620, justify="left")
-        self.mining_notice.grid(row=2, column=0, columnspan=3, sticky="we", pady=(0, 12))
+            "Mines on the NVIDIA GPU when there is no compute work; compute tasks always come first. "
+            "Earnings are the portal's estimates (the pool pays your wallet).")).grid(
+            row=1, column=0, columnspan=3, sticky="w", pady=(2, 6))
+        # The miner now: what it does and why, and its figures (two compact rows).
+        live = ttk.Frame(page)
+        live.grid(row=2, column=0, columnspan=3, sticky="we", pady=(0, 8))
+        head = ttk.Frame(live)
+        head.grid(row=0, column=0, columnspan=6, sticky="we")
+        self.mining_status = ttk.Label(head, style="H2.TLabel")
+        self.mining_status.pack(side="left")
+        self.mining_retry = ttk.Button(head, text="Try again", command=self.controller.retry_mining)
+        self.mining_reason = ttk.Label(live, style="Muted.TLabel", wraplength=700, justify="left")
+        self.mining_reason.grid(row=1, column=0, columnspan=6, sticky="w", pady=(0, 2))
+        self.mining_values = {}
+        for i, label in enumerate(["Hashrate", "Shares", "GPU temperature", "Power", "Uptime", "Reports"]):
+            row, col = 2 + i // 3, (i % 3) * 2
+            ttk.Label(live, text=label, style="Field.TLabel").grid(row=row, column=col, sticky="nw", padx=(0, 8),
+                                                                  pady=2)
+            value = ttk.Label(live, text="—", style="Value.TLabel", wraplength=200 if i < 5 else 420,
+                              justify="left")
+            value.grid(row=row, column=col + 1, sticky="nw", padx=(0, 18), pady=2)
+            self.mining_values[label] = value
+        self.mining_notice = ttk.Label(live, style="Warn.TLabel", wraplength=700, justify="left")
+        self.mining_notice.grid(row=4, column=0, columnspan=6, sticky="we", pady=(2, 0))
 
         self.mining_vars = {k: tk.StringVar() for k in ("pool", "coin", "wallet", "extra")}
         self.mining_entries = {}
@@ -335,22 +357,10 @@ class MainWindow:
         self.mining_feedback = _Feedback(page)
         self.mining_feedback.grid(row=10, column=1, columnspan=2, sticky="w", pady=(8, 0))
 
-        # The miner now: what it does and why, its figures and the last lines it printed.
-        live = ttk.Frame(page)
-        live.grid(row=11, column=0, columnspan=3, sticky="we", pady=(14, 0))
-        live.columnconfigure(1, weight=1)
-        head = ttk.Frame(live)
-        head.grid(row=0, column=0, columnspan=2, sticky="we")
-        self.mining_status = ttk.Label(head, style="H2.TLabel")
-        self.mining_status.pack(side="left")
-        self.mining_retry = ttk.Button(head, text="Try again", command=self.controller.retry_mining)
-        self.mining_reason = ttk.Label(live, style="Muted.TLabel", wraplength=640, justify="left")
-        self.mining_reason.grid(row=1, column=0, columnspan=2, sticky="w", pady=(2, 4))
-        labels = ["Hashrate", "Shares", "GPU temperature", "Power", "Uptime", "Reports"]
-        self.mining_values = dict(zip(labels, self._rows(live, labels, start=2)))
-        self.mining_log = tk.Text(live, height=4, wrap="none", font=("TkFixedFont", 9), relief="flat",
+        # The miner's last lines (bounded by the supervisor).
+        self.mining_log = tk.Text(page, height=3, wrap="none", font=("TkFixedFont", 8), relief="flat",
                                   borderwidth=1, highlightthickness=1)
-        self.mining_log.grid(row=8, column=0, columnspan=2, sticky="we", pady=(6, 0))
+        self.mining_log.grid(row=11, column=0, columnspan=3, sticky="we", pady=(6, 0))
         self.mining_log.configure(state="disabled")
 
     def _section(self, row: int, text: str, pady=(14, 2)) -> None:
