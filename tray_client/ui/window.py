@@ -11,7 +11,6 @@ from PIL import Image, ImageDraw, ImageTk
 
 from ..engine import State
 from .icons import app_icon, colour, state_icon
-from .theme import px
 from .viewmodel import STATE_TITLES, Controller, ViewModel, money, usd
 
 BG = "#f3f4f6"
@@ -28,12 +27,10 @@ LABEL_COLUMN = 150  # pixels: the field names line up across tabs and sections
 FEEDBACK_STYLES = {"ok": "Ok.TLabel", "error": "Error.TLabel", "busy": "Muted.TLabel"}
 
 
-def apply_style(root: tk.Misc, base: str = "clam") -> ttk.Style:
-    """The app's styles on top of a base theme (theme.apply_theme picks Sun Valley): readable fonts,
-    white pages on a light grey window."""
+def apply_style(root: tk.Misc) -> ttk.Style:
+    """One small theme on top of 'clam': readable fonts, white pages on a light grey window."""
     style = ttk.Style(root)
-    if style.theme_use() != base:
-        style.theme_use(base)
+    style.theme_use("clam")
     default = tkfont.nametofont("TkDefaultFont")
     default.configure(size=10)
     for name in ("TkTextFont", "TkMenuFont"):
@@ -225,7 +222,7 @@ class MainWindow:
     # --- building -------------------------------------------------------------------------------
 
     def _build_header(self) -> None:
-        self.header = tk.Frame(self.frame, height=px(self.frame, 76), background=colour(State.OFFLINE))
+        self.header = tk.Frame(self.frame, height=76, background=colour(State.OFFLINE))
         self.header.pack(fill="x")
         self.header.pack_propagate(False)
         self.badge = tk.Label(self.header, borderwidth=0, background=colour(State.OFFLINE))
