@@ -1,4 +1,4 @@
-"""`pictor-worker`: pair, run (headless or once), bench, speedtest, status and gui."""
+"""`pictor-worker`: pair, run (headless or once), bench, speedtest, status, gui and service."""
 
 from __future__ import annotations
 
@@ -318,6 +318,80 @@ def gui(config_path, data_dir):
     except Exception as exc:  # no Tk, no display: pystray raises non-ImportErrors
         _fail(f"the desktop UI cannot start here: {exc}", EXIT_USAGE)
     sys.exit(ui.main(config_path=config_path, data_dir=data_dir) or 0)
+
+
+# --- service -------------------------------------------------------------------------------------------
+
+@main.group()
+def service():
+    """Start this worker with the machine: a systemd unit on Linux (a user unit unless root), an
+    autostart entry on Windows."""
+
+
+def _service_for(config_path, data_dir, system: bool | None = None, run_as: str | None = None):
+    from . import service as service_mod
+    cfg = _load(config_path, data_dir)
+    try:
+        return cfg, service_mod.for_this_platform(cfg.data_dir, cfg.path, user_unit=None if system is None
+                                                  else not system, run_as=run_as)
+    except service_mod.ServiceError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+@service.command("install")
+@click.option("--system", "system", flag_value=True, default=None,
+              help="A system unit in /etc/systemd/system (needs root) [default when root]")
+@click.option("--user", "system", flag_value=False, help="A user unit in ~/.config/systemd/user [default otherwise]")
+@click.option("--run-as", metavar="USER", help="For a system unit: the account the worker runs as")
+@click.option("--no-start", is_flag=True, help="Enable it for the next boot or logon, do not start it now")
+@_common
+def service_install(config_path, data_dir, system, run_as, no_start):
+    """Install and enable the service that runs `pictor-worker run --headless` with this worker's
+    --data-dir and --config."""
+    from . import service as service_mod
+    cfg, svc = _service_for(config_path, data_dir, system, run_as)
+    _paired(cfg)
+    try:
+        where = svc.install(start=not no_start)
+    except service_mod.ServiceError as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"cannot write the service entry: {exc}", 1)
+    click.echo(f"Installed {where}; it runs: {' '.join(service_mod.worker_argv(cfg.data_dir, cfg.path))}")
+    if isinstance(svc, service_mod.Systemd) and svc.user_unit:
+        click.echo("A user unit runs while you are logged in; for boot without a login: "
+                   "`loginctl enable-linger $USER`.")
+
+
+@service.command("uninstall")
+@click.option("--system", "system", flag_value=True, default=None, help="The system unit")
+@click.option("--user", "system", flag_value=False, help="The user unit")
+@_common
+def service_uninstall(config_path, data_dir, system):
+    """Stop the service and remove it."""
+    from . import service as service_mod
+    _cfg, svc = _service_for(config_path, data_dir, system)
+    try:
+        removed = svc.uninstall()
+    except service_mod.ServiceError as exc:
+        _fail(str(exc), 1)
+    click.echo("Removed the service." if removed else "No service was installed for this worker.")
+
+
+@service.command("status")
+@click.option("--system", "system", flag_value=True, default=None, help="The system unit")
+@click.option("--user", "system", flag_value=False, help="The user unit")
+@_common
+def service_status(config_path, data_dir, system):
+    """Whether the service is installed, enabled and running."""
+    from . import service as service_mod
+    _cfg, svc = _service_for(config_path, data_dir, system)
+    try:
+        facts = svc.status()
+    except service_mod.ServiceError as exc:
+        _fail(str(exc), 1)
+    for key, value in facts.items():
+        click.echo(f"{key.capitalize() + ':':<14} {printable(value)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -319,7 +319,7 @@ class MainWindow:
             row, col = 2 + i // 3, (i % 3) * 2
             ttk.Label(live, text=label, style="Field.TLabel").grid(row=row, column=col, sticky="nw", padx=(0, 8),
                                                                   pady=2)
-            value = ttk.Label(live, text="—", style="Value.TLabel", wraplength=200 if i < 5 else 420,
+            value = ttk.Label(live, text="—", style="Value.TLabel", wraplength=280 if i < 5 else 420,
                               justify="left")
             value.grid(row=row, column=col + 1, sticky="nw", padx=(0, 18), pady=2)
             self.mining_values[label] = value
