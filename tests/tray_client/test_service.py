@@ -156,3 +156,26 @@ def test_windows_autostart_writes_the_run_key_entry(tmp_path):
     assert entry.status()["installed"] == "yes" and entry.status()["command"] == command
     assert entry.uninstall() is True and entry.uninstall() is False
     assert entry.status()["installed"] == "no"
+
+
+def test_the_readme_farm_recipe_create_by_api_pair_from_file_install_service(app, live_server, tmp_path, systemctl):
+    """README "Farms": POST /api/v1/workers returns each node's config; `pair --config FILE` on the node
+    (the file checked against the portal and saved into the data folder); `service install`."""
+    import requests
+    from tests.conftest import create_token
+    env, log = systemctl
+    token = create_token(app)
+    made = requests.post(f"{live_server.url}/api/v1/workers", json={"name": "rack3-node01"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    node_file = tmp_path / "rack3-node01.json"
+    node_file.write_text(json.dumps(made["config"]))
+    data = tmp_path / "var-lib-pictor"
+    paired_now = subprocess.run([WORKER, "pair", "--config", str(node_file), "--data-dir", str(data)],
+                                capture_output=True, text=True, env=env, timeout=60)
+    assert paired_now.returncode == 0, paired_now.stderr
+    saved = json.loads((data / "worker.json").read_text())
+    assert saved["worker_id"] == made["id"] and saved["token"] == made["config"]["token"]
+    installed = subprocess.run([WORKER, "service", "install", "--user", "--no-start", "--data-dir", str(data)],
+                               capture_output=True, text=True, env=env, timeout=60)
+    assert installed.returncode == 0, installed.stderr
+    assert log.read_text().splitlines()[-1].startswith("--user enable pictor-worker-var-lib-pictor-")
