@@ -22,7 +22,10 @@ MAX_TEXT = 500
 INTERVAL_RANGE_S = (5.0, 300.0)  # heartbeats, polls, leases: never a flood, never silence
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\:]")
+# One part of a project file's path: what Windows, macOS and Linux can all write, nothing that climbs.
+_BAD_PART = re.compile(r'[\x00-\x1f\x7f\\:*?"<>|]')
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+MAX_PATH_DEPTH = 16
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -114,23 +117,39 @@ def check_task(task: Any, server_url: str, input_url) -> list[TaskInput]:
     listed = task.get("inputs", [])
     if not isinstance(listed, list) or len(listed) > MAX_INPUTS:
         raise BadTask(f"the task's inputs are not a list of at most {MAX_INPUTS}", task_id)
-    inputs, names = [], set()
+    inputs, names, folders = [], set(), set()
     for item in listed:
         checked = _check_input(item, task_id, server_url, input_url)
-        if checked.name in names:
-            raise BadTask(f"input {checked.name!r} is listed twice", task_id)
-        names.add(checked.name)
+        key = checked.name.lower()  # one file on Windows and macOS
+        parts = key.split("/")
+        above = {"/".join(parts[:i]) for i in range(1, len(parts))}
+        if key in names or key in folders or above & names:
+            raise BadTask(f"input {checked.name!r} is listed twice, or as both a file and a folder", task_id)
+        names.add(key)
+        folders |= above
         inputs.append(checked)
     return inputs
+
+
+def is_relative_path(name: Any) -> bool:
+    """A project file's path as the portal may send it: "textures/wood.png", never absolute, never
+    "..", no drive, no backslash, no name Windows reserves. The file lands at inputs/<name>, so this
+    rule alone keeps a hostile portal from writing anywhere else."""
+    if not isinstance(name, str) or not 0 < len(name) <= 255:
+        return False
+    parts = name.split("/")
+    return len(parts) <= MAX_PATH_DEPTH and all(
+        part not in ("", ".", "..") and not _BAD_PART.search(part) and not part.endswith((" ", "."))
+        and part.split(".", 1)[0].upper() not in _WINDOWS_DEVICES for part in parts)
 
 
 def _check_input(item: Any, task_id: int, server_url: str, input_url) -> TaskInput:
     if not isinstance(item, dict):
         raise BadTask("an input is not a JSON object", task_id)
     name, sha, size = item.get("name"), item.get("sha256"), item.get("size")
-    if not isinstance(name, str) or not 0 < len(name) <= 255 or name in (".", "..") \
-            or _BAD_NAME.search(name):
-        raise BadTask(f"input name {printable(repr(name), 80)} is not a plain file name", task_id)
+    if not is_relative_path(name):
+        raise BadTask(f"input name {printable(repr(name), 80)} is not a file name or a relative path "
+                      "inside the task folder", task_id)
     if not isinstance(sha, str) or not _SHA256.fullmatch(sha.lower()):
         raise BadTask(f"input {name!r} has no SHA-256 (64 hex digits)", task_id)
     if type(size) is not int or not 0 <= size <= MAX_INPUT_BYTES:

@@ -49,7 +49,7 @@ class AlertsForm(FlaskForm):
 
 # --- Jobs (added by the jobs pages; ranges and file checks live in services/jobs.py) ---------------
 from flask_wtf.file import FileField, MultipleFileField  # noqa: E402
-from wtforms import IntegerField, SelectField  # noqa: E402
+from wtforms import BooleanField, IntegerField, SelectField  # noqa: E402
 from wtforms.validators import InputRequired, Optional  # noqa: E402
 
 from .services.jobs import ENGINES, MODELS  # noqa: E402
@@ -66,18 +66,26 @@ def _choices(pairs) -> list:
     return [SelectChoice(value, label) for value, label in pairs]
 
 
+_FROM_FILE = ("", "From the file")
+_FILE_VALUE = {"placeholder": "from the file"}
+
+
 class RenderJobForm(FlaskForm):
+    # Settings left empty take the scene file's own values (services/scenes.py reads them).
     name = StringField("Job name", validators=[DataRequired(), Length(max=120)])
-    blend = FileField(".blend file")
-    frame_start = IntegerField("First frame", default=1, validators=[InputRequired(_WHOLE)])
-    frame_end = IntegerField("Last frame", default=1, validators=[InputRequired(_WHOLE)])
-    frame_step = IntegerField("Step", default=1, validators=[InputRequired(_WHOLE)])
+    blend = FileField("Scene: a .blend, or a .zip of the project")
+    main = StringField("The .blend to render, in the zip", validators=[Optional(), Length(max=255)])
+    draft = HiddenField(validators=[Optional(), Length(max=20)])  # the scene uploaded already (SceneDraft)
+    allow_missing = BooleanField("Render anyway without the missing files")
+    frame_start = IntegerField("First frame", validators=[Optional()], render_kw=_FILE_VALUE)
+    frame_end = IntegerField("Last frame", validators=[Optional()], render_kw=_FILE_VALUE)
+    frame_step = IntegerField("Step", validators=[Optional()], render_kw=_FILE_VALUE)
     chunk = IntegerField("Frames per task", default=1, validators=[InputRequired(_WHOLE)])
-    engine = SelectField("Engine", choices=_choices(ENGINES.items()), default="CYCLES")
-    samples = IntegerField("Samples", default=128, validators=[InputRequired(_WHOLE)])
-    resolution_percent = IntegerField("Resolution %", default=100, validators=[InputRequired(_WHOLE)])
-    format = SelectField("Output format", choices=_choices([("PNG", "PNG"), ("JPEG", "JPEG"), ("OPEN_EXR", "OpenEXR")]),
-                         default="PNG")
+    engine = SelectField("Engine", choices=_choices([_FROM_FILE, *ENGINES.items()]), default="")
+    samples = IntegerField("Samples", validators=[Optional()], render_kw=_FILE_VALUE)
+    resolution_percent = IntegerField("Resolution %", validators=[Optional()], render_kw=_FILE_VALUE)
+    format = SelectField("Output format", choices=_choices([_FROM_FILE, ("PNG", "PNG"), ("JPEG", "JPEG"),
+                                                            ("OPEN_EXR", "OpenEXR")]), default="")
     device = SelectField("Device", choices=_choices([("any", "Any (CPU or GPU)"), ("gpu", "GPU only")]), default="any")
     priority = IntegerField("Priority", default=0, validators=[InputRequired(_WHOLE)])
     max_price = StringField("Max price (USD/bench-hour)", validators=[Optional(), Length(max=20)])

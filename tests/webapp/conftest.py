@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import missing
 
-from .blend_fixture import make_blends
+from .blend_fixture import make_blends, make_project
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +14,12 @@ def real_blends(tmp_path_factory):
     if blends is None:
         missing("Blender is not installed (Debian package 'blender')")
     return blends
+
+
+@pytest.fixture(scope="session")
+def real_project(tmp_path_factory):
+    """A project folder saved by Blender: shot.blend, textures/green.png, lib/props.blend."""
+    root = make_project(tmp_path_factory.mktemp("project"))
+    if root is None:
+        missing("Blender is not installed (Debian package 'blender')")
+    return root

@@ -167,6 +167,14 @@ def file_name(key: str, value: Any) -> str:
     return value
 
 
+def input_file(key: str, value: Any) -> str:
+    """An input's name, or a project file's relative path (untrusted.is_relative_path's rule)."""
+    from ..untrusted import is_relative_path
+    if not is_relative_path(value):
+        raise InvalidParams(f"{key} must be the name or relative path of one of the task's input files")
+    return value
+
+
 def input_path(inputs: Mapping[str, Path], name: str) -> Path:
     path = inputs.get(name)
     if path is None or not Path(path).is_file():

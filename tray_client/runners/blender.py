@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import sandbox
-from .base import (Progress, RunFailed, Runner, RunResult, check_params, file_name,
+from .base import (Progress, RunFailed, Runner, RunResult, check_params, input_file,
                    input_path, int_in, int_list, minimal_env, one_of, run_process)
 from .metadata import strip_path_metadata
 
@@ -27,7 +27,7 @@ DEVICES = ("any", "gpu")
 GPU_BACKENDS = ("CUDA", "OPTIX", "HIP", "ONEAPI", "METAL")
 
 SCHEMA = {
-    "blend": file_name,
+    "blend": input_file,  # a project's .blend sits at its relative path
     "frames": int_list(0, 1_000_000, 1, 1000),
     "engine": one_of(*ENGINES),
     "samples": int_in(1, 65536),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import sandbox
-from .base import (InvalidParams, Progress, RunFailed, Runner, RunResult, check_params, file_name,
+from .base import (InvalidParams, Progress, RunFailed, Runner, RunResult, check_params, input_file,
                    input_path, int_in, one_of)
 from .blender import DEFAULTS as RENDER_DEFAULTS
 from .blender import DEVICES, FORMATS, SCHEMA as RENDER_SCHEMA, BlenderRunner, build_argv
@@ -54,7 +54,7 @@ def border_list(key: str, value: Any) -> list[dict[str, float]]:
 
 RENDER_VERIFY_SCHEMA = {
     "kind": one_of("render"),
-    "blend": file_name,
+    "blend": input_file,  # a project's .blend sits at its relative path
     "frame": int_in(0, 1_000_000),
     "engine": one_of(*ENGINES),
     "samples": RENDER_SCHEMA["samples"],

@@ -3,6 +3,7 @@
 from flask import g, jsonify, request, url_for
 
 from ..models import JobStatus
+from ..services import scenes
 from .. import web
 from ..services import ServiceError, dispatch, jobs, permissions, queue_status, uploads
 from . import bp, schema, user_token_required
@@ -29,6 +30,9 @@ def _error_with_fields(exc: ServiceError):
         body["fields"] = exc.errors
     elif isinstance(exc, uploads.InputError):
         body["fields"] = {exc.field: exc.message}
+    elif isinstance(exc, scenes.MissingDependencies):  # each with what to do; allow_missing submits anyway
+        body["dependencies"] = [{"path": d["path"], "found": False, "kind": d.get("kind"),
+                                 "advice": scenes.advice(d)} for d in exc.missing]
     return jsonify(body), exc.status
 
 
@@ -39,9 +43,12 @@ def create_job():
         spec = _spec_from_request()
         kind = spec.get("type")
         if kind == "render":
-            blend = request.files.get("blend")
+            blend, project = request.files.get("blend"), request.files.get("project")
+            if blend and project:
+                raise uploads.InputError("bad_request", "Send either 'blend' or 'project' (a zip), not both.", "project")
             job = jobs.submit_render_job(g.user, spec, blend.stream if blend else None,
-                                         blend.filename if blend else None)
+                                         blend.filename if blend else None,
+                                         project=(project.filename, project.stream) if project else None)
         elif kind == "upscale":
             images = [(f.filename, f.stream) for f in request.files.getlist("images")]
             archive = request.files.get("archive")
@@ -122,8 +129,9 @@ def _errors(*codes: int) -> dict:
 OPENAPI_COMPONENTS = {
     "JobSpec": {
         "type": "object", "required": ["type", "name"],
-        "description": "render: frame_start..frame_end every frame_step, chunk frames per task; "
-                       "upscale: one task per image. Unknown fields are rejected.",
+        "description": "render: frame_start..frame_end every frame_step, chunk frames per task; fields left "
+                       "out (frame_start, frame_end, frame_step, samples, resolution_percent, engine, format) "
+                       "take the .blend's own values; upscale: one task per image. Unknown fields are rejected.",
         "properties": {
             "type": {"type": "string", "enum": ["render", "upscale"]},
             "name": {"type": "string", "minLength": 1, "maxLength": jobs.NAME_MAX},
@@ -144,6 +152,12 @@ OPENAPI_COMPONENTS = {
                        "description": "USD spend limit (decimal string > 0), held from your credit at submission; "
                                       "the job pauses when its spend reaches it (402 insufficient_credit beyond "
                                       "your available credit)"},
+            "main": {"type": "string", "example": "shots/shot010.blend",
+                     "description": "render with a 'project' zip: the .blend to render, its path inside the zip "
+                                    "(default: the only .blend at the top of the zip)"},
+            "allow_missing": {"type": "boolean", "default": False,
+                              "description": "render: submit although the scene uses files the upload lacks "
+                                             "(otherwise 400 missing_dependencies lists them)"},
             "scale": {"type": "integer", "enum": list(jobs.SCALES), "default": 4},
             "model": {"type": "string", "enum": list(jobs.MODELS), "default": jobs.DEFAULT_MODEL},
         },
@@ -163,11 +177,14 @@ OPENAPI_PATHS = {
     "/jobs": {
         "post": {
             "operationId": "createJob", "tags": ["creator"], "security": _SECURITY,
-            "summary": "Submit a render (.blend) or upscale (images or one zip) job",
+            "summary": "Submit a render (.blend or project zip) or upscale (images or one zip) job",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["spec"], "properties": {
                     "spec": {"type": "string", "description": "JSON of a JobSpec"},
                     "blend": {"type": "string", "format": "binary", "description": "render: the .blend file"},
+                    "project": {"type": "string", "format": "binary",
+                                "description": "render, instead of blend: a zip of the project (the .blend and the "
+                                               "files it uses at their relative paths; spec 'main' names the .blend)"},
                     "images": {"type": "array", "items": {"type": "string", "format": "binary"},
                                "description": "upscale: PNG, JPEG or WebP images (repeat the part)"},
                     "archive": {"type": "string", "format": "binary", "description": "upscale: one zip of images"},

@@ -52,6 +52,16 @@ SCHEMAS = {
             "app_version": {"type": "string", "nullable": True},
             "tags": {"type": "array", "items": {"type": "string"}, "description": "the provider's labels"},
             "paused_by_portal": {"type": "boolean", "description": "paused from the portal: it claims nothing"},
+            "slots": {"type": "array", "description": "its devices (hello), one running task each", "items": {
+                "type": "object", "properties": {
+                    "id": {"type": "string", "example": "gpu0"}, "kind": {"type": "string", "nullable": True,
+                                                                         "example": "CUDA"},
+                    "name": {"type": "string"}, "memory_mb": {"type": "integer", "nullable": True},
+                    "state": {"type": "string", "enum": ["busy", "idle"]},
+                    "task": {"type": "object", "nullable": True, "properties": {
+                        "id": {"type": "integer"}, "job_id": {"type": "integer"}, "job_name": {"type": "string"},
+                        "progress": {"type": "number"}}},
+                    "earnings": _MONEY, "tasks_completed": {"type": "integer"}}}},
             "earnings_pending": {**_MONEY, "description": "held for a spot check or still settling"},
             "earnings_available": {**_MONEY, "description": "settled: may be paid out"},
             "record": {"type": "object", "description": "the worker's spot checks", "properties": {
@@ -70,6 +80,7 @@ SCHEMAS = {
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "message": {"type": "string", "nullable": True},
             "reward": {**_MONEY, "nullable": True},
+            "slot": {"type": "string", "nullable": True, "description": "the worker's device it ran on"},
             "created_at": _TIME, "started_at": _TIME_OR_NULL, "finished_at": _TIME_OR_NULL,
             "duration_seconds": {"type": "number", "nullable": True},
         },
@@ -105,6 +116,10 @@ SCHEMAS = {
             "saving": {**_MONEY, "nullable": True, "description": "max price x bench-hours, less the cost"},
             "budget": {**_MONEY, "nullable": True, "description": "the spend limit held from your credit; null = on account"},
             "paused_reason": {"type": "string", "nullable": True, "description": "why no more tasks start (its budget)"},
+            "dependencies": {"type": "array", "description": "render: the files the scene uses, read from the .blend, "
+                             "and whether the upload holds them", "items": {
+                                 "type": "object", "required": ["path", "found"], "properties": {
+                                     "path": {"type": "string"}, "found": {"type": "boolean"}}}},
             "waiting": {"type": "object", "nullable": True, "required": ["reason", "message"],
                         "description": "why no online worker takes its queued tasks; null while tasks run, "
                                        "once it is done, or when a free worker will take it at its next poll",

@@ -121,7 +121,7 @@ def worker_claim():
     return jsonify(task_payload(task))
 
 
-@bp.get("/worker/tasks/<int:task_id>/inputs/<name>")
+@bp.get("/worker/tasks/<int:task_id>/inputs/<path:name>")  # a project file: its relative path
 @worker_token_required
 def worker_task_input(task_id, name):
     task = dispatch.running_task_of(g.worker, task_id)
@@ -382,6 +382,12 @@ OPENAPI_PATHS = {
                    "gpu": {"type": "boolean"}, "devices": {"type": "array", "items": {"type": "string"}}}},
                "compliance": {"type": "array", "items": {"type": "object", "required": ["check", "status"],
                                                          "properties": {
+               "slots": {"type": "array", "maxItems": 16, "description": "the devices it runs tasks on, one at "
+                         "a time each; claims name one", "items": {
+                   "type": "object", "required": ["id"], "properties": {
+                       "id": {"type": "string", "pattern": "^(gpu(1[0-5]|[0-9])|cpu)$"},
+                       "kind": {"type": "string", "enum": ["CUDA", "OPTIX", "HIP", "ONEAPI", "METAL", "GPU", "CPU"]},
+                       "name": {"type": "string"}, "memory_mb": {"type": "integer", "minimum": 0}}}},
                    "check": {"type": "string"}, "status": {"type": "string", "enum": ["pass", "warn", "fail"]},
                    "reason": {"type": "string"}}}},
                "state": {"type": "string", "enum": ["idle", "busy", "paused", "error"]},

@@ -235,6 +235,11 @@ def slot_of(worker: Worker, slot) -> str | None:
     busy = set(db.session.execute(db.select(Task.slot).where(
         Task.worker_id == worker.id, Task.status == TaskStatus.RUNNING)).scalars())
     return next((s for s in candidates if s not in busy), None)
+def slot_kind(worker: Worker, slot: str) -> str | None:
+    """The kind the worker reported for one of its slots (CUDA, CPU...); None for the implicit one."""
+    return next((s.get("kind") for s in (worker.capabilities or {}).get("slots") or [] if s.get("id") == slot), None)
+
+
 
 
 def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task | None:
@@ -264,7 +269,8 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     if slot is None:  # every slot busy
         db.session.commit()
         return None
-    task = db.session.execute(_claim_statement(has_gpu(worker)),
+    # The CPU slot of a GPU worker takes no GPU-only task (the app shows its renders no GPU).
+    task = db.session.execute(_claim_statement(has_gpu(worker) and slot_kind(worker, slot) != "CPU"),
                               {"worker_id": worker_id, "owner_id": worker.owner_id, "price": price, "types": types}).scalar_one_or_none()
     if task is None:
         db.session.commit()
@@ -305,6 +311,13 @@ def _number(value, name: str, low: float, high: float) -> float:
 def report_progress(worker: Worker, task_id: int, progress, eta_s=None, message=None,
                     now: datetime | None = None) -> bool:
     """Record progress (0..1) and extend the lease. False when the task is no longer the worker's
+    try:
+        # Now, not at an autoflush further down: on PostgreSQL a racing claim for this slot waits here
+        # for the winner's commit and then fails the unique running-slot index; that claim is a 204.
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return None
     running task (canceled, finished or reassigned): the app must stop it."""
     now = now or utcnow()
     progress = _number(progress, "progress", 0, 1)

@@ -15,8 +15,8 @@ from flask import current_app
 
 from .. import money
 from ..extensions import db
-from ..models import Job, JobInput, JobStatus, JobType, StoredFile, Task, TaskStatus, job_work
-from . import Page, ServiceError, credit, is_single_line, ledger, market, outputs, storage, uploads, verification
+from ..models import Job, JobInput, JobStatus, JobType, SceneDraft, StoredFile, Task, TaskStatus, job_work
+from . import Page, ServiceError, credit, is_single_line, ledger, market, outputs, scenes, storage, uploads, verification
 from . import projection, queue_status
 
 # --- The rules of a job spec -------------------------------------------
@@ -45,7 +45,8 @@ MODELS = {
 DEFAULT_MODEL = "realesr-animevideov3"
 
 RENDER_KEYS = {"type", "name", "frame_start", "frame_end", "frame_step", "chunk", "engine", "samples",
-               "resolution_percent", "format", "device", "priority", "max_price", "budget"}
+               "resolution_percent", "format", "device", "priority", "max_price", "budget",
+               "main", "allow_missing"}  # a project's .blend; submit though the scene lacks files
 UPSCALE_KEYS = {"type", "name", "scale", "model", "device", "priority", "max_price", "budget"}
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
@@ -126,10 +127,16 @@ def _common(spec, kind: str, allowed: set, errors: dict) -> dict:
     return out
 
 
-def validate_render_spec(spec) -> dict:
-    """The normalised render spec (defaults filled in), or SpecError naming every wrong field."""
+def validate_render_spec(spec, file_values: dict | None = None) -> dict:
+    """The normalised render spec, or SpecError naming every wrong field. A field left out (or None)
+    takes the scene file's own value (`file_values`, from scenes.file_defaults), else the default;
+    `from_file` lists the fields the file supplied."""
     errors: dict[str, str] = {}
     out = _common(spec, "render", RENDER_KEYS, errors)
+    file_values = file_values or {}
+    given = {k: v for k, v in spec.items() if v is not None}
+    from_file = [k for k in file_values if k not in given]
+    spec = {**file_values, **given}
     out["frame_start"] = _int(spec, "frame_start", errors, 0, FRAME_MAX)
     out["frame_end"] = _int(spec, "frame_end", errors, 0, FRAME_MAX, out["frame_start"])
     out["frame_step"] = _int(spec, "frame_step", errors, 1, FRAME_MAX, 1)
@@ -138,6 +145,13 @@ def validate_render_spec(spec) -> dict:
     out["samples"] = _int(spec, "samples", errors, 1, SAMPLES_MAX, 128)
     out["resolution_percent"] = _int(spec, "resolution_percent", errors, 1, 100, 100)
     out["format"] = _choice(spec, "format", errors, list(FORMATS), "PNG")
+    if not isinstance(spec.get("allow_missing", False), bool):
+        errors["allow_missing"] = "Must be true or false."
+    if file_values:
+        out["from_file"] = sorted(from_file)
+    for key in from_file:  # say where a refused value came from: the creator never typed it
+        if key in errors:
+            errors[key] = f"The scene file says {file_values[key]!r}: {errors[key]} Enter a value here."
     start, end, step, chunk = (out[k] for k in ("frame_start", "frame_end", "frame_step", "chunk"))
     if None not in (start, end) and end < start:
         errors["frame_end"] = f"The last frame ({end}) is before the first frame ({start}): the range is reversed."
@@ -183,7 +197,7 @@ def software_label(spec: dict) -> str:
 
 # --- Submission -------------------------------------------------------------------------------------
 
-def _store_all(build) -> Job:
+def _store_all(build, reserve: bool = True) -> Job:
     """Run `build(put)` (which stores blobs through `put` and adds rows) and commit it all, or nothing.
 
     On any error the transaction is rolled back and every blob file written here that no committed
@@ -199,7 +213,8 @@ def _store_all(build) -> Job:
 
     try:
         job = build(put)
-        credit.reserve_for(job)  # 402 beyond the available credit: nothing is stored
+        if reserve:
+            credit.reserve_for(job)  # 402 beyond the available credit: nothing is stored
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -223,46 +238,96 @@ def _new_task(job: Job, seq: int, params: dict, inputs: list[str]) -> Task:
                 priority=job.priority, device=job.device, max_price_micros=job.max_price_micros)
 
 
-def submit_render_job(owner, spec, blend_stream: BinaryIO | None, filename: str | None) -> Job:
-    """Validate the spec and the .blend, then store the file, the job and its tasks in one transaction."""
-    # The spec and the file's header are both checked before either error is raised, so a form
-    # shows every problem at once.
-    spec_error = file_error = None
-    try:
-        spec = validate_render_spec(spec)
-    except SpecError as exc:
-        spec_error = exc
-    head = blend_stream.read(4096) if blend_stream is not None else b""
-    try:
-        if not head:
-            raise uploads.InputError("missing_file", "Upload the .blend file to render." if blend_stream is None
-                             else "The .blend file is empty.", "blend")
-        uploads.check_blend_header(head)
-    except uploads.InputError as exc:
-        file_error = exc
-    if spec_error and file_error:
-        raise SpecError({**spec_error.errors, file_error.field: file_error.message})
-    if spec_error or file_error:
-        raise spec_error or file_error
-    name = uploads.input_name(filename, "scene", ".blend")
-    max_bytes = min(current_app.config.get("MAX_CONTENT_LENGTH") or uploads.BLEND_MAX_BYTES, uploads.BLEND_MAX_BYTES)
+def submit_render_job(owner, spec, blend_stream: BinaryIO | None = None, filename: str | None = None, *,
+                      project: tuple[str | None, BinaryIO] | None = None, draft: SceneDraft | None = None,
+                      keep_draft: bool = False) -> Job:
+    """Validate the spec against the scene, then store its files, the job and its tasks in one transaction.
 
-    def build(put):
+    The scene is a .blend (`blend_stream`), a project zip (`project`, with spec `main` naming its
+    .blend) or a draft kept from an earlier upload. Fields the spec leaves out come from the file; files
+    the scene uses that the upload lacks refuse the job (MissingDependencies) unless `allow_missing`.
+    With keep_draft (the form), an upload is kept as a draft first, and a refusal carries it as
+    `exc.draft`, so the corrected form is submitted without uploading the file again.
+    """
+    # The spec and the file are both checked before either error is raised, so a form shows every
+    # problem at once.
+    spec_error = file_error = None
+    upload = None
+    main = spec.get("main") if isinstance(spec, dict) else None
+    allow_missing = isinstance(spec, dict) and spec.get("allow_missing") is True
+    try:
+        if draft is not None:
+            reading = draft.reading
+        else:
+            field = "project" if project else "blend"
+            name, stream = project if project else (filename, blend_stream)
+            if stream is None:
+                raise uploads.InputError("missing_file", "Upload the .blend file to render, or a zip of the project.",
+                                         "blend")
+            upload = scenes.receive(name, stream, main, field)
+            reading = upload.reading
+            if keep_draft:
+                draft = _store_all(lambda put: scenes.save_draft(owner, upload, put), reserve=False)
+                upload.close()
+                upload = None
+    except uploads.InputError as exc:
+        file_error, reading = exc, {}
+    try:
         try:
-            stored = put(uploads.PrefixedStream(head, blend_stream), max_bytes)
-        except storage.TooLarge as exc:
-            raise uploads.InputError("too_large", exc.message, "blend", 413) from None
-        job = _new_job(owner, dict(spec, scene=verification.scene_of_blend(storage.path_for(stored.sha256))))
-        db.session.add(job)
-        db.session.add(JobInput(job=job, name=name, sha256=stored.sha256, size=stored.size))
-        params = {"blend": name, "engine": spec["engine"], "samples": spec["samples"],
-                  "resolution_percent": spec["resolution_percent"], "format": spec["format"],
-                  "device": spec["device"]}
-        chunks = split_frames(spec["frame_start"], spec["frame_end"], spec["frame_step"], spec["chunk"])
-        for seq, frames in enumerate(chunks, start=1):
-            db.session.add(_new_task(job, seq, dict(params, frames=frames), [name]))
-        return job
-    return _store_all(build)
+            spec = validate_render_spec(spec, scenes.file_defaults(reading))
+        except SpecError as exc:
+            spec_error = exc
+            if file_error:  # values a refused file would have supplied are not the creator's to fix
+                left = {k: v for k, v in exc.errors.items() if not (k in scenes.FILE_FIELDS and v == "Required.")}
+                spec_error = SpecError(left) if left else None
+        if spec_error and file_error:
+            raise SpecError({**spec_error.errors, file_error.field: file_error.message})
+        if spec_error or file_error:
+            raise spec_error or file_error
+        missing = scenes.missing(reading)
+        if missing and not allow_missing:
+            raise scenes.MissingDependencies(missing)
+        return _store_all(lambda put: _build_render_job(owner, spec, reading, put, upload, draft))
+    except ServiceError as exc:
+        exc.draft = draft
+        raise
+    finally:
+        if upload is not None:
+            upload.close()
+
+
+def upload_scene(owner, filename: str | None, stream: BinaryIO, main: str | None = None) -> SceneDraft:
+    """Receive, read and store a scene as a draft (committed), for a form to submit later."""
+    upload = scenes.receive(filename, stream, main)
+    try:
+        return _store_all(lambda put: scenes.save_draft(owner, upload, put), reserve=False)
+    finally:
+        upload.close()
+
+
+def _build_render_job(owner, spec: dict, reading: dict, put, upload, draft) -> Job:
+    if upload is not None:
+        files, main = upload.store(put), upload.main
+    else:
+        files, main = [(f.path, f.sha256, f.size) for f in draft.files], draft.main
+    by_path = {path: sha256 for path, sha256, _ in files}
+    # Read in the portal's process only once the bounded reader has read the same file without harm.
+    scene = None if reading.get("error") else verification.scene_of_blend(storage.path_for(by_path[main]))
+    spec = dict(spec, main=main, dependencies=scenes.public_dependencies(reading), scene=scene)
+    job = _new_job(owner, spec)
+    db.session.add(job)
+    for path, sha256, size in files:
+        db.session.add(JobInput(job=job, name=path, sha256=sha256, size=size))
+    params = {"blend": main, "engine": spec["engine"], "samples": spec["samples"],
+              "resolution_percent": spec["resolution_percent"], "format": spec["format"],
+              "device": spec["device"]}
+    names = [path for path, _, _ in files]
+    chunks = split_frames(spec["frame_start"], spec["frame_end"], spec["frame_step"], spec["chunk"])
+    for seq, frames in enumerate(chunks, start=1):
+        db.session.add(_new_task(job, seq, dict(params, frames=frames), names))
+    if draft is not None:
+        db.session.delete(draft)  # its files now belong to the job
+    return job
 
 
 def submit_upscale_job(owner, spec, files: list[tuple[str, BinaryIO]] | None = None,
@@ -423,6 +488,7 @@ def serialize_job(job: Job, with_tasks: bool = True, assessment: "queue_status.A
         "progress": job_progress(job), "created_at": _iso(job.created_at), "updated_at": _iso(job.updated_at),
         "finished_at": _iso(job.finished_at), "software": job.software, "priority": job.priority,
         "device": job.device, "max_price": money.fmt(job.max_price_micros), "spec": job.spec,
+        "dependencies": (job.spec or {}).get("dependencies", []),  # files the scene uses: in the upload or not
         "task_counts": task_counts(job), "cost": money.fmt(costs["spent_micros"]),
         "cost_estimate": None if costs["estimate_micros"] is None else money.fmt(costs["estimate_micros"]),
         "bench_hours": costs["bench_hours"],

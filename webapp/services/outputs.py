@@ -20,7 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from ..clock import utcnow
 from ..extensions import db
-from ..models import AppRelease, Job, JobInput, StoredFile, Task, TaskOutput, TaskStatus, Verification, job_work
+from ..models import AppRelease, DraftFile, Job, JobInput, StoredFile, Task, TaskOutput, TaskStatus, Verification, job_work
 from . import NotFound, ServiceError, result_checks, storage, thumbnails
 
 
@@ -167,6 +167,7 @@ def collect_unreferenced_blobs(now: datetime | None = None) -> int:
     from ..database import begin_write_transaction
     begin_write_transaction(db.session)
     referenced = db.union(db.select(JobInput.sha256), db.select(TaskOutput.sha256), db.select(AppRelease.sha256),
+                          db.select(DraftFile.sha256),  # a scene uploaded, its job not submitted yet
                           db.select(Verification.input_sha256).where(Verification.input_sha256.is_not(None)))
     gone = list(db.session.execute(db.select(StoredFile.sha256).where(
         StoredFile.created_at < cutoff, StoredFile.sha256.not_in(referenced)).limit(1000)).scalars())

@@ -255,25 +255,29 @@ def parse_capabilities(value) -> dict:
             "devices": [d[:32] for d in devices]}
 
 
-SLOT_ID_RE = re.compile(r"^[A-Za-z0-9:_-]{1,32}$")
+SLOT_ID_RE = re.compile(r"^(gpu(1[0-5]|[0-9])|cpu)$")  # the app's names: gpu0 ... gpu15, cpu
 MAX_SLOTS = 16
-SLOT_KINDS = ("gpu", "cpu")
+# A GPU slot's kind is its Cycles backend (or plain "gpu"); stored upper-case, as Blender spells them.
+SLOT_KINDS = ("CUDA", "OPTIX", "HIP", "ONEAPI", "METAL", "GPU", "CPU")
 
 
 def parse_slots(value) -> list[dict]:
-    """[{"id", "kind", "name", "memory_mb"}]: the devices a worker runs tasks on, one task each at a time."""
+    """[{"id", "kind", "name", "memory_mb"}]: the devices a worker runs tasks on, one task each at a time.
+    The cpu slot is always of kind CPU and a gpu slot never is: the claim keeps GPU-only tasks off it."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_SLOTS:
         raise _bad(f"'slots' must be a list of 1 to {MAX_SLOTS} devices.")
     slots, seen = [], set()
     for i, slot in enumerate(value):
         if not isinstance(slot, dict) or not isinstance(slot.get("id"), str) or not SLOT_ID_RE.match(slot["id"]):
-            raise _bad(f"slots[{i}].id must be 1-32 letters, digits, ':', '_' or '-'.")
+            raise _bad(f"slots[{i}].id must be one of gpu0 ... gpu15 or cpu.")
         if slot["id"] in seen:
             raise _bad(f"slots[{i}].id {slot['id']!r} is listed twice.")
         seen.add(slot["id"])
         kind, memory, name = slot.get("kind", "gpu"), slot.get("memory_mb"), slot.get("name")
-        if kind not in SLOT_KINDS:
-            raise _bad(f"slots[{i}].kind must be gpu or cpu.")
+        kind = kind.upper() if isinstance(kind, str) else kind
+        if kind not in SLOT_KINDS or (kind == "CPU") != (slot["id"] == "cpu"):
+            raise _bad(f"slots[{i}].kind must be CPU for the cpu slot and one of "
+                       f"{', '.join(SLOT_KINDS[:-1])} for a GPU.")
         if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory < 2**31):
             raise _bad(f"slots[{i}].memory_mb must be a whole number of megabytes.")
         if name is not None and not isinstance(name, str):

@@ -10,6 +10,8 @@ from typing import BinaryIO
 
 from werkzeug.utils import secure_filename
 
+from tray_client.untrusted import MAX_PATH_DEPTH, is_relative_path
+
 from . import ServiceError, storage
 
 # --- The rules of uploaded files ---------------------------------------------------------------------
@@ -160,6 +162,64 @@ def _unsafe_member_name(name: str) -> bool:
     parts = name.replace("\\", "/").split("/")
     return (name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts
             or "\x00" in name)
+
+
+# A project: the .blend and the files it uses, at their relative paths.
+PROJECT_PATH_MAX = 255  # a job input's name
+
+
+def check_project_archive(fp: BinaryIO) -> list[zipfile.ZipInfo]:
+    """The file members of a project zip after every safety check (zip-slip, symlinks, bombs, names a
+    worker could not write, two paths that differ only in case); else InputError on `project`."""
+    def reject(code, message, status=400):
+        return InputError(code, message, "project", status)
+    try:
+        zf = zipfile.ZipFile(fp)
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
+        raise reject("bad_archive", "The project is not a readable zip file.") from None
+    if len(infos) > ARCHIVE_MAX_MEMBERS:
+        raise reject("bad_archive", f"The project has {len(infos):,} entries; at most {ARCHIVE_MAX_MEMBERS:,}.")
+    members, total, paths, folders = [], 0, set(), set()
+    for info in infos:
+        name = info.filename
+        if _unsafe_member_name(name):
+            raise reject("unsafe_archive", f"The project entry {name!r} points outside the project "
+                         "(absolute path, drive letter or '..'): it was rejected.")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise reject("unsafe_archive", f"The project entry {name!r} is a symbolic link; put the file "
+                         "itself in the zip.")
+        if info.is_dir() or _ignored_member(name):
+            continue
+        parts = name.split("/")
+        if not is_relative_path(name):  # the Worker App's own rule: what it accepts, every worker can write
+            raise reject("bad_archive", f"The project entry {name!r} has a path workers cannot use (at most "
+                         f"{PROJECT_PATH_MAX} characters and {MAX_PATH_DEPTH} folders deep; no \\ : * ? \" < > |, "
+                         "no names Windows reserves such as CON or NUL).")
+        if info.flag_bits & 0x1:
+            raise reject("bad_archive", f"The project entry {name!r} is encrypted.")
+        key = name.lower()  # Windows and macOS workers would write both names into one file
+        if key in paths or key in folders:
+            raise reject("bad_archive", f"The project has {name!r} twice (names differing only in case, or a "
+                         "file and a folder of that name).")
+        prefixes = {"/".join(parts[:i]).lower() for i in range(1, len(parts))}
+        if prefixes & paths:
+            raise reject("bad_archive", f"The project entry {name!r} is inside a path that is a file.")
+        paths.add(key)
+        folders |= prefixes
+        total += info.file_size
+        if info.file_size > BLEND_MAX_BYTES:
+            raise reject("too_large", f"{name!r} is larger than {BLEND_MAX_BYTES // (1024 * 1024)} MiB.", 413)
+        if total > ARCHIVE_MAX_TOTAL:
+            raise reject("archive_too_large", f"The project unpacks to more than "
+                         f"{ARCHIVE_MAX_TOTAL // (1024 * 1024)} MiB.", 413)
+        if info.file_size > 1024 * 1024 and info.file_size > ARCHIVE_MAX_RATIO * max(info.compress_size, 1):
+            raise reject("unsafe_archive", f"{name!r} expands {info.file_size // max(info.compress_size, 1)}"
+                         "-fold: that is a zip bomb, not a project file.")
+        members.append(info)
+    if not any(m.filename.lower().endswith(".blend") for m in members):
+        raise reject("no_blend", "The project holds no .blend file: zip the folder with your .blend and its files.")
+    return members
 
 
 def check_archive(fp: BinaryIO) -> list[zipfile.ZipInfo]:

@@ -397,9 +397,9 @@ def iso(value: datetime | None) -> str | None:
 
 
 def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float | None = None,
-              uptime_seconds: int | None = None) -> dict:
+              uptime_seconds: int | None = None, device_slots: list[dict] | None = None) -> dict:
     """The Worker JSON of the provider API (documented in its OpenAPI schema); money as decimal strings."""
-    from . import presence
+    from . import presence, slots
     now = now or utcnow()
     if uptime_percent is None:
         uptime_percent = presence.uptime_percent([worker.id], now=now).get(worker.id, 0.0)
@@ -436,16 +436,19 @@ def serialize(worker: Worker, now: datetime | None = None, uptime_percent: float
         "app_version": worker.app_version,
         "tags": worker.tags,
         "paused_by_portal": worker.paused_at is not None,
+        "slots": device_slots if device_slots is not None else slots.summary(worker),
     }
 
 
 def serialize_many(workers: list[Worker], now: datetime | None = None) -> list[dict]:
     """serialize() for a page of workers with one query per uptime figure for all of them."""
-    from . import presence
+    from . import presence, slots
     now = now or utcnow()
     ids = [w.id for w in workers]
     percents, currents = presence.uptime_percent(ids, now=now), presence.current_uptimes(ids, now=now)
-    return [serialize(w, now, uptime_percent=percents[w.id], uptime_seconds=currents[w.id]) for w in workers]
+    device_slots = slots.summaries(workers)
+    return [serialize(w, now, uptime_percent=percents[w.id], uptime_seconds=currents[w.id],
+                      device_slots=device_slots[w.id]) for w in workers]
 
 
 # --- a worker's tasks -----------------------------------------------------------------------------
@@ -572,6 +575,7 @@ def serialize_task(task: Task, now: datetime | None = None) -> dict:
         "progress": round(float(task.progress or 0.0), 4),
         "message": task.message,
         "reward": fmt(task.reward_micros) if task.reward_micros is not None else None,
+        "slot": task.slot,  # the device it ran on (gpu0, cpu...)
         "created_at": iso(task.created_at),
         "started_at": iso(task.started_at),
         "finished_at": iso(task.finished_at),

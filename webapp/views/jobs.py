@@ -8,6 +8,7 @@ from ..extensions import htmx
 from ..forms import EmptyForm, RenderJobForm, UpscaleJobForm
 from ..models import Job, JobStatus, Task
 from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails, uploads, verification
+from ..services import scenes
 from ..services import projection, queue_status
 from ..web import job_outputs_zip, stored_file_download
 
@@ -41,13 +42,23 @@ def index():
                                           statuses=[s.value for s in JobStatus], live=live)))
 
 
-def _new_page(render_form=None, upscale_form=None, status=200, active="render"):
+def _new_page(render_form=None, upscale_form=None, status=200, active="render", draft=None):
     default_price = market.default_max_price_micros()
+    render_form = render_form or RenderJobForm(prefix="render")
     return render_template(
-        "jobs/new.html", render_form=render_form or RenderJobForm(prefix="render"),
+        "jobs/new.html", render_form=render_form,
         upscale_form=upscale_form or UpscaleJobForm(prefix="upscale"), active=active,
         default_price=money.fmt(default_price), default_price_usd=money.usd(default_price, 4),
-        limits=jobs, max_images=uploads.MAX_IMAGES), status
+        limits=jobs, max_images=uploads.MAX_IMAGES, **_scene_context(draft)), status
+
+
+def _scene_context(draft, error: str | None = None) -> dict:
+    """What the form shows of the uploaded scene (templates/jobs/_scene.html)."""
+    reading = draft.reading if draft is not None else {}
+    return {"draft": draft, "scene": reading.get("settings"), "scene_notes": scenes.notes(reading),
+            "dependencies": reading.get("dependencies") or [], "missing": scenes.missing(reading),
+            "advice": scenes.advice, "pack_advice": scenes.PACK_ADVICE, "scene_error": error,
+            "engines": jobs.ENGINES}
 
 
 @bp.get("/new")
@@ -60,9 +71,13 @@ def _show_errors(form, exc: ServiceError) -> None:
     """Put a service's refusal next to the field it is about (or above the form)."""
     if isinstance(exc, jobs.SpecError):
         pairs = exc.errors.items()
+    elif isinstance(exc, scenes.MissingDependencies):  # the files are listed with the scene, with what to do
+        pairs = [("allow_missing", f"The scene uses {len(exc.missing)} file(s) the upload lacks (listed above): "
+                                   "add them, or tick this to render without them.")]
     else:
         pairs = [(getattr(exc, "field", None), exc.message)]
     for key, message in pairs:
+        key = {"project": "blend"}.get(key, key)  # one file field takes a .blend or a project zip
         field = form._fields.get(key) if key else None
         if field is not None:
             field.errors = list(field.errors) + [message]
@@ -79,6 +94,7 @@ def _upload(storage_obj):
 @login_required
 def create_render():
     form = RenderJobForm(prefix="render")
+    draft = None
     if form.validate_on_submit():
         spec = {key: form[key].data for key in ("name", "frame_start", "frame_end", "frame_step", "chunk",
                                                  "engine", "samples", "resolution_percent", "format",
@@ -86,16 +102,46 @@ def create_render():
         spec["type"] = "render"
         spec["max_price"] = (spec["max_price"] or "").strip() or None
         spec["budget"] = (form.budget.data or "").strip() or None
+        spec["engine"], spec["format"] = spec["engine"] or None, spec["format"] or None  # empty: the file's
+        spec["allow_missing"] = bool(form.allow_missing.data)
+        if (form.main.data or "").strip():
+            spec["main"] = form.main.data.strip()
         upload = _upload(form.blend.data)
         try:
+            if upload is None and form.draft.data:  # uploaded before: the form was corrected
+                draft = scenes.owned_draft(current_user.id, form.draft.data)
             job = jobs.submit_render_job(current_user, spec, upload.stream if upload else None,
-                                         upload.filename if upload else None)
+                                         upload.filename if upload else None, draft=draft, keep_draft=True)
         except ServiceError as exc:
+            draft = getattr(exc, "draft", None) or draft
             _show_errors(form, exc)
         else:
             flash(f"Render job “{job.name}” submitted: {len(job.tasks)} task(s) queued.", "success")
             return redirect(url_for("jobs.detail", job_id=job.id))
-    return _new_page(render_form=form, status=400, active="render")
+    elif form.draft.data:
+        try:
+            draft = scenes.owned_draft(current_user.id, form.draft.data)
+        except ServiceError:
+            draft = None
+    return _new_page(render_form=form, status=400, active="render", draft=draft)
+
+
+@bp.post("/new/render/scene")
+@login_required
+def render_scene():
+    """htmx: the file chosen in the form, uploaded and read at once; answers the scene panel."""
+    form = RenderJobForm(prefix="render")
+    upload = _upload(form.blend.data)
+    draft, error = None, None
+    if upload is None:
+        error = "Choose a .blend file, or a .zip of the project."
+    else:
+        try:
+            draft = jobs.upload_scene(current_user, upload.filename, upload.stream, (form.main.data or "").strip() or None)
+        except ServiceError as exc:
+            error = exc.message
+    # A fragment the form swaps in: 200 even for a refused file, whose message is the content.
+    return render_template("jobs/_scene.html", f=form, **_scene_context(draft, error))
 
 
 @bp.post("/new/upscale")

@@ -404,6 +404,8 @@ def detail(worker_id):
         abort(400, "Unknown tab: use stats or tasks.")
     context = {"worker": worker, "tab": tab, "now": now, "status": worker_service.status_of(worker, now).value,
                "summary": stats.summary(worker, now=now)}
+    from ..services import slots  # each GPU with its state, current task and earnings (the head's Devices card)
+    context["device_slots"] = slots.summary(worker, micros=True)
     from ..services import market  # its bid as $/hour beside the resulting $/bench-hour (market.py prices)
     context.update(bid_micros=market.effective_bid_micros(worker, now), price_micros=market.worker_price_micros(worker, now))
     if _wants_fragment() and htmx.target == "worker-head":
