@@ -52,6 +52,8 @@ class Portal:
         self.reports: list[dict] = []
         self.down = False
         self.refuse: PortalError | None = None
+        self.slow = 0.0  # seconds each report takes to answer
+        self.sending = threading.Event()
 
     def settings(self):
         return {"name": "rig-1", "mining_config": self.config,
@@ -59,6 +61,8 @@ class Portal:
                                     "explanation": "Estimated by the portal from your hashrate."}}
 
     def mining_report(self, body):
+        self.sending.set()
+        time.sleep(self.slow)
         if self.down:
             raise PortalUnreachable("connection refused")
         if self.refuse:
@@ -281,3 +285,21 @@ def test_no_mining_without_an_nvidia_gpu_or_when_off(tmp_path, port):
         assert "NVIDIA" in sup.snapshot().reason and starts(tmp_path) == []
     finally:
         sup.stop()
+
+
+def test_a_slow_portal_never_delays_giving_the_gpu_back(tmp_path, port):
+    """A report on its way (the portal answers in 4 s) must not hold up a compute task's GPU."""
+    portal = Portal()
+    sup = supervisor(tmp_path, portal, port, report_seconds=1)
+    try:
+        wait_for(lambda: sup.snapshot().status == MinerStatus.RUNNING, what="mining")
+        portal.slow = 4.0
+        portal.sending.clear()
+        wait_for(portal.sending.is_set, what="a report on its way")
+        took = sup.compute_started(0)
+        assert took < 2.5 and sup.snapshot().status == MinerStatus.PAUSED_COMPUTE
+        portal.slow = 0.0
+        sup.compute_ended(0)
+    finally:
+        sup.stop()
+    assert portal.reports  # the slow report went through in the end, once

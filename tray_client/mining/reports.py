@@ -80,7 +80,9 @@ class ReportQueue:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the database; never held across an HTTP call
+        self._flush_lock = threading.Lock()
+        self._sending: set[int] = set()  # rows on their way: a new period is never merged into one
         try:
             self._db = self._open()
         except sqlite3.DatabaseError:
@@ -120,7 +122,7 @@ class ReportQueue:
                 row = self._db.execute("SELECT id, hashrate, period_seconds, shares_accepted, shares_rejected "
                                        "FROM mining_periods WHERE coin = ? AND pool = ? ORDER BY id DESC LIMIT 1",
                                        (period.coin, period.pool)).fetchone()
-                if row is not None and row[2] + period.seconds <= MAX_PERIOD_SECONDS:
+                if row is not None and row[0] not in self._sending and row[2] + period.seconds <= MAX_PERIOD_SECONDS:
                     seconds = row[2] + period.seconds
                     hashrate = (row[1] * row[2] + period.hashrate * period.seconds) / seconds  # time-weighted
                     self._db.execute("UPDATE mining_periods SET hashrate = ?, period_seconds = ?, "
@@ -144,25 +146,36 @@ class ReportQueue:
                                     "shares_rejected FROM mining_periods ORDER BY id").fetchall()
         return [(r[0], Period(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
 
-    def flush(self, client: PortalClient) -> Delivery:
-        delivery = Delivery([], [])
+    def _execute(self, sql: str, args: tuple) -> None:
         with self._lock:
+            self._db.execute(sql, args)
+
+    def flush(self, client: PortalClient) -> Delivery:
+        """Send what waits, oldest first. The database lock is not held while the portal answers, so a
+        period ending meanwhile (a compute task stopping the miner) is queued at once."""
+        delivery = Delivery([], [])
+        with self._flush_lock:
             for row_id, period in self.pending():
+                with self._lock:
+                    self._sending.add(row_id)
                 try:
                     answer = client.mining_report(period.payload())
                 except (PortalUnreachable, PortalError) as exc:
                     if retry_later(exc) or (isinstance(exc, PortalError) and exc.status in (401, 403)):
-                        self._db.execute("UPDATE mining_periods SET attempts = attempts + 1, last_error = ? "
-                                         "WHERE id = ?", (str(exc)[:300], row_id))
+                        self._execute("UPDATE mining_periods SET attempts = attempts + 1, last_error = ? "
+                                      "WHERE id = ?", (str(exc)[:300], row_id))
                         delivery.blocked = exc
                         break
                     # Refused for good (e.g. it overlaps a period already counted): sending it again
                     # could never succeed, and must never count twice.
-                    self._db.execute("DELETE FROM mining_periods WHERE id = ?", (row_id,))
+                    self._execute("DELETE FROM mining_periods WHERE id = ?", (row_id,))
                     message = printable(exc.message if isinstance(exc, PortalError) else str(exc), 300)
                     log.warning("mining report of %s s refused: %s", period.seconds, message)
                     delivery.refused.append(message)
                     continue
-                self._db.execute("DELETE FROM mining_periods WHERE id = ?", (row_id,))
+                finally:
+                    with self._lock:
+                        self._sending.discard(row_id)
+                self._execute("DELETE FROM mining_periods WHERE id = ?", (row_id,))
                 delivery.accepted.append(answer if isinstance(answer, dict) else {})
         return delivery

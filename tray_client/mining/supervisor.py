@@ -36,7 +36,7 @@ from .settings import MiningSettings, load_settings, section
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 2.0  # SIGTERM, then SIGKILL after this: a compute task gets its GPU within ~4 s
+STOP_GRACE_S = 1.5  # SIGTERM, then SIGKILL after this: a compute task gets its GPU within ~3.5 s
 POLL_S = 2.0  # stats readings; also how often the conditions are looked at again
 SETTINGS_REFRESH_S = 60.0  # the portal's mining_config and estimate
 IDLE_CHECK_S = 5.0
@@ -494,7 +494,7 @@ class MiningSupervisor:
         self._run = None
         self.events.append((time.monotonic(), "stop"))
         if run.reader is not None:
-            run.reader.join(timeout=1.0)
+            run.reader.join(timeout=0.3)  # its output ends with the tree; what is left is not waited for
         with contextlib.suppress(OSError):
             run.proc.stdout.close()
         self._close_period(run.job)
