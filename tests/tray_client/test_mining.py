@@ -303,3 +303,19 @@ def test_a_slow_portal_never_delays_giving_the_gpu_back(tmp_path, port):
     finally:
         sup.stop()
     assert portal.reports  # the slow report went through in the end, once
+
+
+def test_a_hostile_portal_cannot_slip_an_option_in_through_the_pool_or_wallet(tmp_path, port):
+    portal = Portal()
+    portal.config = {**portal.config, "wallet": "--script-start=/tmp/evil.sh"}
+    sup = supervisor(tmp_path, portal, port)
+    try:
+        state = wait_for(lambda: sup.snapshot() if sup.snapshot().status == MinerStatus.UNAVAILABLE else None,
+                         what="refused")
+        assert "wallet" in state.reason
+        portal.config = {**portal.config, "wallet": "0xabc", "pool": "-o evil:1"}
+        wait_for(lambda: "pool" in sup.snapshot().reason, what="pool refused")
+        time.sleep(0.3)
+        assert starts(tmp_path) == []
+    finally:
+        sup.stop()

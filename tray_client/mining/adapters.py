@@ -139,6 +139,18 @@ def _refused_option(args: list[str], long_names: tuple[str, ...], short_names: t
     return None
 
 
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9][^\s\x00-\x1f\x7f]{0,254}$")
+
+
+def check_value(name: str, value: str) -> str:
+    """A pool, coin or wallet from the portal as one argv value: it may not start with "-" (a miner's
+    option parser could take it for an option) nor hold spaces or control characters."""
+    if not isinstance(value, str) or not _SAFE_VALUE.match(value):
+        raise MinerConfigError(f"The {name} from the portal cannot be passed to a miner: it must start with a "
+                               f"letter or digit and hold no spaces.")
+    return value
+
+
 # --- the adapters --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ..api import PortalClient, PortalError, PortalUnreachable
 from ..runners.base import kill_tree, minimal_env
 from ..untrusted import printable
 from .adapters import MinerAdapter, MinerConfigError, MinerStats, MiningJob, StatsError, build_adapter, \
-    fetch_stats, split_extra
+    check_value, fetch_stats, split_extra
 from .reports import Period, ReportQueue
 from .settings import MiningSettings, load_settings, section
 
@@ -389,6 +389,11 @@ class MiningSupervisor:
         pool, coin, wallet = (str(c.get(k) or "") for k in ("pool", "coin", "wallet"))
         if not (pool and coin and wallet):
             return "Fill in the pool, the coin and the wallet address."
+        try:  # the portal's answer is untrusted: nothing in it may become an option
+            for name, value in (("pool", pool), ("coin", coin), ("wallet", wallet)):
+                check_value(name, value)
+        except MinerConfigError as exc:
+            return str(exc)
         try:
             algorithm = adapter.algorithm_for(coin, s.algorithm)
         except MinerConfigError as exc:
