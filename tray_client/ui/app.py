@@ -20,13 +20,16 @@ from ..untrusted import SafeFormatter
 from .pairing import PairingView
 from .tray import Tray
 from .viewmodel import STATE_TITLES, Controller
-from .window import MainWindow, apply_style
+from .theme import apply_theme, enable_dpi_awareness, scaled_geometry, set_min_size
+from .window import MainWindow
 
 log = logging.getLogger(__name__)
 
 PUMP_MS = 200
-MAIN_SIZE = "800x720"
+MAIN_SIZE = "800x720"  # at 100%: theme.scaled_geometry grows them with the screen's scaling
+MAIN_MIN_SIZE = (700, 560)
 PAIRING_SIZE = "600x400"
+PAIRING_MIN_SIZE = (480, 360)
 
 
 class App:
@@ -59,7 +62,8 @@ class App:
 
     def show_pairing(self) -> None:
         self.root.title("Pictor Worker · Pair this computer")
-        self.root.geometry(PAIRING_SIZE)
+        self.root.geometry(scaled_geometry(self.root, PAIRING_SIZE))
+        set_min_size(self.root, *PAIRING_MIN_SIZE)
         self.root.protocol("WM_DELETE_WINDOW", self.quit)
         self._pairing = PairingView(self.root, self.cfg, on_paired=self._paired)
         self._pairing.pack(fill="both", expand=True)
@@ -83,8 +87,8 @@ class App:
         self.controller = Controller(self.engine, self.cfg)
         self.engine.start()
         self.controller.mining = self._start_mining()
-        self.root.geometry(MAIN_SIZE)
-        self.root.minsize(720, 640)
+        self.root.geometry(scaled_geometry(self.root, MAIN_SIZE))
+        set_min_size(self.root, *MAIN_MIN_SIZE)
         self.window = MainWindow(self.root, self.controller, on_close=self.close_window, on_quit=self.quit,
                                  on_pair_again=self.pair_again, on_dashboard=self.open_dashboard)
         self.window.render(force=True)
@@ -254,6 +258,7 @@ def main(config_path=None, data_dir=None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(cfg)
+    enable_dpi_awareness()
     try:
         root = tk.Tk(className="PictorWorker")
     except tk.TclError as exc:
@@ -261,7 +266,7 @@ def main(config_path=None, data_dir=None) -> int:
               file=sys.stderr)
         return 2
     root.withdraw()
-    apply_style(root)
+    apply_theme(root)
     app = App(root, cfg)
     # Ctrl+C in a terminal, or a logout's SIGTERM: the same clean stop as Quit. Tk returns to Python
     # at every after() tick, so the handler runs within PUMP_MS.

@@ -31,15 +31,28 @@ class PairingView(ttk.Frame):
 
         ttk.Label(self, text="Connect this computer to Pictor", style="PageTitle.TLabel").grid(
             row=0, column=0, columnspan=3, sticky="w")
+        known = bool(self.server.get())
         ttk.Label(self, style="Muted.TLabel", wraplength=460, justify="left", text=(
+            "Type the pairing code from the portal's New Worker page (valid for 15 minutes), or import "
+            "the worker's config file." if known else
             "In the portal, open Workers → New Worker. It shows a pairing code (valid for 15 minutes) "
             "and offers the worker's config file. Use either one here.")).grid(
             row=1, column=0, columnspan=3, sticky="w", pady=(4, 16))
 
-        ttk.Label(self, text="Server URL", style="Field.TLabel").grid(row=2, column=0, sticky="w", pady=4)
+        # A portal address that came with the installer (or from the config) is shown, not asked for:
+        # the first run then asks only for the code; "Change…" opens the field.
+        ttk.Label(self, text="Portal" if known else "Server URL", style="Field.TLabel").grid(
+            row=2, column=0, sticky="w", pady=4, padx=(0, 12))
         self.server_entry = ttk.Entry(self, textvariable=self.server, width=42)
-        self.server_entry.grid(row=2, column=1, columnspan=2, sticky="we", pady=4)
-        ttk.Label(self, text="Pairing code", style="Field.TLabel").grid(row=3, column=0, sticky="w", pady=4)
+        self.server_shown = ttk.Label(self, textvariable=self.server, style="Value.TLabel")
+        self.change_server = ttk.Button(self, text="Change…", command=self.edit_server)
+        if known:
+            self.server_shown.grid(row=2, column=1, sticky="w", pady=4)
+            self.change_server.grid(row=2, column=2, sticky="e", pady=4, padx=(8, 0))
+        else:
+            self.server_entry.grid(row=2, column=1, columnspan=2, sticky="we", pady=4)
+        ttk.Label(self, text="Pairing code", style="Field.TLabel").grid(row=3, column=0, sticky="w", pady=4,
+                                                                       padx=(0, 12))
         self.code_entry = ttk.Entry(self, textvariable=self.code, width=16, font="PictorMono")
         self.code_entry.grid(row=3, column=1, sticky="w", pady=4)
         self.pair_button = ttk.Button(self, text="Pair", style="Accent.TButton", command=self.submit)
@@ -61,11 +74,19 @@ class PairingView(ttk.Frame):
             entry.bind("<Return>", lambda _e: self.submit())
         (self.code_entry if self.server.get() else self.server_entry).focus_set()
 
+    def edit_server(self) -> None:
+        self.server_shown.grid_remove()
+        self.change_server.grid_remove()
+        self.server_entry.grid(row=2, column=1, columnspan=2, sticky="we", pady=4)
+        self.server_entry.focus_set()
+        self.server_entry.select_range(0, "end")
+
     def _busy(self, text: str) -> None:
         self.status.set("")
         self.status_label.configure(style="Muted.TLabel")
         self.status.set(text)
-        for widget in (self.pair_button, self.import_button, self.server_entry, self.code_entry):
+        for widget in (self.pair_button, self.import_button, self.server_entry, self.code_entry,
+                       self.change_server):
             widget.state(["disabled"])
         self.progress.grid(row=7, column=0, columnspan=3, sticky="w", pady=(8, 0))
         self.progress.start(12)
@@ -73,7 +94,8 @@ class PairingView(ttk.Frame):
     def _idle(self) -> None:
         self.progress.stop()
         self.progress.grid_remove()
-        for widget in (self.pair_button, self.import_button, self.server_entry, self.code_entry):
+        for widget in (self.pair_button, self.import_button, self.server_entry, self.code_entry,
+                       self.change_server):
             widget.state(["!disabled"])
 
     def submit(self) -> None:
