@@ -111,3 +111,8 @@ class PayoutForm(FlaskForm):
 
 class BudgetForm(FlaskForm):
     budget = StringField("New budget (USD)", validators=[DataRequired(), Length(max=32)])
+
+
+class MaxPriceForm(FlaskForm):
+    """The job page's raise of a waiting job's maximum price (services/job_price.py checks the amount)."""
+    max_price = StringField("New maximum (USD/bench-hour)", validators=[DataRequired(), Length(max=32)])

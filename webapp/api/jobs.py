@@ -5,8 +5,8 @@ from flask import g, jsonify, request, url_for
 from ..models import JobStatus
 from ..services import scenes
 from .. import web
-from ..services import ServiceError, dispatch, jobs, permissions, queue_status, uploads
-from . import bp, schema, user_token_required
+from ..services import ServiceError, dispatch, job_price, jobs, permissions, queue_status, uploads
+from . import bp, json_body, schema, user_token_required
 
 
 def _spec_from_request():
@@ -95,6 +95,14 @@ def requeue_job(job_id):
     job = permissions.owned_job(g.user.id, job_id)
     count = dispatch.requeue_failed(job)
     return dict(jobs.serialize_job(job), requeued=count)
+
+
+@bp.post("/jobs/<int:job_id>/max_price")
+@user_token_required
+def raise_job_max_price(job_id):
+    job = permissions.owned_job(g.user.id, job_id)
+    job_price.raise_max_price(job, json_body().get("max_price"))
+    return jobs.serialize_job(permissions.owned_job(g.user.id, job_id))
 
 
 @bp.get("/jobs/<int:job_id>/outputs.zip")
@@ -213,6 +221,17 @@ OPENAPI_PATHS = {
         "post": {"operationId": "cancelJob", "tags": ["creator"], "security": _SECURITY,
                  "summary": "Cancel: queued tasks never start, running ones stop at their next progress report",
                  "responses": {"200": schema.json_response(schema.ref("Job"), "The canceled job"), **_errors(401, 404, 409)}},
+    },
+    "/jobs/{job_id}/max_price": {
+        "parameters": [_JOB_ID],
+        "post": {"operationId": "raiseJobMaxPrice", "tags": ["creator"], "security": _SECURITY,
+                 "summary": "Raise the maximum price per bench-hour (its queued tasks take it at once): what a "
+                            "price_too_low waiting message asks for",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["max_price"], "properties": {
+                         "max_price": {"type": "string", "example": "0.80",
+                                       "description": "USD per bench-hour, more than the current maximum"}}}}}},
+                 "responses": {"200": schema.json_response(schema.ref("Job"), "The job"), **_errors(400, 401, 404, 409)}},
     },
     "/jobs/{job_id}/requeue": {
         "parameters": [_JOB_ID],

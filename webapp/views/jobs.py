@@ -5,11 +5,11 @@ from flask_login import current_user, login_required
 
 from .. import money
 from ..extensions import htmx
-from ..forms import EmptyForm, RenderJobForm, UpscaleJobForm
+from ..forms import EmptyForm, MaxPriceForm, RenderJobForm, UpscaleJobForm
 from ..models import Job, JobStatus, Task
 from ..services import ServiceError, dispatch, jobs, market, outputs, permissions, thumbnails, uploads, verification
 from ..services import scenes
-from ..services import projection, queue_status
+from ..services import job_price, projection, queue_status
 from ..web import job_outputs_zip, stored_file_download
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -174,6 +174,8 @@ def _detail_context(job: Job) -> dict:
     return {
         "job": job, "counts": counts, "progress": jobs.job_progress(job), "costs": costs,
         "waiting": assessment.waiting, "projection": projection.project(job, costs, assessment=assessment),
+        "price_form": MaxPriceForm(formdata=None, max_price=money.fmt(assessment.waiting.price_needed_micros).rstrip("0")
+                                   if assessment.waiting and assessment.waiting.price_needed_micros else None),
         "tasks": tasks, "checks": verification.states_of([t.id for t in tasks]), "page": page, "pages": pages,
         "outputs": [] if job.outputs_purged_at else outputs.completed_outputs(job, limit=THUMBS_SHOWN),
         "live": job.status in ACTIVE_JOB, "action_form": EmptyForm(), "thumbs_shown": THUMBS_SHOWN,
@@ -199,6 +201,24 @@ def cancel(job_id):
             flash(exc.message, "error")
         else:
             flash("Job canceled: queued tasks won't start, running ones stop at their next report.", "success")
+    return redirect(url_for("jobs.detail", job_id=job.id))
+
+
+@bp.post("/<int:job_id>/max-price")
+@login_required
+def raise_max_price(job_id):
+    job = permissions.owned_job(current_user.id, job_id)
+    form = MaxPriceForm()
+    if form.validate_on_submit():
+        try:
+            micros = job_price.raise_max_price(job, form.max_price.data)
+        except ServiceError as exc:
+            flash(exc.message, "error")
+        else:
+            flash(f"Maximum price raised to {money.usd_exact(micros)} per bench-hour: the queued tasks are offered "
+                  "to workers at that price now.", "success")
+    else:
+        flash("Enter the new maximum price, e.g. 0.80.", "error")
     return redirect(url_for("jobs.detail", job_id=job.id))
 
 
