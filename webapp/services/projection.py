@@ -47,10 +47,10 @@ def _work_weight(spec: dict, params: dict) -> float:
     return float(int(params.get("scale") or 1) ** 2)
 
 
-def _similar(job: Job, params: dict) -> bool:
-    if "frames" in params:
-        return params.get("engine") == (job.spec or {}).get("engine")
-    return params.get("model") == (job.spec or {}).get("model") and params.get("scale") == (job.spec or {}).get("scale")
+def _similar(reference: dict, params: dict) -> bool:
+    """Whether a task's work is like `reference`'s (a task of the job): the same engine, or model and scale."""
+    keys = ("engine",) if "frames" in reference else ("model", "scale")
+    return ("frames" in reference) == ("frames" in params) and all(params.get(k) == reference.get(k) for k in keys)
 
 
 def _bench_seconds(seconds: float, bench_score: int | None) -> float:
@@ -117,9 +117,9 @@ def _from_the_job(job: Job, now: datetime, costs: dict, done: list, active: list
     def left(row) -> float:  # bench-seconds of work a task still has
         done_share = min(1.0, row[2] or 0.0) if row[0] == TaskStatus.RUNNING else 0.0
         return _units(row[1]) * median * (1 - done_share)
-    result = _empty(f"From the {len(done)} completed task(s) of this job: "
-                    f"{median:,.0f} bench-seconds per {'frame' if job.type == JobType.RENDER else 'image'} "
-                    f"(median), and what its tasks have cost so far.", "job")
+    unit = "frame" if job.type == JobType.RENDER else "image"
+    result = _empty(f"From this job's {len(done)} completed task(s): {median:,.0f} bench-seconds per {unit} "
+                    "(median) at what they cost.", "job")
     result["cost_micros"] = costs["estimate_micros"]
     speed = _speed(running, [])
     if not active:
@@ -128,7 +128,7 @@ def _from_the_job(job: Job, now: datetime, costs: dict, done: list, active: list
         # The work left over the speed on it, but never sooner than its longest running task can end.
         longest = max((left(row) / ((row[3] or market.UNBENCHED_SCORE) / 1000) for row in running), default=0.0)
         result["finish_at"] = now + timedelta(seconds=max(sum(left(row) for row in active) / speed, longest))
-        result["explanation"] += f" The finish time assumes the {len(running)} task(s) running now keep their pace."
+        result["explanation"] += f" The finish assumes the {len(running)} worker slot(s) on it now keep their pace."
     else:
         result["explanation"] += " No worker is on it right now, so there is no finish time until one takes it."
     return _budgeted(result, job)
@@ -141,8 +141,9 @@ def _from_the_network(job: Job, now: datetime, active: list, able: list) -> dict
         .where(Task.type == job.type, Task.status == TaskStatus.COMPLETED, Task.compute_seconds > 0,
                Task.finished_at >= now - NETWORK_WINDOW, Task.job_id != job.id, Job.demo.is_(False))
         .order_by(Task.finished_at.desc()).limit(NETWORK_SAMPLE)).all()
+    reference = active[0][1] if active else {}
     per_weight = [_bench_seconds(s, score) / _units(params) / _work_weight(spec, params)
-                  for s, score, params, spec in rows if _similar(job, params or {})]
+                  for s, score, params, spec in rows if _similar(reference, params or {})]
     if len(per_weight) < MIN_SIMILAR:
         return _empty("No estimate yet: the network has completed too few similar tasks this week to go by. "
                       "The first completed task of this job gives one.")
