@@ -148,8 +148,8 @@ def _check_input(item: Any, task_id: int, server_url: str, input_url) -> TaskInp
         raise BadTask("an input is not a JSON object", task_id)
     name, sha, size = item.get("name"), item.get("sha256"), item.get("size")
     if not is_relative_path(name):
-        raise BadTask(f"input name {printable(repr(name), 80)} is not a file name or a relative path "
-                      "inside the task folder", task_id)
+        raise BadTask(f"input name {printable(repr(name), 80)} is not a plain file name nor a relative "
+                      "path inside the task folder", task_id)
     if not isinstance(sha, str) or not _SHA256.fullmatch(sha.lower()):
         raise BadTask(f"input {name!r} has no SHA-256 (64 hex digits)", task_id)
     if type(size) is not int or not 0 <= size <= MAX_INPUT_BYTES:
