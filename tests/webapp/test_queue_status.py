@@ -244,3 +244,21 @@ def test_projection_before_the_first_completion_is_a_range_from_similar_network_
     other_engine.spec = {"type": "render", "engine": "BLENDER_EEVEE"}
     db.session.commit()
     assert projection.project(other_engine, jobs.cost_summary(other_engine))["basis"] is None
+
+
+def test_a_free_cpu_slot_does_not_take_a_gpu_only_job(sqlite_ctx):
+    """The claim's slot rule (dispatch.slot_takes_gpu_tasks): with its GPU busy, a worker's CPU slot is free for
+    an any-device job only."""
+    rig, _ = make_worker(name="rig", job_types=["render"], gpu=True, slots=None)
+    worker = db.session.get(Worker, rig)
+    worker.capabilities = {**worker.capabilities, "slots": [
+        {"id": "gpu0", "kind": "CUDA", "name": "RTX", "memory_mb": 8192},
+        {"id": "cpu", "kind": "CPU", "name": "CPU", "memory_mb": None}]}
+    db.session.commit()
+    _, (busy_task,) = make_job(tasks=1, priority=9, name="first", device="gpu")
+    assert dispatch.claim_task(db.session.get(Worker, rig), slot="gpu0").id == busy_task
+    gpu_job, _ = make_job(tasks=1, device="gpu", name="gpu only")
+    any_job, (any_task,) = make_job(tasks=1, device="any", name="anywhere")
+    assert waiting(gpu_job).reason == queue_status.WaitingReason.ALL_BUSY
+    assert waiting(any_job) is None
+    assert dispatch.claim_task(db.session.get(Worker, rig), slot="cpu").id == any_task  # the dispatcher agrees

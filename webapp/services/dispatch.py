@@ -240,6 +240,12 @@ def slot_kind(worker: Worker, slot: str) -> str | None:
     return next((s.get("kind") for s in (worker.capabilities or {}).get("slots") or [] if s.get("id") == slot), None)
 
 
+def slot_takes_gpu_tasks(worker: Worker, slot: str) -> bool:
+    """Whether a slot may run GPU-only tasks: the worker has a GPU and this is not its CPU slot (the app
+    shows the renders of its CPU slot no GPU)."""
+    return has_gpu(worker) and slot_kind(worker, slot) != "CPU"
+
+
 
 
 def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task | None:
@@ -269,8 +275,7 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     if slot is None:  # every slot busy
         db.session.commit()
         return None
-    # The CPU slot of a GPU worker takes no GPU-only task (the app shows its renders no GPU).
-    task = db.session.execute(_claim_statement(has_gpu(worker) and slot_kind(worker, slot) != "CPU"),
+    task = db.session.execute(_claim_statement(slot_takes_gpu_tasks(worker, slot)),
                               {"worker_id": worker_id, "owner_id": worker.owner_id, "price": price, "types": types}).scalar_one_or_none()
     if task is None:
         db.session.commit()

@@ -4,11 +4,11 @@ A queued job with nothing running waits for one of four reasons, checked in the 
 be turned away by `dispatch.claim_task`: no online worker offers the job's type (or those that do have
 failed it too often: `dispatch.blocklisted`), the job asks for a GPU none of them has, every one of
 them prices a bench-hour above the job's maximum (`market.worker_price_micros`), or all that remain are
-busy on every device slot (`dispatch.reported_slots`). Online is `workers.status_expr`'s online or busy;
+busy on every device slot that could take it (`dispatch.reported_slots`, `slot_takes_gpu_tasks`). Online is `workers.status_expr`'s online or busy;
 demo workers (no app behind them) and workers paused from the portal take nothing, so they don't count.
 
 A page of jobs costs a fixed handful of queries whatever its length or the network's size: the online
-workers with their running-task counts once, the page's task counts once, and the page's failure
+workers and their busy slots once, the page's task counts once, and the page's failure
 history once; everything else is arithmetic over those rows.
 """
 
@@ -61,17 +61,28 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _online_workers(now: datetime) -> list[tuple[Worker, int]]:
-    """(worker, running tasks) for every worker that can claim now, in one query."""
-    running = (db.select(Task.worker_id, db.func.count().label("n")).where(Task.status == TaskStatus.RUNNING)
-               .group_by(Task.worker_id).subquery())
-    rows = db.session.execute(
-        db.select(Worker, db.func.coalesce(running.c.n, 0))
-        .outerjoin(running, running.c.worker_id == Worker.id)
-        .where(Worker.deleted_at.is_(None), Worker.demo.is_(False), Worker.paused_at.is_(None),
-               Worker.suspended_at.is_(None), workers.status_expr(now).in_(ONLINE))
-        .options(lazyload("*"))).all()
-    return [(worker, int(n)) for worker, n in rows]
+def _online_workers(now: datetime) -> list[tuple[Worker, set]]:
+    """(worker, its busy slots) for every worker that can claim now, in two queries."""
+    online = (db.select(Worker)
+              .where(Worker.deleted_at.is_(None), Worker.demo.is_(False), Worker.paused_at.is_(None),
+                     Worker.suspended_at.is_(None), workers.status_expr(now).in_(ONLINE)))
+    found = list(db.session.execute(online.options(lazyload("*"))).scalars())
+    busy: dict[int, set] = {}
+    for worker_id, slot in db.session.execute(
+            db.select(Task.worker_id, Task.slot).where(Task.status == TaskStatus.RUNNING,
+                                                       Task.worker_id.in_(online.with_only_columns(Worker.id)))):
+        busy.setdefault(worker_id, set()).add(slot)
+    return [(worker, busy.get(worker.id, set())) for worker in found]
+
+
+def _has_free_slot(worker: Worker, busy: set, gpu_only: bool) -> bool:
+    """A slot the claim would use for this job: not running a task, and one that takes GPU-only tasks if the
+    job is (dispatch.slot_takes_gpu_tasks). A running task without a slot fills one too."""
+    slots = dispatch.reported_slots(worker)
+    free = [s for s in slots if s not in busy]
+    if len(busy) >= len(slots) or not free:
+        return False
+    return any(dispatch.slot_takes_gpu_tasks(worker, s) for s in free) if gpu_only else True
 
 
 def _task_counts(job_ids: list[int]) -> dict[int, dict[TaskStatus, int]]:
@@ -108,8 +119,8 @@ def _turned_away(job_ids: list[int]) -> set[tuple[int, int]]:
     return {(job_id, worker_id) for job_id, worker_id, blocked, has_open in rows if blocked or not has_open}
 
 
-def _classify(job: Job, online: list[tuple[Worker, int, int]], turned_away: set[tuple[int, int]]) -> Assessment:
-    """`online`: (worker, running tasks, price per bench-hour) of each online worker."""
+def _classify(job: Job, online: list[tuple[Worker, set, int]], turned_away: set[tuple[int, int]]) -> Assessment:
+    """`online`: (worker, its busy slots, price per bench-hour) of each online worker."""
     work = WORK_WORDS.get(job.type, job.type.value)
     typed = [row for row in online if job.type in dispatch.claim_types(row[0])]
     if not typed:
@@ -140,7 +151,7 @@ def _classify(job: Job, online: list[tuple[Worker, int, int]], turned_away: set[
             f"The {_plural(len(priced), 'online worker')} that could run this failed its tasks before and won't "
             "be given them again: the job starts when another worker connects.", len(priced)))
     workers_able = [row[0] for row in able]
-    if all(running >= len(dispatch.reported_slots(worker)) for worker, running, _ in able):
+    if not any(_has_free_slot(worker, busy, job.device == "gpu") for worker, busy, _ in able):
         return Assessment(Waiting(
             WaitingReason.ALL_BUSY,
             ("The one online worker that could run this is busy with another task"
@@ -159,8 +170,8 @@ def assess_jobs(jobs: list[Job], now: datetime | None = None) -> dict[int, Asses
     if not candidates:
         return result
     average = market.average_bid_micros(now)
-    online = [(worker, running, market.worker_price_micros(worker, now, average))
-              for worker, running in _online_workers(now)]
+    online = [(worker, busy, market.worker_price_micros(worker, now, average))
+              for worker, busy in _online_workers(now)]
     counts = _task_counts([job.id for job in candidates])
     turned_away = _turned_away([job.id for job in candidates])
     for job in candidates:
