@@ -172,11 +172,12 @@ class PortalClient:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    def claim(self) -> tuple[dict[str, Any] | None, float | None]:
-        """(task, None), or (None, seconds the portal asks us to wait) when there is no work.
+    def claim(self, slot: str | None = None) -> tuple[dict[str, Any] | None, float | None]:
+        """(task, None), or (None, seconds the portal asks us to wait) when there is no work (or `slot`,
+        the device slot it is for, is busy there).
 
         Never retried: a claim whose answer was lost is recovered by the portal's lease expiry."""
-        response = self._request("POST", "/worker/tasks/claim", json={})
+        response = self._request("POST", "/worker/tasks/claim", json={"slot": slot} if slot else {})
         if response.status_code == 204 or not response.content:
             return None, _retry_after(response)
         task = _decode(response)

@@ -162,11 +162,20 @@ def pair(config_path, data_dir, code, server, import_path):
 @click.option("--headless", is_flag=True, help="No desktop UI; log to stdout (for services and farms)")
 @click.option("--once", is_flag=True, help="Process at most one task, then exit (tests, cron)")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging")
+@click.option("--devices", metavar="LIST", help="The devices to share, e.g. gpu0,gpu1,cpu (one task each at a "
+              "time; saved in the config); default: every GPU, the CPU only without one")
 @_common
-def run(config_path, data_dir, headless, once, verbose):
+def run(config_path, data_dir, headless, once, verbose, devices):
     """Connect to the portal and work: claim tasks, render, upload, earn."""
     from .engine import Engine, EngineError
     cfg = _paired(_load(config_path, data_dir))
+    if devices is not None:
+        from .devices import parse_selection
+        try:
+            cfg.settings["devices"] = parse_selection(devices)
+        except ValueError as exc:
+            _fail(f"--devices: {exc}", EXIT_USAGE)
+        cfg.save()
     _setup_logging(cfg, to_stdout=headless, verbose=verbose)
     try:
         engine = Engine(cfg)

@@ -27,6 +27,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "auto_benchmark": True,  # run the benchmark once when the portal has no Bench Score for us
     "auto_speedtest": True,  # measure the connection once when the portal has no figures for us
     "gpu_backend": None,  # "CUDA", "OPTIX", "HIP": None = what the hardware probe suggests
+    "devices": None,  # slot ids shared ("gpu0", "gpu1", "cpu"): None = every GPU, the CPU only without one
 }
 
 
@@ -51,7 +52,11 @@ def set_aside(path: Path, why: str) -> str:
 
 def _setting_ok(key: str, value: Any) -> bool:
     if value is None:
-        return key in ("blender_path", "gpu_backend")
+        return key in ("blender_path", "gpu_backend", "devices")
+    if key == "devices":
+        from .devices import SLOT_ID_RE
+        return isinstance(value, list) and 0 < len(value) <= 17 and all(
+            isinstance(v, str) and SLOT_ID_RE.match(v) for v in value)
     if key in ("blender_path", "gpu_backend"):
         return isinstance(value, str) and len(value) < 4096 and "\x00" not in value
     if key == "cache_max_bytes":

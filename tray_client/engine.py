@@ -26,10 +26,11 @@ from typing import Any, Callable
 
 import psutil
 
-from . import __version__, compliance, hardware
+from . import __version__, compliance, devices, hardware
 from .api import InputTooLarge, PortalClient, PortalError, PortalUnreachable, retry_later
 from .cache import InputCache, InputHashMismatch
 from .config import WorkerConfig, set_aside
+from .devices import Device, DeviceProbe
 from .outbox import Outbox
 from .untrusted import BadTask, TaskInput, check_task, clamp_interval, printable, task_id_of
 from .runners import RUNNERS, UnknownJobType, benchmark, get_runner
@@ -124,6 +125,35 @@ class EngineError(Exception):
         self.exit_code = exit_code
 
 
+# The fields of one running task, kept per device slot (SlotState) and mirrored at the top of EngineState
+# for the slot the headline shows (the first busy one): a one-slot node reads exactly as before slots.
+TASK_FIELDS = ("job_id", "job_type", "software", "task_id", "progress", "progress_message", "eta_s",
+               "started_at", "reward_estimate")
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """One device slot (a GPU or the CPU) as the Computing tab shows it: the device and its task."""
+
+    id: str
+    kind: str = "CPU"
+    name: str = ""
+    job_id: int | None = None
+    job_type: str | None = None
+    software: str | None = None
+    task_id: int | None = None
+    progress: float = 0.0
+    progress_message: str = ""
+    eta_s: float | None = None
+    started_at: float | None = None
+    reward_estimate: str | None = None
+    completed: int = 0  # tasks this slot completed since start
+
+    @property
+    def state(self) -> State:
+        return State.BUSY if self.task_id is not None else State.IDLE
+
+
 @dataclass(frozen=True)
 class EngineState:
     """Everything a UI shows about the worker, as one immutable value: the engine swaps in a new one on
@@ -164,6 +194,8 @@ class EngineState:
     job_types: tuple[str, ...] = ()
     benchmark: BenchmarkPhase = BenchmarkPhase.IDLE
     benchmark_error: str | None = None
+    slots: tuple[SlotState, ...] = ()  # the devices shared, each with its own task
+    devices_found: tuple[SlotState, ...] = ()  # every device found, shared or not (the Settings tab)
 
     def __post_init__(self):
         # Values read back from JSON (the status file) arrive as plain strings and lists: the enums
@@ -171,6 +203,11 @@ class EngineState:
         object.__setattr__(self, "state", State(self.state))
         object.__setattr__(self, "benchmark", BenchmarkPhase(self.benchmark))
         object.__setattr__(self, "job_types", tuple(self.job_types))
+        names = {f.name for f in fields(SlotState)}
+        for key in ("slots", "devices_found"):
+            object.__setattr__(self, key, tuple(
+                s if isinstance(s, SlotState) else SlotState(**{k: v for k, v in s.items() if k in names})
+                for s in getattr(self, key) if isinstance(s, SlotState) or (isinstance(s, dict) and "id" in s)))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of the status file that `pictor-worker status` reads (enums as their strings)."""
@@ -217,6 +254,56 @@ class _InstanceLock:
             self.handle = None
 
 
+class _Wake:
+    """An Event that every thread sees on its own: set() wakes all sleeping slot loops, and a thread's
+    clear() only forgets the wake-ups it has seen (one slot waking must not swallow another's)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._count = 0
+        self._seen: dict[int, int] = {}  # thread id -> the count it has cleared up to
+
+    def _pending(self) -> bool:
+        return self._count > self._seen.get(threading.get_ident(), 0)
+
+    def set(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def is_set(self) -> bool:
+        with self._cond:
+            return self._pending()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(self._pending, timeout)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._seen[threading.get_ident()] = self._count
+
+
+class _Slot:
+    """The engine's own side of one device slot: its device, how its tasks are pinned to it, and what its
+    running task needs (cancel, latest progress, the crash-recovery task file)."""
+
+    def __init__(self, device: Device, task_path: Path, pinned: bool, claim_slot: str | None):
+        self.device = device
+        self.id = device.id
+        self.task_path = task_path
+        self.pinned = pinned  # False: one slot using the whole machine, as before slots existed
+        self.claim_slot = claim_slot  # the slot named in claims; None: the portal picks the only one
+        self.cancel = threading.Event()  # the portal wants this slot's task stopped
+        self.latest: Progress | None = None
+        self.last_progress_event = 0.0
+
+    def visible_gpus(self) -> str | None:
+        if not self.pinned:
+            return None
+        return str(self.device.index) if self.device.is_gpu else ""
+
+
 def _rmtree(path: Path) -> None:
     def writable(func, p, _exc):  # cached inputs are read-only; Windows refuses to delete them
         with contextlib.suppress(OSError):
@@ -258,6 +345,7 @@ class Engine:
 
     def __init__(self, cfg: WorkerConfig, *, client: PortalClient | None = None,
                  probe: Callable[..., dict[str, Any]] = hardware.probe,
+                 device_probe: DeviceProbe | None = None,
                  runner_factory: Callable[..., Any] = get_runner,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
                  progress_interval: float = PROGRESS_REPORT_S,
@@ -267,6 +355,8 @@ class Engine:
         self.cfg = cfg
         self.client = client or PortalClient(cfg.server_url, cfg.token)
         self.probe = probe
+        # The devices found (devices.probe is the real one); None: the GPUs of the hardware report.
+        self.device_probe = device_probe
         self.runner_factory = runner_factory
         self.on_event = on_event
         self.events: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
@@ -283,10 +373,14 @@ class Engine:
         self._state = EngineState(server_url=cfg.server_url, worker_id=cfg.worker_id)
         self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._paused = threading.Event()
         self._portal_paused = False  # the pause came from the portal (heartbeat answer), not from us
-        self._cancel = threading.Event()  # the portal wants the current task stopped
+        self._slots: list[_Slot] = []  # the shared devices, decided at the first hello
+        # Called with ("started" | "ended", device, task id) around every task on a device (the miner
+        # stops for a GPU while it computes a task: tray_client/mining/ adds itself here).
+        self.device_hooks: list[Callable[[str, Device, int], None]] = []
+        self._rejected: dict[int, Exception] = {}  # task id -> the portal's refusal of its complete
         self._hand_back = threading.Event()  # we are shutting down: give the task back
         self._heartbeat_stop = threading.Event()
         self._bench_requested = threading.Event()
@@ -294,8 +388,6 @@ class Engine:
         self._hello_generation = 0  # a newer refresh_hello() supersedes an older one still retrying
         self._renderer_error: str | None = None  # the error we set for a missing renderer, to clear it
         self._thread: threading.Thread | None = None
-        self._last_progress_event = 0.0
-        self._latest: Progress | None = None
         self._instance_lock = _InstanceLock(cfg.data_dir / "engine.lock")
         self.exit_code: int | None = None
         self._opened = False
@@ -317,6 +409,27 @@ class Engine:
             state = replace(self._state, **changes)
             self._state = snapshot = replace(state, state=_derived_state(state))
         self._emit(kind, snapshot)
+
+    def _slot_update(self, slot: _Slot, kind: str = "state", **changes: Any) -> None:
+        """Like _update, with the task fields going to `slot`; the top-level task fields then mirror the
+        first busy slot (or this one when all are idle)."""
+        task_changes = {k: changes.pop(k) for k in (*TASK_FIELDS, "completed") if k in changes}
+        with self._lock:
+            if self.outbox is not None:
+                changes["outbox_pending"] = len(self.outbox)
+            state = self._with_slot(self._state, slot, task_changes)
+            state = replace(state, **changes)
+            self._state = snapshot = replace(state, state=_derived_state(state))
+        self._emit(kind, snapshot, slot=slot.id)
+
+    def _with_slot(self, state: EngineState, slot: _Slot, task_changes: dict[str, Any]) -> EngineState:
+        """state with `slot`'s task fields changed and the headline's task fields re-mirrored."""
+        slots = tuple(replace(s, **task_changes) if s.id == slot.id else s for s in state.slots)
+        if not any(s.id == slot.id for s in slots):  # process() without open(): a slot of its own
+            slots += (replace(SlotState(slot.id, slot.device.kind, slot.device.name), **task_changes),)
+        shown = next((s for s in slots if s.task_id is not None), None) or \
+            next(s for s in slots if s.id == slot.id)
+        return replace(state, slots=slots, **{k: getattr(shown, k) for k in TASK_FIELDS})
 
     def _emit(self, kind: str, snapshot: EngineState, **detail: Any) -> None:
         event = {"kind": kind, "state": snapshot, **detail}
@@ -362,10 +475,13 @@ class Engine:
         snap = self.snapshot()
         if snap.task_id is None:
             return
-        nearly_done = snap.progress >= NEARLY_DONE_FRACTION or (snap.eta_s is not None
-                                                                and snap.eta_s <= self.finish_grace_s / 2)
+        # Every running task (one per busy slot) must be nearly done for the engine to wait for them.
+        running = [s for s in snap.slots if s.task_id is not None] or [snap]
+        nearly_done = all(s.progress >= NEARLY_DONE_FRACTION or (s.eta_s is not None
+                                                                 and s.eta_s <= self.finish_grace_s / 2)
+                          for s in running)
         if hand_back or (hand_back is None and not (first and nearly_done)):
-            log.info("handing task %s back to the portal", snap.task_id)
+            log.info("handing task %s back to the portal", ", ".join(str(s.task_id) for s in running))
             self._hand_back.set()
         else:
             log.info("task %s is nearly done: finishing it before exiting", snap.task_id)
@@ -523,11 +639,43 @@ class Engine:
         self._instance_lock.release()
 
     def _loop(self, once: bool) -> int:
+        """One slot: its loop runs here, as before slots. Several: one loop each on its own thread, all
+        claiming at once; the first slot also runs the benchmark, once the others are idle."""
+        slots = self._slots or [self._default_slot()]
+        if len(slots) == 1:
+            return self._slot_loop(slots[0], once)
+        codes: dict[str, int] = {}
+
+        def work(slot: _Slot) -> None:
+            try:
+                codes[slot.id] = self._slot_loop(slot, once)
+            except Exception:  # our bug: the other slots go on
+                log.exception("slot %s: the loop failed", slot.id)
+                codes[slot.id] = EXIT_TASK_FAILED
+            if codes[slot.id] == EXIT_AUTH:
+                self._stop.set()  # no slot can work with a refused token
+                self._wake.set()
+        threads = [threading.Thread(target=work, args=(slot,), name=f"pictor-slot-{slot.id}", daemon=True)
+                   for slot in slots]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return max(codes.values(), default=EXIT_OK)
+
+    def _slot_loop(self, slot: _Slot, once: bool) -> int:
         delay = self.idle_backoff[0]
+        first = slot is (self._slots or [slot])[0]
         while not self._stop.is_set():
             if self.outbox is not None and len(self.outbox):
                 self._flush()
             if self._bench_requested.is_set():
+                if not first:  # the benchmark runs alone: this slot takes no task meanwhile
+                    self._sleep(1.0)
+                    continue
+                if any(s.task_id is not None for s in self.snapshot().slots if s.id != slot.id):
+                    self._sleep(1.0)  # wait for the other slots' tasks to end
+                    continue
                 self._bench_requested.clear()
                 self._benchmark()
                 continue
@@ -536,7 +684,8 @@ class Engine:
                 self._sleep(self.heartbeat_s)
                 continue
             try:
-                task, retry_after = self.client.claim()
+                task, retry_after = (self.client.claim(slot=slot.claim_slot) if slot.claim_slot
+                                     else self.client.claim())
             except (PortalUnreachable, PortalError) as exc:
                 code, delay = self._back_off(exc, "claim", once, delay)
                 if code is not None:
@@ -554,7 +703,7 @@ class Engine:
                 delay = min(max(delay, self.idle_backoff[0]) * 2, self.idle_backoff[1])
                 continue
             delay = self.idle_backoff[0]  # work is flowing: ask again right away
-            outcome = self.process(task)
+            outcome = self.process(task, slot)
             if once:
                 return EXIT_OK if outcome == TaskOutcome.COMPLETED else EXIT_TASK_FAILED
         return EXIT_OK
@@ -591,28 +740,34 @@ class Engine:
     # --- start-up ----------------------------------------------------------------------------
 
     def _recover_previous_run(self) -> None:
-        """A task the last run was working on cannot be resumed: report it failed, never drop it."""
+        """Tasks the last run was working on (one task file per slot) cannot be resumed: report them
+        failed, never drop them."""
         self._kill_leftovers()
+        for path in [self.cfg.state_path, *sorted(self.cfg.data_dir.glob("state-*.json"))]:
+            self._recover_task_file(path)
+        for leftover in self.cfg.work_dir.glob("task-*"):
+            _rmtree(leftover)
+
+    def _recover_task_file(self, path: Path) -> None:
         previous, task_id = None, None
         try:
-            previous = json.loads(self.cfg.state_path.read_text())
+            previous = json.loads(path.read_text())
         except FileNotFoundError:
             pass
         except (OSError, ValueError, RecursionError) as exc:
-            self._notices.append(set_aside(self.cfg.state_path, f"not JSON: {str(exc)[:60]}") +
+            self._notices.append(set_aside(path, f"not JSON: {str(exc)[:60]}") +
                                  ": a task it named, if any, is requeued by the portal when its lease ends")
         if previous is not None:
             task_id = task_id_of({"id": previous.get("task_id")}) if isinstance(previous, dict) else None
             if task_id is None and not (isinstance(previous, dict) and previous.get("task_id") is None):
-                self._notices.append(set_aside(self.cfg.state_path, "no usable task id") +
+                self._notices.append(set_aside(path, "no usable task id") +
                                      ": a task it named, if any, is requeued by the portal when its lease ends")
         if task_id is not None:
             if not self.outbox.has_final(task_id):
                 log.warning("task %s was running when the app stopped: reporting it failed", task_id)
                 self.outbox.put_fail(task_id, RESTART_REASON, retryable=True, kind="crash")
-        self._clear_task_file()
-        for leftover in self.cfg.work_dir.glob("task-*"):
-            _rmtree(leftover)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
     def _kill_leftovers(self) -> None:
         """Renderers of a crashed run keep going in their own process group: stop them."""
@@ -636,6 +791,10 @@ class Engine:
                      if needs in renderers and t in RUNNERS]
         cpu = self.hardware.get("cpu") or {}
         problem, note = self._renderer_problem(renderers)
+        slots = self._setup_slots()
+        if not self.gpu_backend and any(s.device.is_gpu for s in slots):
+            self.gpu_backend = next(s.device.kind for s in slots if s.device.is_gpu)  # NVIDIA's probe: CUDA
+        gpu = bool(self.gpu_backend) and any(s.device.is_gpu for s in slots)
         return {
             "app_version": __version__,
             "os": self.hardware.get("os"),
@@ -646,12 +805,40 @@ class Engine:
             "disk_free_mb": self.hardware.get("disk_free_mb"),
             "gpus": self.hardware.get("gpus") or [],
             "renderers": renderers,
-            "capabilities": {"job_types": job_types, "gpu": bool(self.gpu_backend),
-                             "devices": ["CPU"] + ([self.gpu_backend] if self.gpu_backend else [])},
+            "capabilities": {"job_types": job_types, "gpu": gpu,
+                             "devices": ["CPU"] + ([self.gpu_backend] if gpu else [])},
+            "slots": [s.device.to_hello() for s in slots],
             "compliance": self._compliance(),
             "state": State.ERROR if problem else State.IDLE,
             "message": problem or note or "",
         }
+
+    def _setup_slots(self) -> list[_Slot]:
+        """The device slots, chosen once at the first hello (a new choice applies at the next start):
+        the devices found that the provider shares (the `devices` setting; devices.active)."""
+        if self._slots:
+            return self._slots
+        found = self.device_probe() if self.device_probe is not None else devices.from_report(self.hardware)
+        if self.gpu_backend and not any(d.is_gpu for d in found):
+            # A GPU the NVIDIA probe cannot see (HIP, Metal, oneAPI set in Settings): one slot for it.
+            found = [Device("gpu0", self.gpu_backend, f"{self.gpu_backend} GPU", None, 0), *found]
+        shared = devices.active(found, self.cfg.settings.get("devices")) or [devices.cpu_device()]
+        gpus_found = sum(d.is_gpu for d in found)
+        # Unpinned only where one slot is the whole machine (its one GPU, or its CPU without a GPU).
+        pinned = len(shared) + gpus_found > 2 or (not shared[0].is_gpu and gpus_found > 0)
+        several = len(shared) > 1
+        self._slots = [_Slot(d, self.cfg.state_path if i == 0 else self.cfg.data_dir / f"state-{d.id}.json",
+                             pinned, d.id if several else None) for i, d in enumerate(shared)]
+        self._update(slots=tuple(SlotState(d.id, d.kind, d.name) for d in shared),
+                     devices_found=tuple(SlotState(d.id, d.kind, d.name) for d in found))
+        log.info("device slots: %s", ", ".join(f"{d.id} ({d.name})" for d in shared))
+        return self._slots
+
+    def _default_slot(self) -> _Slot:
+        """The slot process() uses when none is named: the first, or the whole machine before any hello."""
+        if not self._slots:
+            return _Slot(devices.cpu_device(), self.cfg.state_path, False, None)
+        return self._slots[0]
 
     def _compliance(self) -> list[dict[str, str]]:
         return compliance.run_all(config_path=self.cfg.path, server=self.cfg.server_url,
@@ -838,43 +1025,57 @@ class Engine:
 
     # --- one task ------------------------------------------------------------------------------
 
-    def process(self, task: dict[str, Any]) -> TaskOutcome:
-        """Run one claimed task to its end and say how it ended. A claim answer that is not a task we
-        can run (untrusted.check_task) is reported failed, when its id allows, and nothing runs."""
+    def process(self, task: dict[str, Any], slot: _Slot | None = None) -> TaskOutcome:
+        """Run one claimed task on `slot` (default: the first) to its end and say how it ended. A claim
+        answer that is not a task we can run (untrusted.check_task) is reported failed, when its id
+        allows, and nothing runs."""
+        slot = slot or self._default_slot()
         try:
             inputs = check_task(task, self.cfg.server_url, self.client.input_url)
         except BadTask as exc:
             return self._refuse_task(exc)
         task_id = task["id"]
-        self._cancel.clear()
-        self._latest = None
-        self._write_task_file(task)
-        self._update("task_started", job_id=task.get("job_id"), job_type=task.get("type"),
-                     software=task.get("software"), task_id=task_id, progress=0.0, eta_s=None,
-                     progress_message="downloading inputs", started_at=time.time(),
-                     reward_estimate=task.get("reward_estimate"), message=f"running task {task_id}")
-        log.info("task %s (job %s, %s): started", task_id, task.get("job_id"), task.get("type"))
+        slot.cancel.clear()
+        slot.latest = None
+        self._write_task_file(task, slot)
+        self._slot_update(slot, "task_started", job_id=task.get("job_id"), job_type=task.get("type"),
+                          software=task.get("software"), task_id=task_id, progress=0.0, eta_s=None,
+                          progress_message="downloading inputs", started_at=time.time(),
+                          reward_estimate=task.get("reward_estimate"), message=f"running task {task_id}")
+        log.info("task %s (job %s, %s): started on %s", task_id, task.get("job_id"), task.get("type"), slot.id)
+        self._device_hook("started", slot, task_id)
         workdir = self.cfg.work_dir / f"task-{task_id}"
         outcome = TaskOutcome.FAILED
         try:
-            outcome = self._execute(task, inputs, workdir)
+            outcome = self._execute(task, inputs, workdir, slot)
         except Exception as exc:  # our own bug: the task must still be reported, not dropped
             log.exception("task %s: internal error", task_id)
             outcome = self._report_failure(task_id, RunFailed(
                 "crash", f"internal error in the worker app: {exc}"[:300],
-                traceback.format_exc()[-4096:], retryable=True))
+                traceback.format_exc()[-4096:], retryable=True), slot)
         finally:
-            self._clear_task_file()
+            self._clear_task_file(slot)
             _rmtree(workdir)
-            with self._lock:
+            with self._lock:  # held across the update: two slots finishing at once both count
                 done = self._state.tasks_completed + (outcome == TaskOutcome.COMPLETED)
                 failed = self._state.tasks_failed + (outcome == TaskOutcome.FAILED)
-            self._update("task_finished", job_id=None, job_type=None, software=None, task_id=None,
-                         progress=0.0, eta_s=None, progress_message="", started_at=None,
-                         reward_estimate=None, tasks_completed=done, tasks_failed=failed,
-                         message=f"task {task_id} {outcome}")
+                mine = next((s.completed for s in self._state.slots if s.id == slot.id), 0)
+                self._slot_update(slot, "task_finished", job_id=None, job_type=None, software=None, task_id=None,
+                                  progress=0.0, eta_s=None, progress_message="", started_at=None,
+                                  reward_estimate=None, tasks_completed=done, tasks_failed=failed,
+                                  completed=mine + (outcome == TaskOutcome.COMPLETED),
+                                  message=f"task {task_id} {outcome}")
+            self._device_hook("ended", slot, task_id)
             log.info("task %s: %s", task_id, outcome)
         return outcome
+
+    def _device_hook(self, phase: str, slot: _Slot, task_id: int) -> None:
+        """Tell device_hooks a task started or ended on slot's device; a hook's bug never stops a task."""
+        for hook in list(self.device_hooks):
+            try:
+                hook(phase, slot.device, task_id)
+            except Exception:
+                log.exception("device hook %r failed (%s on %s)", hook, phase, slot.id)
 
     def _refuse_task(self, exc: BadTask) -> TaskOutcome:
         log.warning("claimed task refused: %s", exc.message)
@@ -888,75 +1089,83 @@ class Engine:
         self._update(tasks_failed=failed)
         return TaskOutcome.FAILED
 
-    def _runner_settings(self) -> RunnerSettings:
-        return RunnerSettings(blender_path=self.cfg.settings.get("blender_path"), gpu_backend=self.gpu_backend)
+    def _runner_settings(self, slot: _Slot | None = None) -> RunnerSettings:
+        """How a task runs on slot: a GPU slot with the GPU backend, the CPU slot without one; pinned
+        to its device (CUDA_VISIBLE_DEVICES) when the node shares more than one."""
+        slot = slot or self._default_slot()
+        on_gpu = slot.device.is_gpu or not slot.pinned
+        return RunnerSettings(blender_path=self.cfg.settings.get("blender_path"),
+                              gpu_backend=self.gpu_backend if on_gpu else None, visible_gpus=slot.visible_gpus())
 
-    def _execute(self, task: dict[str, Any], inputs: list[TaskInput], workdir: Path) -> TaskOutcome:
+    def _execute(self, task: dict[str, Any], inputs: list[TaskInput], workdir: Path, slot: _Slot) -> TaskOutcome:
         task_id = task["id"]
         try:
-            runner = self.runner_factory(task.get("type"), self._runner_settings())
+            runner = self.runner_factory(task.get("type"), self._runner_settings(slot))
             params = runner.validate(task.get("params"))
         except UnknownJobType as exc:
-            return self._report_failure(task_id, RunFailed("unknown_job_type", str(exc), retryable=False))
+            return self._report_failure(task_id, RunFailed("unknown_job_type", str(exc), retryable=False), slot)
         except RunFailed as exc:  # InvalidParams: nothing runs
-            return self._report_failure(task_id, exc)
+            return self._report_failure(task_id, exc, slot)
         _rmtree(workdir)
         workdir.mkdir(parents=True)
         try:
-            files, hashes = self._download_inputs(inputs, workdir / "inputs")
+            files, hashes = self._download_inputs(inputs, workdir / "inputs", slot)
         except InputTooLarge as exc:
-            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=False))
+            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=False), slot)
         except InputHashMismatch as exc:
-            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=True))
+            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=True), slot)
         except RunFailed as exc:
-            return self._report_failure(task_id, exc)
+            return self._report_failure(task_id, exc, slot)
         except ValueError as exc:  # not a SHA-256: the portal sent something we cannot check
-            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=False))
+            return self._report_failure(task_id, RunFailed("bad_input", str(exc), retryable=False), slot)
         except PortalError as exc:
             if exc.status in (404, 409, 410):  # canceled or given to someone else meanwhile
                 log.info("task %s is no longer ours (%s)", task_id, exc.message)
                 return TaskOutcome.CANCELED
             return self._report_failure(task_id, RunFailed("bad_input", f"could not download inputs: "
-                                                                        f"{exc.message}", retryable=True))
+                                                                        f"{exc.message}", retryable=True), slot)
         except PortalUnreachable as exc:
             return self._report_failure(task_id, RunFailed("network", f"could not download inputs: {exc}",
-                                                           retryable=True))
+                                                           retryable=True), slot)
         except OSError as exc:
-            return self._disk_failure(task_id, exc)
+            return self._disk_failure(task_id, exc, slot)
         if self._hand_back.is_set():
-            return self._give_back(task_id)
+            return self._give_back(task_id, slot)
 
         done = threading.Event()
-        reporter = threading.Thread(target=self._report_progress_loop, args=(task_id, done),
-                                    name="pictor-progress", daemon=True)
+        reporter = threading.Thread(target=self._report_progress_loop, args=(task_id, done, slot),
+                                    name=f"pictor-progress-{slot.id}", daemon=True)
         with self.cache.pinned(hashes):
             reporter.start()
             try:
-                result = runner.run(params, files, workdir, on_progress=self._on_progress,
-                                    should_stop=self._should_stop)
+                result = runner.run(params, files, workdir, on_progress=lambda p: self._on_progress(p, slot),
+                                    should_stop=lambda: self._should_stop(slot))
             except RunFailed as exc:
-                if self._cancel.is_set():
+                if slot.cancel.is_set():
                     return TaskOutcome.CANCELED  # the portal asked for it: nothing to report
                 if self._hand_back.is_set():
-                    return self._give_back(task_id)
+                    return self._give_back(task_id, slot)
                 if exc.kind == "renderer_missing":
                     self._renderer_error = exc.message  # refresh_hello() clears it once Blender is back
                     self._update(error=exc.message)
-                return self._report_failure(task_id, exc)
+                return self._report_failure(task_id, exc, slot)
             finally:
                 done.set()
                 reporter.join(timeout=REPORTER_JOIN_S)
-        if self._cancel.is_set():
+        if slot.cancel.is_set():
             return TaskOutcome.CANCELED
         try:
             outputs = self.outbox.stage_outputs(task_id, result.outputs)
         except OSError as exc:
-            return self._disk_failure(task_id, exc)
+            return self._disk_failure(task_id, exc, slot)
         self.outbox.put_complete(task_id, outputs, result.compute_seconds)
-        self._clear_task_file()  # from here on the outbox owns the task
-        self._update(progress=1.0, eta_s=0.0, progress_message="uploading outputs")
-        report = self._flush()
-        if rejection := report.rejection_for(task_id, "complete"):
+        self._clear_task_file(slot)  # from here on the outbox owns the task
+        self._slot_update(slot, progress=1.0, eta_s=0.0, progress_message="uploading outputs")
+        self._flush()
+        # Another slot's flush may have delivered it: _flush keeps every refusal of a complete.
+        with self._lock:
+            rejection = self._rejected.pop(task_id, None)
+        if rejection is not None:
             self._update(last_error=f"task {task_id}: the portal refused the result: {rejection.message}")
             return TaskOutcome.FAILED
         if self._disk_error and self._state.error == self._disk_error:
@@ -964,39 +1173,40 @@ class Engine:
         self._disk_error = None
         return TaskOutcome.COMPLETED
 
-    def _should_stop(self) -> bool:
-        return self._cancel.is_set() or self._hand_back.is_set()
+    def _should_stop(self, slot: _Slot) -> bool:
+        return slot.cancel.is_set() or self._hand_back.is_set()
 
-    def _download_inputs(self, inputs: list[TaskInput], folder: Path) -> tuple[dict[str, Path], list[str]]:
+    def _download_inputs(self, inputs: list[TaskInput], folder: Path,
+                         slot: _Slot) -> tuple[dict[str, Path], list[str]]:
         """Inputs as check_task() left them: plain names, same-origin URLs, announced sizes."""
         files: dict[str, Path] = {}
         hashes: list[str] = []
         for item in inputs:
-            self._update(progress_message=f"downloading {item.name}")
+            self._slot_update(slot, progress_message=f"downloading {item.name}")
             self.cache.fetch(item.sha256, lambda dest, item=item: self.client.download(
                 item.url, dest, max_bytes=item.size), name=item.name, size=item.size)
             hashes.append(item.sha256)
             files[item.name] = self.cache.link_into(item.sha256, folder / item.name)
         return files, hashes
 
-    def _on_progress(self, progress: Progress) -> None:
+    def _on_progress(self, progress: Progress, slot: _Slot) -> None:
         """Called by the runner for every line that moves progress: keep it cheap."""
-        self._latest = progress
+        slot.latest = progress
         now = time.monotonic()
         with self._lock:
-            self._state = replace(self._state, progress=progress.fraction, eta_s=progress.eta_s,
-                                  progress_message=progress.message)
-        if now - self._last_progress_event >= PROGRESS_EVENT_MIN_S:
-            self._last_progress_event = now
-            self._emit("task_progress", self.snapshot())
+            self._state = self._with_slot(self._state, slot, {
+                "progress": progress.fraction, "eta_s": progress.eta_s, "progress_message": progress.message})
+        if now - slot.last_progress_event >= PROGRESS_EVENT_MIN_S:
+            slot.last_progress_event = now
+            self._emit("task_progress", self.snapshot(), slot=slot.id)
 
-    def _report_progress_loop(self, task_id: int, done: threading.Event) -> None:
+    def _report_progress_loop(self, task_id: int, done: threading.Event, slot: _Slot) -> None:
         while not done.wait(self.progress_interval):
-            progress = self._latest or Progress(0.0, None, "starting")
+            progress = slot.latest or Progress(0.0, None, "starting")
             keep_running = self._send_progress(task_id, progress)
-            if keep_running is False and not self._cancel.is_set():
+            if keep_running is False and not slot.cancel.is_set():
                 log.info("task %s: the portal says stop (canceled or reassigned): stopping it", task_id)
-                self._cancel.set()
+                slot.cancel.set()
 
     def _send_progress(self, task_id: int, progress: Progress) -> bool | None:
         """Send progress now when nothing is queued ahead of it, else queue it behind the rest."""
@@ -1016,34 +1226,37 @@ class Engine:
         answer = report.answer_for(task_id, "progress")
         return answer if isinstance(answer, bool) else None
 
-    def _report_failure(self, task_id: int, failure: RunFailed) -> TaskOutcome:
+    def _report_failure(self, task_id: int, failure: RunFailed, slot: _Slot | None = None) -> TaskOutcome:
         log.warning("task %s failed (%s): %s", task_id, failure.kind, failure.message)
         self.outbox.put_fail(task_id, failure.message, failure.log_tail or "", failure.retryable, failure.kind)
-        self._clear_task_file()
+        self._clear_task_file(slot)
         self._update(last_error=f"task {task_id}: {failure.message}"[:300])
         self._flush()
         return TaskOutcome.FAILED
 
-    def _give_back(self, task_id: int) -> TaskOutcome:
+    def _give_back(self, task_id: int, slot: _Slot | None = None) -> TaskOutcome:
         log.info("task %s: handing it back (%s)", task_id, SHUTDOWN_REASON)
         self.outbox.put_hand_back(task_id, SHUTDOWN_REASON)
-        self._clear_task_file()
+        self._clear_task_file(slot)
         self._flush()
         return TaskOutcome.HANDED_BACK
 
-    def _disk_failure(self, task_id: int, exc: OSError) -> TaskOutcome:
+    def _disk_failure(self, task_id: int, exc: OSError, slot: _Slot | None = None) -> TaskOutcome:
         message = f"cannot write to {self.cfg.data_dir}: {exc.strerror or exc}"
         if getattr(exc, "errno", None) == errno.ENOSPC:
             message = f"disk full at {self.cfg.data_dir}: free space or lower the cache size"
         self._update(error=message)
         self._disk_error = message
-        return self._report_failure(task_id, RunFailed("disk", message, retryable=True))
+        return self._report_failure(task_id, RunFailed("disk", message, retryable=True), slot)
 
     def _flush(self):
         report = self.outbox.flush(self.client)
         with self._lock:
             earned = _money(self._state.earned_session) or Decimal(0)
             last_reward = self._state.last_reward
+            for entry, exc in report.rejected:
+                if entry.kind == "complete":  # read by the slot whose task it is (_execute)
+                    self._rejected[entry.task_id] = exc
             for entry, answer in report.delivered:
                 if entry.kind == "complete" and isinstance(answer, dict):
                     reward = _money(answer.get("reward"))
@@ -1065,13 +1278,13 @@ class Engine:
 
     # --- the task file: what survives a crash ------------------------------------------------
 
-    def _write_task_file(self, task: dict[str, Any]) -> None:
+    def _write_task_file(self, task: dict[str, Any], slot: _Slot) -> None:
         doc = {"task_id": task["id"], "job_id": task.get("job_id"), "claimed_at": time.time(),
-               "pid": os.getpid()}
-        tmp = self.cfg.state_path.with_name("state.json.tmp")
+               "pid": os.getpid(), "slot": slot.id}
+        tmp = slot.task_path.with_name(slot.task_path.name + ".tmp")
         tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.cfg.state_path)
+        os.replace(tmp, slot.task_path)
 
-    def _clear_task_file(self) -> None:
+    def _clear_task_file(self, slot: _Slot | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.cfg.state_path.unlink()
+            (slot.task_path if slot is not None else self.cfg.state_path).unlink()

@@ -43,8 +43,18 @@ def gpu_report() -> tuple[list[dict[str, Any]], str | None]:
         import GPUtil  # imports distutils: fails on Python 3.12 without setuptools
         found = GPUtil.getGPUs()  # swallows nvidia-smi errors and returns []
     except Exception as exc:
-        return [], f"GPU probe unavailable: {exc}"[:200]
+        found, problem = [], f"GPU probe unavailable: {exc}"[:200]
+    else:
+        problem = None
+    if not found:
+        from .devices import _nvml  # the driver's library, where nvidia-smi is missing or GPUtil fails
+        nvml = [{"name": name, "memory_mb": memory, "index": index} for index, name, memory in _nvml()]
+        if nvml:
+            return nvml, None
+    if problem:
+        return [], problem
     gpus = [{
+        "index": int(gpu.id),
         "name": gpu.name,
         "memory_mb": int(gpu.memoryTotal),
         "driver": gpu.driver,

@@ -84,6 +84,17 @@ class RunnerSettings:
 
     blender_path: str | None = None  # the provider's override from Settings
     gpu_backend: str | None = None  # "CUDA", "OPTIX", "HIP"... when the hardware probe found a GPU
+    # The device slot's pin (CUDA_VISIBLE_DEVICES for the child): "1" = only GPU 1, "" = no GPU (the CPU
+    # slot); None = not pinned (a node with one slot uses whatever the machine has, as before slots).
+    visible_gpus: str | None = None
+
+    def device_env(self) -> dict[str, str]:
+        """The child's variables that pin it to its slot's device (empty when not pinned)."""
+        if self.visible_gpus is None:
+            return {}
+        # nvidia-smi (the probe's numbers) counts GPUs in PCI bus order; CUDA's default is fastest first.
+        return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": self.visible_gpus,
+                "HIP_VISIBLE_DEVICES": self.visible_gpus}
 
 
 class Runner:

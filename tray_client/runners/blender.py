@@ -254,14 +254,16 @@ def build_argv(blender: Path | str, blend: Path | str, workdir: Path, params: Ma
     ]
 
 
-def blender_env(workdir: Path) -> dict[str, str]:
-    """An environment where no user add-on, startup script or Python path reaches Blender."""
+def blender_env(workdir: Path, device_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment where no user add-on, startup script or Python path reaches Blender; device_env
+    pins it to its slot's GPU (RunnerSettings.device_env)."""
     dirs = {name: Path(workdir) / ".blender" / name for name in ("config", "scripts", "tmp")}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
     tmp = str(dirs["tmp"])  # Blender's temp and crash files stay with the task
     return minimal_env(PYTHONPATH="", BLENDER_USER_CONFIG=str(dirs["config"]),
-                       BLENDER_USER_SCRIPTS=str(dirs["scripts"]), TMPDIR=tmp, TEMP=tmp, TMP=tmp)
+                       BLENDER_USER_SCRIPTS=str(dirs["scripts"]), TMPDIR=tmp, TEMP=tmp, TMP=tmp,
+                       **(device_env or {}))
 
 
 # --- finding Blender --------------------------------------------------------------------------
@@ -551,7 +553,7 @@ class BlenderRunner(Runner):
         argv = sandbox.wrap(argv, workdir, read_only=[os.path.dirname(blender)],
                             gpu=params.get("device") == "gpu" or bool(self.settings.gpu_backend))
         started = time.monotonic()
-        returncode, tail, stopped = run_process(argv, env=blender_env(workdir), cwd=workdir,
+        returncode, tail, stopped = run_process(argv, env=blender_env(workdir, self.settings.device_env()), cwd=workdir,
                                                 on_line=on_line, should_stop=should_stop)
         seconds = time.monotonic() - started
         if stopped:

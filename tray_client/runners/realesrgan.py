@@ -110,7 +110,7 @@ class RealesrganRunner(Runner):
         # folder only the package itself, never what lies beside it (a source checkout, a data folder).
         argv = sandbox.wrap(self.build_argv(source, target, params), workdir,
                             read_only=_python_folders() + [package], gpu=bool(self.settings.gpu_backend))
-        returncode, tail, stopped = run_process(argv, env=minimal_env(PYTHONPATH=package_root), cwd=workdir,
+        returncode, tail, stopped = run_process(argv, env=minimal_env(PYTHONPATH=package_root, **self.settings.device_env()), cwd=workdir,
                                                 on_line=on_line, should_stop=should_stop)
         seconds = time.monotonic() - started
         if stopped:

@@ -302,7 +302,9 @@ class ViewModel:
             return ("Stopping…", "Handing the current task back to the network and saying goodbye." if self.busy
                     else "Saying goodbye to the portal.")
         if state == State.BUSY:
-            title = f"Computing task {s.task_id}"
+            running = [slot.task_id for slot in s.slots if slot.task_id is not None]
+            title = f"Computing task {s.task_id}" if len(running) < 2 else \
+                f"Computing {len(running)} tasks ({', '.join(map(str, running))}) on {len(running)} devices"
             if self.paused:
                 return title, "Paused: this task finishes, then no new tasks are taken until you resume."
             return title, "Earning while this task runs. Pause to stop taking new tasks; this one finishes."
@@ -355,6 +357,27 @@ class ViewModel:
             ("ETA", self.eta_text() if busy else dash),
             ("Reward Estimated", self.reward_text() if busy else dash),
         ]
+
+    def slot_rows(self) -> list[tuple[str, str, str, str]]:
+        """The Computing tab's Devices table: (device, state, task, progress) for every slot shared."""
+        rows = []
+        for slot in self.snapshot.slots:
+            device = f"{slot.id} · {slot.name}" if slot.name else slot.id
+            if slot.task_id is None:
+                rows.append((device, "Idle", "—", f"{slot.completed} done" if slot.completed else "—"))
+                continue
+            job = JOB_TYPE_NAMES.get(slot.job_type, slot.job_type or "task")
+            progress = f"{slot.progress:.0%}" + (f" · ETA {duration_text(slot.eta_s)}" if slot.eta_s else "")
+            rows.append((device, "Computing", f"Task {slot.task_id} · {job}", progress))
+        return rows
+
+    def device_choices(self, selection: list[str] | None) -> list[tuple[str, str, bool]]:
+        """The Settings tab's devices: (id, label, shared) for each device found; `selection` is the
+        `devices` setting (None: every GPU, the CPU only without one)."""
+        found = self.snapshot.devices_found
+        has_gpu = any(d.id != "cpu" for d in found)
+        shared = set(selection) if selection else {d.id for d in found if (d.id != "cpu") == has_gpu}
+        return [(d.id, f"{d.id} · {d.name}" if d.name else d.id, d.id in shared) for d in found]
 
     def reward_text(self) -> str:
         """The portal's estimate (from the job's finished tasks), else bid x (time so far + ETA)."""
@@ -821,6 +844,23 @@ class Controller:
             self.vm.hardware = {**self.vm.hardware, "renderers": renderers}
             self.vm.feedback["renderer"] = ("ok", f"Using Blender {version}, and the portal is told.")
         self._background("renderer", work, done)
+
+    def set_devices(self, chosen: list[str]) -> str | None:
+        """Share these devices (slot ids) from the next start; an error message when none is chosen."""
+        if not chosen:
+            self.vm.feedback["devices"] = ("error", "Choose at least one device to share.")
+            self.vm.changed()
+            return self.vm.feedback["devices"][1]
+        self.cfg.settings["devices"] = list(dict.fromkeys(chosen))
+        try:
+            self.cfg.save()
+        except OSError as exc:
+            self.vm.feedback["devices"] = ("error", f"Not saved: {exc}")
+        else:
+            self.vm.feedback["devices"] = ("ok", "Saved: Pictor Worker uses these devices from its next start "
+                                                 "(one task at a time on each).")
+        self.vm.changed()
+        return None if self.vm.feedback["devices"][0] == "ok" else self.vm.feedback["devices"][1]
 
     def set_autostart(self, enabled: bool) -> None:
         try:

@@ -294,6 +294,11 @@ class MainWindow:
         self.about_values = dict(zip(["Portal", "Worker ID"], self._rows(about, ["Portal", "Worker ID"])))
         ttk.Button(about, text="Open Dashboard", command=self.on_dashboard).grid(row=0, column=2, rowspan=2,
                                                                                  sticky="e")
+        # Every device slot shared (one task at a time each): its state, task and progress.
+        self.devices_title = ttk.Label(page, text="Devices", style="H2.TLabel")
+        self.devices_table = ttk.Frame(page)
+        self._slot_ids: tuple[str, ...] = ()
+        self._slot_cells: list[list[ttk.Label]] = []
 
     def _build_mining(self) -> None:
         page = self.mining
@@ -472,6 +477,18 @@ class MainWindow:
         self.system_feedback = _Feedback(page)
         self.system_feedback.grid(row=20, column=0, columnspan=2, sticky="w")
 
+        self._section(21, "Devices")
+        ttk.Label(page, style="Muted.TLabel", wraplength=560, justify="left", text=(
+            "The devices this worker shares, one task at a time on each. The CPU is off by default beside "
+            "GPUs: it feeds them.")).grid(row=22, column=0, columnspan=2, sticky="w")
+        self.devices_box = ttk.Frame(page)
+        self.devices_box.grid(row=23, column=0, columnspan=2, sticky="w", pady=(4, 2))
+        self.device_vars: dict[str, tk.BooleanVar] = {}
+        self._device_ids: tuple[str, ...] = ()
+        ttk.Button(page, text="Apply", command=self._apply_devices).grid(row=24, column=0, sticky="w", pady=2)
+        self.devices_feedback = _Feedback(page)
+        self.devices_feedback.grid(row=25, column=0, columnspan=2, sticky="w")
+
     def _build_footer(self) -> None:
         footer = ttk.Frame(self.frame, style="Window.TFrame", padding=(16, 6, 16, 8))
         footer.pack(fill="x", side="bottom")
@@ -510,6 +527,9 @@ class MainWindow:
 
     def _apply_blender(self) -> None:
         self.controller.set_blender_path(self.blender_var.get())
+
+    def _apply_devices(self) -> None:
+        self.controller.set_devices([slot for slot, var in self.device_vars.items() if var.get()])
 
     def _apply_idle(self) -> None:
         error = self.controller.set_idle_only(self.idle_var.get(), self.idle_minutes.get())
@@ -567,6 +587,7 @@ class MainWindow:
             self.pair_again_button.pack_forget()
         for label, value in vm.computing_rows():
             self._set(self.computing_values[label], value)
+        self._render_slots()
         self._set(self.about_values["Portal"], vm.server_url or "—")
         self._set(self.about_values["Worker ID"], str(vm.worker_id) if vm.worker_id is not None else "—")
         target = vm.progress * 1000
@@ -580,6 +601,49 @@ class MainWindow:
         self._rendered_version = vm.version
         self._render_mining()
         self._render_settings()
+        self._render_devices()
+
+    def _render_slots(self) -> None:
+        """The Devices table of the Computing tab: rebuilt when the slots change, else only its texts."""
+        rows = self.vm.slot_rows()
+        ids = tuple(row[0] for row in rows)
+        if ids != self._slot_ids:
+            self._slot_ids = ids
+            for child in self.devices_table.winfo_children():
+                child.destroy()
+            self._slot_cells = []
+            if not rows:
+                self.devices_title.grid_remove()
+                self.devices_table.grid_remove()
+                return
+            self.devices_title.grid(row=5, column=0, sticky="w", pady=(18, 6))
+            self.devices_table.grid(row=6, column=0, sticky="we")
+            for col, head in enumerate(("Device", "State", "Task", "Progress")):
+                ttk.Label(self.devices_table, text=head, style="Field.TLabel").grid(
+                    row=0, column=col, sticky="w", padx=(0, 18), pady=(0, 4))
+            for r in range(len(rows)):
+                cells = [ttk.Label(self.devices_table, style="Value.TLabel") for _ in range(4)]
+                for col, cell in enumerate(cells):
+                    cell.grid(row=r + 1, column=col, sticky="w", padx=(0, 18), pady=2)
+                self._slot_cells.append(cells)
+        for cells, row in zip(self._slot_cells, rows):
+            for cell, value in zip(cells, row):
+                self._set(cell, value)
+
+    def _render_devices(self) -> None:
+        """The Settings tab's device choices: one box per device found, ticked when shared."""
+        choices = self.vm.device_choices(self.controller.cfg.settings.get("devices"))
+        ids = tuple(choice[0] for choice in choices)
+        if ids != self._device_ids:
+            self._device_ids = ids
+            for child in self.devices_box.winfo_children():
+                child.destroy()
+            self.device_vars = {}
+            for slot, label, shared in choices:
+                var = self.device_vars[slot] = tk.BooleanVar(value=shared)
+                ttk.Checkbutton(self.devices_box, text=label, variable=var).pack(anchor="w", pady=1)
+        self.devices_feedback.show(self.vm.feedback.get("devices") or (
+            "busy", "Changes apply at the next start." if choices else "Looking for devices…"))
 
     def _render_mining(self) -> None:
         vm = self.vm
