@@ -71,8 +71,9 @@ _FILE_VALUE = {"placeholder": "from the file"}
 
 
 class RenderJobForm(FlaskForm):
-    # Settings left empty take the scene file's own values (services/scenes.py reads them).
-    name = StringField("Job name", validators=[DataRequired(), Length(max=120)])
+    # Settings left empty take the scene file's own values (services/scenes.py reads them), the name its name.
+    name = StringField("Job name", validators=[Optional(), Length(max=120)],
+                       render_kw={"placeholder": "the file's name"})
     blend = FileField("Scene: a .blend, or a .zip of the project")
     main = StringField("The .blend to render, in the zip", validators=[Optional(), Length(max=255)])
     draft = HiddenField(validators=[Optional(), Length(max=20)])  # the scene uploaded already (SceneDraft)

@@ -45,7 +45,7 @@ def test_the_form_reads_the_project_and_keeps_it_across_a_correction(browser, po
     page.set_default_timeout(30_000)
     sign_up(page, base)
     page.goto(f"{base}/jobs/new")
-    page.fill("#render-name", "Shot 10")
+    # Nothing typed at all: the name and every setting come from the file.
     uploads = []
     page.on("request", lambda r: uploads.append(r.url) if r.method == "POST" else None)
     page.set_input_files("#render-blend", str(project_zips / "shot-no-texture.zip"))
@@ -73,7 +73,8 @@ def test_the_form_reads_the_project_and_keeps_it_across_a_correction(browser, po
     assert sum(1 for url in uploads if url.endswith("/jobs/new/render/scene")) == 1
     with app.app_context():
         job = db.session.execute(db.select(Job)).scalar_one()
-        assert (job.spec["frame_end"], job.spec["samples"], job.spec["resolution_percent"]) == (4, 8, 50)
+        assert (job.name, job.spec["frame_end"], job.spec["samples"], job.spec["resolution_percent"]) == (
+            "shot-no-texture", 4, 8, 50)
         assert {d["path"]: d["found"] for d in job.spec["dependencies"]} == {
             "textures/green.png": False, "lib/props.blend": True}
     context.close()

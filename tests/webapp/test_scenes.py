@@ -76,6 +76,9 @@ def test_a_project_submitted_with_no_field_typed_takes_the_files_values(api, app
     assert typed.status_code == 201
     assert (typed.get_json()["spec"]["samples"], typed.get_json()["spec"]["frame_end"],
             typed.get_json()["spec"]["resolution_percent"]) == (2, 2, 50)
+    # No name either: the file's.
+    nameless = post_render(api, {"name": None}, project=("shot.zip", project_zip(real_project)))
+    assert nameless.status_code == 201 and nameless.get_json()["name"] == "shot"
     with app.app_context():  # the claimed task lists every project file at its relative path
         task = db.session.get(Task, job["tasks"][0]["id"])
         assert sorted(dispatch.task_inputs(task)) == ["lib/props.blend", "shot.blend", "textures/green.png"]
@@ -249,11 +252,12 @@ def test_the_form_reads_the_upload_at_once_and_keeps_it_across_a_correction(app,
     page = wrong.get_data(as_text=True)
     assert wrong.status_code == 400 and "Must be between 1 and 100" in page
     assert f'name="render-draft" value="{draft_id}"' in page and "the scene is still uploaded" in page
-    fixed = client.post("/jobs/new/render", data=form(**{"render-draft": draft_id}), content_type="multipart/form-data")
+    fixed = client.post("/jobs/new/render", data=form(**{"render-draft": draft_id, "render-name": ""}),
+                        content_type="multipart/form-data")  # not a field typed
     assert fixed.status_code == 302
     with app.app_context():
         job = db.session.execute(db.select(Job)).scalar_one()
-        assert (job.spec["frame_end"], job.spec["samples"], len(job.tasks)) == (4, 8, 4)
+        assert (job.name, job.spec["frame_end"], job.spec["samples"], len(job.tasks)) == ("shot", 4, 8, 4)
         assert db.session.get(SceneDraft, int(draft_id)) is None
     # Used up, and nobody else's draft is reachable either.
     again = client.post("/jobs/new/render", data=form(**{"render-draft": draft_id}), content_type="multipart/form-data")

@@ -272,6 +272,9 @@ def submit_render_job(owner, spec, blend_stream: BinaryIO | None = None, filenam
                 upload = None
     except uploads.InputError as exc:
         file_error, reading = exc, {}
+    source = draft.filename if draft is not None else upload.filename if upload is not None else None
+    if isinstance(spec, dict) and source and not (isinstance(spec.get("name"), str) and spec["name"].strip()):
+        spec = dict(spec, name=scenes.job_name(source))  # no name typed: the file's
     try:
         try:
             spec = validate_render_spec(spec, scenes.file_defaults(reading))

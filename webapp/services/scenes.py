@@ -120,6 +120,12 @@ def notes(reading: dict) -> list[str]:
     return out
 
 
+def job_name(filename: str) -> str:
+    """A job's name when the creator gives none: the uploaded file's, without its extension."""
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return stem[:120] or "Render"
+
+
 def missing(reading: dict) -> list[dict]:
     return [d for d in reading.get("dependencies") or [] if not d.get("found")]
 
