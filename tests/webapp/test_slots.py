@@ -175,3 +175,44 @@ def test_another_account_sees_nothing_of_a_nodes_slots(node):
     assert client.get(f"{API}/workers/{worker}", headers={"Authorization": f"Bearer {other}"}).status_code == 404
     client.post("/login", data={"email": "bob@example.com", "password": "correct horse battery"})
     assert client.get(f"/workers/{worker}").status_code == 404
+
+
+def test_a_slot_is_priced_by_its_own_measured_bench_score_and_the_app_cannot_forge_one(node):
+    from datetime import timedelta
+    from webapp.services import benchmarks, dispatch
+    app, client, worker, token, _ = node
+    with app.app_context():
+        row = db.session.get(Worker, worker)
+        row.bid_micros = 1_000_000  # $1/hour: $1 per bench-hour at score 1000, $0.50 at 2000
+        db.session.commit()
+        make_job(tasks=2, max_price="0.60")
+    client.post(f"{API}/worker/hello", json=HELLO, headers=bearer(token))
+    # The app tries to pass off gpu0 as twice as fast through its own benchmark report.
+    forged = {"portal": {"slots": {"gpu0": {"score": 2000}}}, "seconds": 1.0}
+    assert client.post(f"{API}/worker/benchmark", json={"score": 2000, "details": forged},
+                       headers=bearer(token)).status_code == 200
+    assert claim(client, token, "gpu0").status_code == 204  # still priced at score 1000: over the job's max
+    with app.app_context():
+        # The portal's own timed run on gpu1 measured it at 2000 (half the reference time).
+        row = db.session.get(Worker, worker)
+        _, (run_id, *_x) = make_job(tasks=1, name="run")
+        run = db.session.get(Task, run_id)
+        run.worker, run.slot, run.status = row, "gpu1", TaskStatus.COMPLETED
+        run.started_at = utcnow_()
+        run.finished_at = run.started_at + timedelta(seconds=benchmarks.PORTAL_REFERENCE_SECONDS / 2)
+        assert benchmarks.record_score(run, run.finished_at) == 2000
+        db.session.commit()
+        assert benchmarks.slot_score(row, "gpu1") == 2000 and benchmarks.slot_score(row, "gpu0") == 2000  # worker's
+        row.bench_score = 1000  # say a later run on gpu0 measured the worker at 1000 again
+        db.session.commit()
+        assert benchmarks.slot_score(row, "gpu0") == 1000 and benchmarks.slot_score(row, "gpu1") == 2000
+    assert claim(client, token, "gpu0").status_code == 204
+    taken = claim(client, token, "gpu1")
+    assert taken.status_code == 200
+    with app.app_context():
+        assert db.session.get(Task, taken.get_json()["id"]).bench_score == 2000
+
+
+def utcnow_():
+    from webapp.clock import utcnow
+    return utcnow()

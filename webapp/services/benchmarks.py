@@ -113,7 +113,22 @@ def record_score(task: Task, now: datetime) -> int:
     seconds = (task.finished_at - task.started_at).total_seconds()
     worker.bench_score = score_for(seconds)
     worker.benchmarked_at = now
+    previous = (worker.bench_details or {}).get("portal") or {}
+    slots = dict(previous.get("slots") or {})
+    if task.slot and task.slot != "0":  # the device that ran it: its own score prices its tasks
+        slots[task.slot] = {"score": worker.bench_score, "seconds": round(seconds, 3), "task_id": task.id}
     worker.bench_details = {**(worker.bench_details or {}), "portal": {
         "seconds": round(seconds, 3), "reference_seconds": PORTAL_REFERENCE_SECONDS, "task_id": task.id,
-        "scene_version": task.params.get("scene_version")}}
+        "scene_version": task.params.get("scene_version"), "slots": slots}}
+    return worker.bench_score
+
+
+def slot_score(worker: Worker, slot) -> int | None:
+    """The Bench Score a claim for `slot` is priced by: that device's own portal-measured score (the
+    slot that ran a Bench Score run), else the worker's. Only the portal writes bench_details["portal"]
+    (market.record_benchmark keeps the app's details apart)."""
+    if isinstance(slot, str):
+        measured = (((worker.bench_details or {}).get("portal") or {}).get("slots") or {}).get(slot)
+        if isinstance(measured, dict) and type(measured.get("score")) is int:
+            return measured["score"]
     return worker.bench_score

@@ -260,7 +260,9 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     now = now or utcnow()
     worker_id = worker.id
     bid = market.effective_bid_micros(worker, now)
-    price = market.worker_price_micros(worker, now)
+    # A slot named for which the portal measured its own Bench Score is priced by that device's score.
+    score = benchmarks.slot_score(worker, slot)
+    price = market.price_per_bench_hour_micros(bid, score or market.UNBENCHED_SCORE)
 
     if worker.suspended_at is not None:
         return None  # a failed spot check: no more work until the operator looks at it
@@ -286,7 +288,7 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     task.bid_micros = bid
     task.started_at = now
     task.progress_at = now
-    task.bench_score = worker.bench_score
+    task.bench_score = score
     task.lease_expires_at = now + timedelta(seconds=lease_seconds())
     task.attempts = (task.attempts or 0) + 1
     task.progress = 0.0

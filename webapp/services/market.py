@@ -366,8 +366,10 @@ def record_benchmark(worker: Worker, score, details=None, now: datetime | None =
     begin_write_transaction(db.session)
     worker = db.session.get(Worker, worker_id)
     worker.bench_score_reported = score
-    worker.bench_details = {**details, **({"portal": worker.bench_details["portal"]}
-                                          if "portal" in (worker.bench_details or {}) else {})}
+    # "portal" is the portal's own measurement (benchmarks.record_score): never the app's to write.
+    worker.bench_details = {**{k: v for k, v in details.items() if k != "portal"},
+                            **({"portal": worker.bench_details["portal"]}
+                               if "portal" in (worker.bench_details or {}) else {})}
     db.session.commit()
     return score
 
