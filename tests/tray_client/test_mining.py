@@ -76,7 +76,7 @@ def supervisor(tmp_path, portal, port, **options) -> MiningSupervisor:
                               **options.pop("settings", {})})
     sup = MiningSupervisor(portal, settings, tmp_path / "data", gpus=options.pop("gpus", lambda: [GPU]),
                            poll_s=0.1, settings_refresh_s=0.2, backoff=(0.3, 2.0), max_crashes=3,
-                           stop_grace=1.0, **options)
+                           stop_grace=1.0, resume_delay_s=options.pop("resume_delay_s", 0.0), **options)
     sup.start()
     return sup
 
@@ -243,7 +243,10 @@ def test_mines_when_idle_pauses_for_compute_within_5s_and_resumes(tmp_path, port
         assert sup.snapshot().status == MinerStatus.PAUSED_COMPUTE
         time.sleep(0.4)
         assert len(starts(tmp_path)) == 1  # stays off while the task runs
+        sup.resume_delay_s = 0.6
         sup.compute_ended(0)
+        time.sleep(0.3)
+        assert len(starts(tmp_path)) == 1  # back-to-back tasks do not restart the miner for a moment
         wait_for(lambda: sup.snapshot().status == MinerStatus.RUNNING and len(starts(tmp_path)) == 2, what="resume")
         idle["s"] = 0.0
         wait_for(lambda: sup.snapshot().status == MinerStatus.WAITING_IDLE, what="user back")

@@ -11,7 +11,8 @@ never choose what runs on this computer.
         "algorithm": "etchash",                 # optional: else chosen from the coin
         "api_port": 4067,                       # optional: the miner's default
         "idle_only": false, "idle_minutes": 5,  # mine only after that long without input
-        "report_seconds": 300                   # how often mined periods are reported
+        "report_seconds": 300,                  # how often mined periods are reported
+        "resume_seconds": 10                    # after a task, wait this long before mining again
     }
 """
 
@@ -36,11 +37,13 @@ class MiningSettings:
     idle_only: bool = False
     idle_minutes: int = 5
     report_seconds: int = 300
+    resume_seconds: int = 10
     problems: tuple[str, ...] = ()  # values ignored, one line each (shown in the Mining tab)
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"miner": self.miner, "path": self.path, "idle_only": self.idle_only,
-                               "idle_minutes": self.idle_minutes, "report_seconds": self.report_seconds}
+                               "idle_minutes": self.idle_minutes, "report_seconds": self.report_seconds,
+                               "resume_seconds": self.resume_seconds}
         if self.argv:
             doc["argv"] = list(self.argv)
         if self.miner == "custom":
@@ -129,4 +132,9 @@ def load_settings(doc: Any) -> MiningSettings:
             values["report_seconds"] = doc["report_seconds"]
         else:
             bad("report_seconds", f"must be a whole number from {low} to {high}")
+    if "resume_seconds" in doc:
+        if type(doc["resume_seconds"]) is int and 0 <= doc["resume_seconds"] <= 600:
+            values["resume_seconds"] = doc["resume_seconds"]
+        else:
+            bad("resume_seconds", "must be a whole number from 0 to 600")
     return MiningSettings(**values, problems=tuple(problems))

@@ -170,7 +170,7 @@ class MiningSupervisor:
                  settings_refresh_s: float = SETTINGS_REFRESH_S, report_seconds: float | None = None,
                  backoff: tuple[float, float] = BACKOFF_S, max_crashes: int = MAX_CRASHES,
                  stable_s: float = STABLE_S, stop_grace: float = STOP_GRACE_S,
-                 idle_check_s: float = IDLE_CHECK_S):
+                 idle_check_s: float = IDLE_CHECK_S, resume_delay_s: float | None = None):
         self.client = client
         self.settings = settings
         self.data_dir = Path(data_dir)
@@ -186,6 +186,10 @@ class MiningSupervisor:
         self.stable_s = stable_s
         self.stop_grace = stop_grace
         self.idle_check_s = idle_check_s
+        # After a task the miner waits this long before it starts again: tasks often come back to back,
+        # and a miner started for a moment only builds its DAG and stops again.
+        self.resume_delay_s = settings.resume_seconds if resume_delay_s is None else resume_delay_s
+        self._resume_at = 0.0
         self.queue = ReportQueue(self.data_dir / "mining-reports.sqlite3")
         self.mining_config: dict[str, Any] = {}
         self._state = MiningState(miner=settings.miner, pending_reports=len(self.queue))
@@ -231,6 +235,7 @@ class MiningSupervisor:
                 self._busy[device] -= 1
             if self._busy[device] <= 0:
                 del self._busy[device]
+            self._resume_at = time.monotonic() + self.resume_delay_s
         self._wake.set()
 
     def device_hook(self, event: str, device: Any, task_id: int | None = None) -> None:
@@ -265,7 +270,10 @@ class MiningSupervisor:
         if busy == self._observed:
             return
         with self._lock:
-            added, self._observed = busy - self._observed, set(busy)
+            added, removed = busy - self._observed, self._observed - busy
+            self._observed = set(busy)
+            if removed:
+                self._resume_at = time.monotonic() + self.resume_delay_s
             run = self._run
             if run is not None and any(run.holds(d) for d in added):
                 began = time.monotonic()
@@ -308,6 +316,7 @@ class MiningSupervisor:
         with self._lock:
             self.settings = settings
             self.report_seconds = settings.report_seconds
+            self.resume_delay_s = settings.resume_seconds
         self.retry()
 
     def snapshot(self) -> MiningState:
@@ -436,6 +445,9 @@ class MiningSupervisor:
         if self._gave_up:
             return self._hold(MinerStatus.STOPPED, self._gave_up)
         devices = free if len(free) < len(gpus) else None
+        if self._run is None and time.monotonic() < self._resume_at:
+            return self._hold(MinerStatus.PAUSED_COMPUTE, "A compute task just ended: mining resumes in a few "
+                                                          "seconds unless another one comes.")
         job = replace(job, devices=devices)
         run = self._run
         if run is not None:
