@@ -124,7 +124,8 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 
 
 
-_ERROR_TEXT = {400: "Bad input (JSON {error, message, fields})", 401: "Missing or bad API token",
+_ERROR_TEXT = {400: "Bad input (JSON {error, message, fields}; missing_dependencies lists the scene's files the "
+                    "upload lacks as dependencies [{path, found, kind, advice}])", 401: "Missing or bad API token",
              404: "No such job (or not yours)", 409: "Not possible in the job's state",
              410: "Outputs deleted after the retention period", 413: "Upload too large",
              402: "insufficient_credit: the budget is more than your available credit"}
