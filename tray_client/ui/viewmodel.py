@@ -166,6 +166,32 @@ def validate_mining(pool: str, coin: str, wallet: str, extra: str, enabled: bool
     return {"pool": pool, "coin": coin.upper(), "wallet": wallet, "extra": extra, "enabled": bool(enabled)}
 
 
+# The Mining tab's miner programs (tray_client/mining/settings.py MINERS), in the provider's words.
+MINER_NAMES = {"trex": "T-Rex", "lolminer": "lolMiner", "custom": "Custom command"}
+MINER_CHOICES = tuple(MINER_NAMES.values())
+
+
+def validate_miner(choice: str, path: str, has_argv: bool) -> tuple[str | None, str | None]:
+    """(miner, program file) for the local mining section; ("", "") leaves mining without a program.
+    A custom command's arguments are written in worker.json (docs/MINING.md), not here."""
+    import os
+    choice, path = (choice or "").strip(), (path or "").strip()
+    if not choice and not path:
+        return None, None
+    miner = next((key for key, name in MINER_NAMES.items() if name == choice), None)
+    if miner is None:
+        raise InvalidInput("Miner program: choose T-Rex, lolMiner or Custom command.")
+    if miner == "custom":
+        if not has_argv:
+            raise InvalidInput("Custom command: write its \"argv\" in the mining section of worker.json "
+                               "(docs/MINING.md), then choose it here.")
+        return miner, path or None
+    if len(path) > 4096 or not os.path.isfile(path):
+        raise InvalidInput(f"Miner program: choose the {choice} program file (e.g. /opt/{miner}/{miner}"
+                           f" or {miner}.exe); {path or 'none'} is not a file.")
+    return miner, path
+
+
 def portal_message(exc: BaseException) -> str:
     if isinstance(exc, PortalError):
         return exc.message
@@ -770,16 +796,34 @@ class Controller:
         return self._save_settings("wallet", {"wallet_address": wallet},
                                    "Saved." if wallet else "Removed: add a wallet address to be paid.")
 
-    def save_mining(self, pool: str, coin: str, wallet: str, extra: str, enabled: bool) -> str | None:
+    def mining_program(self) -> tuple[str, str]:
+        """(the miner's name, its program file) from the local mining section, for the Mining tab."""
+        from ..mining.settings import load_settings, section
+        settings = load_settings(section(self.cfg))
+        return MINER_NAMES.get(settings.miner or "", ""), settings.path or ""
+
+    def save_mining(self, pool: str, coin: str, wallet: str, extra: str, enabled: bool,
+                    miner: str | None = None, miner_path: str | None = None) -> str | None:
+        from dataclasses import replace
+        from ..mining.settings import load_settings, save_section, section
         available, reason = self.vm.mining_availability()
+        local = load_settings(section(self.cfg))
         try:
             if enabled and not available:
                 raise InvalidInput(reason)
             config = validate_mining(pool, coin, wallet, extra, enabled)
-        except InvalidInput as exc:
-            self.vm.feedback["mining"] = ("error", str(exc))
+            if miner is not None or miner_path is not None:
+                kind, path = validate_miner(miner or "", miner_path or "", bool(local.argv))
+                if (kind, path) != (local.miner, local.path):
+                    local = replace(local, miner=kind, path=path)
+                    save_section(self.cfg, local)  # on this computer only: never sent to the portal
+                    if self.mining is not None:
+                        self.mining.update_settings(local)
+        except (InvalidInput, OSError) as exc:
+            message = str(exc) if isinstance(exc, InvalidInput) else f"Not saved: {exc}"
+            self.vm.feedback["mining"] = ("error", message)
             self.vm.changed()
-            return str(exc)
+            return message
         result = self._save_settings("mining", {"mining_config": config},
                                      "Saved and synced to the portal." + (" Mining is on." if enabled else ""))
         if self.mining is not None:

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageTk
 from ..engine import State
 from .icons import app_icon, colour, state_icon
 from .theme import px
-from .viewmodel import STATE_TITLES, Controller, ViewModel, money, usd
+from .viewmodel import MINER_CHOICES, STATE_TITLES, Controller, ViewModel, money, usd
 
 BG = "#f3f4f6"
 CARD = "#ffffff"
@@ -347,25 +347,38 @@ class MainWindow:
             entry.grid(row=i, column=1, sticky="we", pady=4)
             ttk.Label(page, text=hint, style="Muted.TLabel").grid(row=i, column=2, sticky="w", padx=(10, 0))
             self.mining_entries[key] = entry
+        # Which program mines stays on this computer (worker.json): a portal never chooses what runs here.
+        ttk.Label(page, text="Miner program", style="Field.TLabel").grid(row=7, column=0, sticky="w", pady=4,
+                                                                        padx=(0, 18))
+        program = ttk.Frame(page)
+        program.grid(row=7, column=1, columnspan=2, sticky="we", pady=4)
+        self.miner_kind = tk.StringVar()
+        self.miner_path = tk.StringVar()
+        self.miner_choice = ttk.Combobox(program, textvariable=self.miner_kind, state="readonly", width=16,
+                                         values=MINER_CHOICES)
+        self.miner_choice.pack(side="left")
+        self.miner_entry = ttk.Entry(program, textvariable=self.miner_path, width=36)
+        self.miner_entry.pack(side="left", padx=(8, 0), fill="x", expand=True)
+        self.mining_entries["miner_path"] = self.miner_entry
         self.mining_enabled = tk.BooleanVar()
         self.mining_check = ttk.Checkbutton(page, text="Mine when there is no compute work",
                                             variable=self.mining_enabled)
-        self.mining_check.grid(row=7, column=1, columnspan=2, sticky="w", pady=(6, 4))
-        ttk.Label(page, text="Estimated earn", style="Field.TLabel").grid(row=8, column=0, sticky="w", pady=8)
+        self.mining_check.grid(row=8, column=1, columnspan=2, sticky="w", pady=(4, 2))
+        ttk.Label(page, text="Estimated earn", style="Field.TLabel").grid(row=9, column=0, sticky="w", pady=4)
         self.mining_estimate = ttk.Label(page, style="Value.TLabel", wraplength=420, justify="left")
-        self.mining_estimate.grid(row=8, column=1, columnspan=2, sticky="w", pady=8)
+        self.mining_estimate.grid(row=9, column=1, columnspan=2, sticky="w", pady=4)
         actions = ttk.Frame(page)
-        actions.grid(row=9, column=1, columnspan=2, sticky="w", pady=(6, 0))
+        actions.grid(row=10, column=1, columnspan=2, sticky="w", pady=(4, 0))
         self.mining_save = ttk.Button(actions, text="Save and sync", style="Accent.TButton",
                                       command=self._save_mining)
         self.mining_save.pack(side="left")
         self.mining_feedback = _Feedback(page)
-        self.mining_feedback.grid(row=10, column=1, columnspan=2, sticky="w", pady=(8, 0))
+        self.mining_feedback.grid(row=11, column=1, columnspan=2, sticky="w", pady=(4, 0))
 
         # The miner's last lines (bounded by the supervisor).
         self.mining_log = tk.Text(page, height=3, wrap="none", font=("TkFixedFont", 8), relief="flat",
                                   borderwidth=1, highlightthickness=1)
-        self.mining_log.grid(row=11, column=0, columnspan=3, sticky="we", pady=(6, 0))
+        self.mining_log.grid(row=12, column=0, columnspan=3, sticky="we", pady=(6, 0))
         self.mining_log.configure(state="disabled")
 
     def _section(self, row: int, text: str, pady=(14, 2)) -> None:
@@ -517,7 +530,8 @@ class MainWindow:
     def _save_mining(self) -> None:
         v = self.mining_vars
         self.controller.save_mining(v["pool"].get(), v["coin"].get(), v["wallet"].get(), v["extra"].get(),
-                                    self.mining_enabled.get())
+                                    self.mining_enabled.get(), miner=self.miner_kind.get(),
+                                    miner_path=self.miner_path.get())
 
     def _browse_blender(self) -> None:
         path = filedialog.askopenfilename(parent=self.root, title="Choose the Blender program")
@@ -654,6 +668,7 @@ class MainWindow:
         for entry in self.mining_entries.values():
             entry.state(flag)
         self.mining_check.state(flag)
+        self.miner_choice.state(["readonly", *flag])
         self.mining_save.state(flag if "mining" not in vm.feedback or vm.feedback["mining"][0] != "busy"
                                else ["disabled"])
         self._set(self.mining_estimate, vm.mining_estimate_text())
@@ -730,6 +745,9 @@ class MainWindow:
         for key, var in self.mining_vars.items():
             var.set(config.get(key) or "")
         self.mining_enabled.set(bool(config.get("enabled")))
+        kind, path = self.controller.mining_program()
+        self.miner_kind.set(kind)
+        self.miner_path.set(path)
 
     @staticmethod
     def _set(widget, text: str) -> None:
