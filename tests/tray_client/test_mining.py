@@ -322,3 +322,29 @@ def test_a_hostile_portal_cannot_slip_an_option_in_through_the_pool_or_wallet(tm
         assert starts(tmp_path) == []
     finally:
         sup.stop()
+
+
+def test_the_mining_tab_keeps_the_miner_program_on_this_computer(tmp_path):
+    """The program that mines is chosen in the tab and saved in worker.json only; a wrong one is a message."""
+    from tray_client import config
+    from tray_client.engine import Engine
+    from tray_client.mining.settings import section
+    from tray_client.ui.viewmodel import Controller, InvalidInput, validate_miner
+    program = fake_trex(tmp_path)
+    assert validate_miner("T-Rex", str(program), False) == ("trex", str(program))
+    assert validate_miner("", "", False) == (None, None)
+    with pytest.raises(InvalidInput, match="not a file"):
+        validate_miner("lolMiner", str(tmp_path / "nothing"), False)
+    with pytest.raises(InvalidInput, match="argv"):
+        validate_miner("Custom command", "", False)
+    cfg = config.load(tmp_path / "worker.json", tmp_path / "data")
+    cfg.server_url, cfg.token, cfg.worker_id = "http://127.0.0.1:9", "token", 1
+    cfg.save()
+    controller = Controller(Engine(cfg), cfg)
+    assert controller.save_mining("", "", "", "", False, miner="lolMiner", miner_path="/no/such/miner")
+    assert section(config.load(tmp_path / "worker.json", tmp_path / "data")) is None  # nothing saved
+    assert controller.save_mining("etc.example.org:4444", "ETC", "0xabc", "", False, miner="T-Rex",
+                                  miner_path=str(program)) is None
+    saved = section(config.load(tmp_path / "worker.json", tmp_path / "data"))
+    assert (saved["miner"], saved["path"]) == ("trex", str(program))
+    assert controller.mining_program() == ("T-Rex", str(program))
