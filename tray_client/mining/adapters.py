@@ -404,8 +404,8 @@ def build_adapter(miner: str | None, template: tuple[str, ...] = (), stats: str 
         return custom_adapter(template, stats)
     adapter = ADAPTERS.get(miner or "")
     if adapter is None:
-        raise MinerConfigError("No miner is set up: choose T-Rex, lolMiner or a custom command and the "
-                               "miner's program (the mining section of the config file).")
+        raise MinerConfigError("No miner is set up: choose the miner program in the Mining tab (T-Rex or "
+                               "lolMiner and its file), or write the mining section of worker.json.")
     return adapter
 
 

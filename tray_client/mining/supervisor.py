@@ -164,7 +164,7 @@ class MiningSupervisor:
     """Start it with start(); the engine calls compute_started/compute_ended; a UI reads snapshot()."""
 
     def __init__(self, client: PortalClient, settings: MiningSettings, data_dir: Path, *,
-                 gpus: Callable[[], list[dict[str, Any]]],
+                 gpus: Callable[[], list[dict[str, Any]] | None],
                  idle_probe: Callable[[], float] | None = None, idle_reason: str = "",
                  worker_name: str = "pictor", poll_s: float = POLL_S,
                  settings_refresh_s: float = SETTINGS_REFRESH_S, report_seconds: float | None = None,
@@ -416,7 +416,9 @@ class MiningSupervisor:
         c = self.mining_config
         if not c.get("enabled"):
             return self._hold(MinerStatus.OFF, "Mining is off: turn it on in the Mining tab.")
-        gpus = self.gpus() or []
+        gpus = self.gpus()
+        if gpus is None:  # the hardware probe has not answered yet
+            return self._hold(MinerStatus.UNAVAILABLE, "Checking this computer's GPUs…")
         if not gpus:
             return self._hold(MinerStatus.UNAVAILABLE, "Mining needs an NVIDIA GPU, and none was found.")
         job = self._job()
@@ -610,6 +612,14 @@ class MiningSupervisor:
         self._set(**changes)
 
 
+def _engine_gpus(engine) -> list[dict[str, Any]] | None:
+    """The NVIDIA GPUs of the engine's hardware report (GPUtil); None until it has probed."""
+    report = getattr(engine, "hardware", None)
+    if not report:
+        return None
+    return [g for g in report.get("gpus") or [] if isinstance(g, dict)]
+
+
 def _engine_busy(snap) -> set[int | None]:
     """The GPUs an engine state shows tasks on: per slot ("gpu3" -> 3; a CPU slot holds none), or
     every GPU (None) for a task without slots."""
@@ -634,7 +644,7 @@ def attach(engine, cfg, *, idle_probe: Callable[[], float] | None = None, idle_r
     settings = load_settings(section(cfg))
     client = PortalClient(cfg.server_url, cfg.token, timeout=(5.0, 15.0), attempts=2)
     supervisor = MiningSupervisor(client, settings, cfg.data_dir,
-                                  gpus=lambda: list((getattr(engine, "hardware", None) or {}).get("gpus") or []),
+                                  gpus=lambda: _engine_gpus(engine),
                                   idle_probe=idle_probe, idle_reason=idle_reason, **options)
     hooks = getattr(engine, "device_hooks", None)
     if isinstance(hooks, list):
