@@ -154,7 +154,7 @@ def test_a_node_reporting_two_gpus_runs_two_tasks_at_once_end_to_end(blender, tm
     try:
         worker, config_path, data_dir = pair_worker(portal, tmp_path, "two-gpu-node")
         cube = make_scene(blender, tmp_path / "cube.blend")
-        job = portal.submit_render(cube, (1, 4), samples=384, name="two at once")
+        job = portal.submit_render(cube, (1, 2), samples=384, name="two at once")
         engine = Engine(config.load(config_path, data_dir), device_probe=FakeDeviceProbe(2), idle_backoff=(0.2, 1.0))
         seen: dict[int, str | None] = {}
         at_once = []
@@ -184,7 +184,7 @@ def test_a_node_reporting_two_gpus_runs_two_tasks_at_once_end_to_end(blender, tm
         assert set(seen.values()) == {"0", "1"}, seen
         listed = portal.worker_tasks(worker["id"])["items"]
         renders = [t for t in listed if t["job_type"] == "render"]
-        assert len(renders) == 4 and all(t["status"] == "completed" for t in renders)
+        assert len(renders) == 2 and all(t["status"] == "completed" for t in renders)
         assert {t["slot"] for t in listed} == {"gpu0", "gpu1"}
         slots = {s["id"]: s for s in portal.api("GET", f"/workers/{worker['id']}")["slots"]}
         assert list(slots) == ["gpu0", "gpu1"] and all(s["state"] == "idle" for s in slots.values())
@@ -222,11 +222,11 @@ def test_the_window_shows_every_slot_and_saves_the_devices_chosen(tmp_path, monk
             root.update()
             return all(cells[1].cget("text") == "Computing" for cells in window._slot_cells) \
                 and len(window._slot_cells) == 2
-        wait_for(pump, timeout=20, interval=0.05, what="both slots on the Computing tab")
+        wait_for(pump, timeout=60, interval=0.05, what="both slots on the Computing tab")  # a loaded CI box
         rows = [[cell.cget("text") for cell in cells] for cells in window._slot_cells]
         assert [row[0] for row in rows] == ["gpu0 · Fake RTX 0", "gpu1 · Fake RTX 1"]
         assert sorted(row[2].split(" · ")[0] for row in rows) == ["Task 1", "Task 2"]
-        assert all(row[3].startswith("10%") for row in rows)
+        assert all(row[3].startswith("10% · ETA") for row in rows), rows  # each slot's own progress
         time.sleep(0.3)
         root.update()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
