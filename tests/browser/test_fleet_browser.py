@@ -77,8 +77,12 @@ def test_select_confirm_and_pause_workers_then_read_the_alert_log(browser, porta
         page.fill("#email", EMAIL)
         page.fill("#password", PASSWORD)
         page.click("button[type=submit]")
-        page.goto(f"{base}/workers?q=4090")
-        assert page.locator(".worker-name").count() == 3  # the search matched GPU models
+        page.goto(f"{base}/workers")
+        page.select_option("#worker-gpu", "NVIDIA GeForce RTX 3060")  # the GPU filter, live
+        page.wait_for_function("() => document.querySelectorAll('.worker-name').length === 2")
+        page.select_option("#worker-gpu", "")
+        page.fill("#worker-q", "4090")  # the search matches GPU models, live as one types
+        page.wait_for_function("() => document.querySelectorAll('.worker-name').length === 3")
         assert page.locator("text=All 3 matching the filter").count() == 1
         boxes = page.locator('input[name="ids"][form="bulk-form"]')
         boxes.nth(0).check()
