@@ -7,7 +7,6 @@ import hmac
 import json
 import socket
 import threading
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
