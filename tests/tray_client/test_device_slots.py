@@ -114,6 +114,9 @@ def test_two_slots_run_two_tasks_at_once_each_on_its_device(tmp_path):
         thread.join(30)
     assert {(p, d) for p, d, _ in hooks} == {("started", "gpu0"), ("ended", "gpu0"), ("started", "gpu1"),
                                              ("ended", "gpu1")}
+    # Stopping gave the still-running task 2 back; the canceled task 1 was never reported at all.
+    assert [c[1] for c in client.calls if c[0] == "hand_back"] == [2]
+    assert not [c for c in client.calls if c[0] in ("fail", "complete")]
     assert all(x.task_id is None for x in engine.snapshot().slots)
 
 
