@@ -335,7 +335,10 @@ _SETTINGS = {"type": "object", "properties": {
     "payout_wallet_source": {"type": "string", "nullable": True, "description": "account, or null when none is set"},
     "mining_config": _MINING_CONFIG,
     "estimated_earning_per_hour": {"type": "object", "properties": {
-        "amount": _MONEY, "utilisation": {"type": "number"}, "explanation": {"type": "string"}}}}}
+        "amount": _MONEY, "utilisation": {"type": "number"}, "explanation": {"type": "string"}}},
+    "mining_estimate": {"type": "object", "description": "the portal's estimate from this worker's mining reports",
+                        "properties": {"today": _MONEY, "last_7_days": _MONEY, "explanation": {"type": "string"},
+                                       "estimate": {"type": "boolean"}}}}}
 _CLAIMED_TASK = {"type": "object", "required": ["id", "job_id", "type", "params", "inputs", "lease_expires_at",
                                                 "reward_estimate"], "properties": {
     "id": {"type": "integer"}, "job_id": {"type": "integer"},
