@@ -12,12 +12,14 @@ workers and their busy slots once, the page's task counts once, and the page's f
 history once; everything else is arithmetic over those rows.
 """
 
+import bisect
 import enum
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.orm import aliased, lazyload
+from sqlalchemy.orm import aliased
 
 from .. import money
 from ..clock import utcnow
@@ -54,28 +56,58 @@ class Assessment:
     """What the network can do for one job now: why it waits (None: it doesn't), and the online
     workers that could take its tasks (busy or not), for projections."""
     waiting: Waiting | None = None
-    able: list[Worker] = field(default_factory=list)
+    able: list["OnlineWorker"] = field(default_factory=list)
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _online_workers(now: datetime) -> list[tuple[Worker, set]]:
-    """(worker, its busy slots) for every worker that can claim now, in two queries."""
-    online = (db.select(Worker)
+@dataclass(frozen=True)
+class OnlineWorker:
+    """What the dispatcher's predicates and the market read of a worker (they take it as a Worker)."""
+    id: int
+    owner_id: int
+    capabilities: dict
+    bid_micros: int | None
+    bench_score: int | None
+
+
+@dataclass(frozen=True)
+class _Offer:
+    """One online worker as a job sees it: its price per bench-hour and whether a slot of it is free for an
+    any-device task, and for a GPU-only one."""
+    worker: OnlineWorker
+    price: int
+    free_any: bool
+    free_gpu: bool
+
+
+def _online_workers(now: datetime) -> list[tuple[OnlineWorker, set, str]]:
+    """(worker, its busy slots, its capabilities' JSON text) for every worker that can claim now, in two
+    queries. The text lets _Network decode and judge each distinct hello once, not once per worker."""
+    online = (db.select(Worker.id, Worker.owner_id, db.cast(Worker.capabilities, db.Text), Worker.bid_micros,
+                        Worker.bench_score)
               .where(Worker.deleted_at.is_(None), Worker.demo.is_(False), Worker.paused_at.is_(None),
                      Worker.suspended_at.is_(None), workers.status_expr(now).in_(ONLINE)))
-    found = list(db.session.execute(online.options(lazyload("*"))).scalars())
+    rows = db.session.execute(online).all()
     busy: dict[int, set] = {}
     for worker_id, slot in db.session.execute(
             db.select(Task.worker_id, Task.slot).where(Task.status == TaskStatus.RUNNING,
                                                        Task.worker_id.in_(online.with_only_columns(Worker.id)))):
         busy.setdefault(worker_id, set()).add(slot)
-    return [(worker, busy.get(worker.id, set())) for worker in found]
+    decoded: dict[str, dict] = {}
+    found = []
+    for worker_id, owner_id, text, bid, score in rows:
+        text = text or "{}"
+        if text not in decoded:
+            value = json.loads(text)
+            decoded[text] = value if isinstance(value, dict) else {}
+        found.append((OnlineWorker(worker_id, owner_id, decoded[text], bid, score), busy.get(worker_id, set()), text))
+    return found
 
 
-def _has_free_slot(worker: Worker, busy: set, gpu_only: bool) -> bool:
+def _has_free_slot(worker, busy: set, gpu_only: bool) -> bool:
     """A slot the claim would use for this job: not running a task, and one that takes GPU-only tasks if the
     job is (dispatch.slot_takes_gpu_tasks). A running task without a slot fills one too."""
     slots = dispatch.reported_slots(worker)
@@ -83,6 +115,31 @@ def _has_free_slot(worker: Worker, busy: set, gpu_only: bool) -> bool:
     if len(busy) >= len(slots) or not free:
         return False
     return any(dispatch.slot_takes_gpu_tasks(worker, s) for s in free) if gpu_only else True
+
+
+class _Network:
+    """The online workers sorted by price per (job type, GPU-only) they can take: each worker's
+    predicates are asked once per page, and each job of the page is a lookup and a bisection."""
+
+    def __init__(self, online: list[tuple[OnlineWorker, set, str]], now: datetime):
+        average = market.average_bid_micros(now)
+        self.offers: dict[tuple[JobType, bool], list[_Offer]] = {}
+        judged: dict[tuple, tuple] = {}  # one judgement per distinct hello, price and busy slots
+        for worker, busy, text in online:
+            key = (text, worker.bid_micros, worker.bench_score, frozenset(busy))
+            if key not in judged:
+                judged[key] = (market.worker_price_micros(worker, now, average), _has_free_slot(worker, busy, False),
+                               _has_free_slot(worker, busy, True), dispatch.claim_types(worker),
+                               dispatch.has_gpu(worker))
+            price, free_any, free_gpu, types, gpu = judged[key]
+            offer = _Offer(worker, price, free_any, free_gpu)
+            for job_type in types:
+                self.offers.setdefault((job_type, False), []).append(offer)
+                if gpu:
+                    self.offers.setdefault((job_type, True), []).append(offer)
+        for offers in self.offers.values():
+            offers.sort(key=lambda o: o.price)
+        self.prices = {key: [o.price for o in offers] for key, offers in self.offers.items()}
 
 
 def _task_counts(job_ids: list[int]) -> dict[int, dict[TaskStatus, int]]:
@@ -96,12 +153,12 @@ def _task_counts(job_ids: list[int]) -> dict[int, dict[TaskStatus, int]]:
     return counts
 
 
-def _turned_away(job_ids: list[int]) -> set[tuple[int, int]]:
-    """(job id, worker id) pairs the claim refuses for their failure history: blocklisted on the job
+def _turned_away(job_ids: list[int]) -> dict[int, set[int]]:
+    """job id -> the workers the claim refuses its tasks for their failure history: blocklisted on the job
     (the worker's own failures or its account's), or every queued task of the job is one it failed.
     Only accounts with a failure on these jobs are looked at, so the query stays small."""
     if not job_ids:
-        return set()
+        return {}
     pairs = (db.select(TaskEvent.job_id.label("job_id"), Worker.id.label("worker_id"),
                        Worker.owner_id.label("owner_id"))
              .join(Worker, Worker.owner_id == TaskEvent.provider_id)
@@ -116,17 +173,23 @@ def _turned_away(job_ids: list[int]) -> set[tuple[int, int]]:
     rows = db.session.execute(db.select(
         pairs.c.job_id, pairs.c.worker_id, dispatch.blocklisted(pairs.c.worker_id, pairs.c.owner_id, pairs.c.job_id),
         open_task)).all()
-    return {(job_id, worker_id) for job_id, worker_id, blocked, has_open in rows if blocked or not has_open}
+    away: dict[int, set[int]] = {}
+    for job_id, worker_id, blocked, has_open in rows:
+        if blocked or not has_open:
+            away.setdefault(job_id, set()).add(worker_id)
+    return away
 
 
-def _classify(job: Job, online: list[tuple[Worker, set, int]], turned_away: set[tuple[int, int]]) -> Assessment:
-    """`online`: (worker, its busy slots, price per bench-hour) of each online worker."""
+def _classify(job: Job, network: _Network, away: set[int]) -> Assessment:
+    """`away`: the workers the job's failure history turns away (_turned_away)."""
     work = WORK_WORDS.get(job.type, job.type.value)
-    typed = [row for row in online if job.type in dispatch.claim_types(row[0])]
+    typed = network.offers.get((job.type, False), [])
     if not typed:
         return Assessment(Waiting(WaitingReason.NO_CAPABLE_WORKER,
                                   f"No online worker offers {work} right now: the job starts when one connects."))
-    gpu_ok = typed if job.device != "gpu" else [row for row in typed if dispatch.has_gpu(row[0])]
+    gpu_only = job.device == "gpu"
+    key = (job.type, gpu_only)
+    gpu_ok = network.offers.get(key, [])
     if not gpu_ok:
         return Assessment(Waiting(
             WaitingReason.GPU_REQUIRED,
@@ -134,24 +197,23 @@ def _classify(job: Job, online: list[tuple[Worker, set, int]], turned_away: set[
             "one right now: it starts when a GPU worker connects (submit it again with Device “any” to reach "
             "them).", len(typed)))
     # The claim's price rule (dispatch._claim_statement): a maximum at or over the worker's price, NULL: any.
-    priced = [row for row in gpu_ok if job.max_price_micros is None or job.max_price_micros >= row[2]]
-    if not priced:
-        cheapest = min(row[2] for row in gpu_ok)
-        needed = math.ceil(cheapest / CENT) * CENT  # a price in cents that really reaches it
+    reach = len(gpu_ok) if job.max_price_micros is None else bisect.bisect_right(network.prices[key], job.max_price_micros)
+    if not reach:
+        needed = math.ceil(gpu_ok[0].price / CENT) * CENT  # the cheapest, in cents that really reach it
         return Assessment(Waiting(
             WaitingReason.PRICE_TOO_LOW,
             f"{_plural(len(gpu_ok), 'online worker')} could run this, but "
             f"{'its price is' if len(gpu_ok) == 1 else 'their price is'} above your maximum of "
             f"{money.usd_exact(job.max_price_micros)} per bench-hour — raise it to {money.usd_exact(needed)} "
             f"to reach {'it' if len(gpu_ok) == 1 else 'them'}.", len(gpu_ok), needed))
-    able = [row for row in priced if (job.id, row[0].id) not in turned_away]
+    able = [o for o in gpu_ok[:reach] if o.worker.id not in away] if away else gpu_ok[:reach]
     if not able:
         return Assessment(Waiting(
             WaitingReason.NO_CAPABLE_WORKER,
-            f"The {_plural(len(priced), 'online worker')} that could run this failed its tasks before and won't "
-            "be given them again: the job starts when another worker connects.", len(priced)))
-    workers_able = [row[0] for row in able]
-    if not any(_has_free_slot(worker, busy, job.device == "gpu") for worker, busy, _ in able):
+            f"The {_plural(reach, 'online worker')} that could run this failed its tasks before and won't "
+            "be given them again: the job starts when another worker connects.", reach))
+    workers_able = [o.worker for o in able]
+    if not any(o.free_gpu if gpu_only else o.free_any for o in able):
         return Assessment(Waiting(
             WaitingReason.ALL_BUSY,
             ("The one online worker that could run this is busy with another task"
@@ -169,13 +231,11 @@ def assess_jobs(jobs: list[Job], now: datetime | None = None) -> dict[int, Asses
     candidates = [job for job in jobs if job.status in ACTIVE and not job.demo]
     if not candidates:
         return result
-    average = market.average_bid_micros(now)
-    online = [(worker, busy, market.worker_price_micros(worker, now, average))
-              for worker, busy in _online_workers(now)]
+    network = _Network(_online_workers(now), now)
     counts = _task_counts([job.id for job in candidates])
     turned_away = _turned_away([job.id for job in candidates])
     for job in candidates:
-        assessment = _classify(job, online, turned_away)
+        assessment = _classify(job, network, turned_away.get(job.id, set()))
         job_counts = counts[job.id]
         if job_counts.get(TaskStatus.RUNNING) or not job_counts.get(TaskStatus.QUEUED) or job.paused_at:
             assessment.waiting = None
