@@ -318,6 +318,9 @@ _BINARY_BODY = {"required": True, "content": {"application/octet-stream": {
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 _FILE_NAME = {"name": "name", "in": "path", "required": True,
               "schema": {"type": "string", "pattern": dispatch.OUTPUT_NAME_RE.pattern}}
+_INPUT_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+               "description": "the input's name as the claim lists it: a file name, or a project file's relative "
+                              "path (textures/wood.png)"}
 _OUTPUT = {"type": "object", "required": ["name", "sha256", "size"], "properties": {
     "name": {"type": "string", "pattern": dispatch.OUTPUT_NAME_RE.pattern},
     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer", "minimum": 0}}}
@@ -348,7 +351,8 @@ _CLAIMED_TASK = {"type": "object", "required": ["id", "job_id", "type", "params"
                                                 "format, device; upscale: image, scale, model; verify: kind "
                                                 "(render: the crops of one frame to re-render; upscale: a tile)"},
     "inputs": {"type": "array", "items": {"type": "object", "properties": {
-        "name": {"type": "string"}, "url": {"type": "string"}, "sha256": {"type": "string"},
+        "name": {"type": "string", "description": "a file name, or a project file's relative path: the app "
+                 "puts it there inside the task folder (never outside)"}, "url": {"type": "string"}, "sha256": {"type": "string"},
         "size": {"type": "integer"}}}},
     "lease_expires_at": {"type": "string", "format": "date-time"}, "lease_seconds": {"type": "integer"},
     "reward_estimate": _MONEY_OR_NULL, "bid": _MONEY, "software": {"type": "string"},
@@ -411,7 +415,7 @@ OPENAPI_PATHS = {
          **_errors(400, 401)},
         {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {
             "slot": {"type": "string", "description": "a slot id from hello; default: the first"}}}}}})},
-    "/worker/tasks/{task_id}/inputs/{name}": {"parameters": [_TASK_ID, _FILE_NAME], "get": _op(
+    "/worker/tasks/{task_id}/inputs/{name}": {"parameters": [_TASK_ID, _INPUT_NAME], "get": _op(
         "downloadTaskInput", "Download an input of this worker's running task (ETag = SHA-256; Range supported)",
         {"200": {"description": "The file", "content": {"application/octet-stream": {
             "schema": {"type": "string", "format": "binary"}}}},
