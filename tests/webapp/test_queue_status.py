@@ -76,6 +76,7 @@ def test_each_reason_appears_when_true_and_goes_when_not(db_ctx):
     assert price.reason == queue_status.WaitingReason.PRICE_TOO_LOW
     assert price.message == ("1 online worker could run this, but its price is above your maximum of $0.62 per "
                              "bench-hour — raise it to $0.80 to reach it.")
+    assert price.summary == "Waiting: your maximum is too low — $0.80 reaches 1 online worker"
     assert claim(dear) is None
     set_max_price(job_id, "0.79")  # a cent short of what the message said: still refused
     assert waiting(job_id).reason == queue_status.WaitingReason.PRICE_TOO_LOW and claim(dear) is None
@@ -173,7 +174,8 @@ def test_api_json_and_pages_say_why(app, client, auth, clock):
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert 'id="job-waiting" data-reason="no_capable_worker"' in page and "No online worker offers upscaling" in page
     listing = client.get("/jobs").get_data(as_text=True)
-    assert listing.count('class="job-waiting small"') == 1 and "No online worker offers upscaling" in listing
+    assert listing.count('class="job-waiting small"') == 1
+    assert ">Waiting: no online worker offers upscaling right now</span>" in listing  # one line, the rest on hover
     with app.app_context():
         make_worker(name="upscaler", job_types=["upscale"])
     assert client.get(f"/api/v1/jobs/{job_id}", headers=headers).get_json()["waiting"] is None

@@ -47,6 +47,22 @@ class Waiting:
     workers: int = 0  # how many online workers the reason is about
     price_needed_micros: int | None = None  # price_too_low: the maximum that reaches the cheapest of them
 
+    @property
+    def summary(self) -> str:
+        """The reason in one short line, for the jobs list (the message says the rest)."""
+        if self.reason == WaitingReason.PRICE_TOO_LOW:
+            return (f"Waiting: your maximum is too low — {money.usd_exact(self.price_needed_micros)} reaches "
+                    f"{_plural(self.workers, 'online worker')}")
+        if self.reason == WaitingReason.GPU_REQUIRED:
+            return "Waiting: needs a GPU, no online worker offering it has one"
+        if self.reason == WaitingReason.ALL_BUSY:
+            return "Waiting: the one capable worker is busy" if self.workers == 1 else \
+                f"Waiting: all {self.workers} capable workers are busy"
+        if self.workers:  # the capable ones are turned away by the job's failure history
+            return "Waiting: the capable workers failed its tasks before"
+        first = self.message.split(":")[0]
+        return f"Waiting: {first[:1].lower()}{first[1:]}"
+
     def to_json(self) -> dict:
         return {"reason": self.reason.value, "message": self.message}
 
