@@ -246,6 +246,13 @@ def test_the_form_reads_the_upload_at_once_and_keeps_it_across_a_correction(app,
     assert "textures/green.png" in html and "lib/props.blend" in html and "dep-missing" not in html
     assert 'hx-swap-oob="true"' in html  # a fresh, empty file input: the submit does not send the file again
     draft_id = re.search(r'name="render-draft" value="(\d+)"', html).group(1)
+    # Choosing another file replaces the draft: the first one is forgotten.
+    replaced = client.post("/jobs/new/render/scene", data=form(**{
+        "render-draft": draft_id, "render-blend": (io.BytesIO(project_zip(real_project)), "shot.zip")}),
+        content_type="multipart/form-data", headers={"HX-Request": "true"}).get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(SceneDraft, int(draft_id)) is None
+    draft_id = re.search(r'name="render-draft" value="(\d+)"', replaced).group(1)
     # A wrong value is a message next to its field; the scene is still there, nothing to upload again.
     wrong = client.post("/jobs/new/render", data=form(**{"render-draft": draft_id, "render-resolution_percent": "150"}),
                         content_type="multipart/form-data")

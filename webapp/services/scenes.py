@@ -299,6 +299,16 @@ def owned_draft(owner_id: int, draft_id) -> SceneDraft:
     return draft
 
 
+def discard_draft(owner_id: int, draft_id) -> None:
+    """Forget the creator's draft (another file replaced it); anyone else's, or none, is left alone."""
+    try:
+        draft = owned_draft(owner_id, draft_id)
+    except uploads.InputError:
+        return
+    db.session.delete(draft)
+    db.session.commit()
+
+
 def expire_drafts(now=None) -> int:
     """Delete drafts past their time (their blobs go with the next blob collection); returns how many."""
     now = now or utcnow()

@@ -140,6 +140,8 @@ def render_scene():
             draft = jobs.upload_scene(current_user, upload.filename, upload.stream, (form.main.data or "").strip() or None)
         except ServiceError as exc:
             error = exc.message
+        else:
+            scenes.discard_draft(current_user.id, form.draft.data)  # the file it replaces, if any
     # A fragment the form swaps in: 200 even for a refused file, whose message is the content.
     return render_template("jobs/_scene.html", f=form, **_scene_context(draft, error))
 
