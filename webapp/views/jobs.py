@@ -176,7 +176,7 @@ def _detail_context(job: Job) -> dict:
     return {
         "job": job, "counts": counts, "progress": jobs.job_progress(job), "costs": costs,
         "waiting": assessment.waiting, "projection": projection.project(job, costs, assessment=assessment),
-        "price_form": MaxPriceForm(formdata=None, max_price=money.fmt(assessment.waiting.price_needed_micros).rstrip("0")
+        "price_form": MaxPriceForm(formdata=None, max_price=money.fmt(assessment.waiting.price_needed_micros).rstrip("0").rstrip(".")
                                    if assessment.waiting and assessment.waiting.price_needed_micros else None),
         "tasks": tasks, "checks": verification.states_of([t.id for t in tasks]), "page": page, "pages": pages,
         "outputs": [] if job.outputs_purged_at else outputs.completed_outputs(job, limit=THUMBS_SHOWN),
