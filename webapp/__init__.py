@@ -58,6 +58,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "webapp" / "migrations"))
     csrf.init_app(app)
     limiter.init_app(app)
+    from .api import RequestGlobals
+    app.app_ctx_globals_class = RequestGlobals  # g.worker loads on first use
     _warn_unshared_rate_limits(app)
     htmx.init_app(app)
     secure = bool(app.config.get("SESSION_COOKIE_SECURE"))

@@ -36,8 +36,12 @@ def configure_sqlite(engine) -> None:
         # Under WAL a transaction that reads and later writes fails at once ("database is locked")
         # if another writer committed in between. IMMEDIATE takes the write lock at BEGIN so that
         # can't happen; plain reads (GET pages and API reads) stay concurrent with BEGIN DEFERRED.
-        immediate = conn.get_execution_options().get("sqlite_immediate") or not _read_only_request()
+        # begin_read_transaction says False: a POST that only reads (auth, an idle claim) stays concurrent.
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        if immediate is None:
+            immediate = not _read_only_request()
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        conn.info["pictor_write_lock"] = bool(immediate)
 
 
 def _read_only_request() -> bool:
@@ -57,3 +61,23 @@ def begin_write_transaction(session) -> None:
     if session.in_transaction():
         session.commit()
     session.connection(execution_options={"sqlite_immediate": True})
+
+
+def begin_read_transaction(session) -> None:
+    """Start `session`'s next transaction without the write lock, even in a POST: for statements that only
+    read (a token lookup, an idle claim finding nothing), so they never queue behind SQLite's one writer.
+    Writing in it is a mistake (it would fail under concurrency): commit and begin_write_transaction first."""
+    from sqlalchemy.orm import scoped_session
+    if isinstance(session, scoped_session):
+        session = session()
+    if session.in_transaction():
+        session.commit()
+    session.connection(execution_options={"sqlite_immediate": False})
+
+
+def holds_write_lock(session) -> bool:
+    """Whether `session` is in a transaction that began with SQLite's write lock (never on PostgreSQL)."""
+    from sqlalchemy.orm import scoped_session
+    if isinstance(session, scoped_session):
+        session = session()
+    return session.in_transaction() and bool(session.connection().info.get("pictor_write_lock"))

@@ -394,6 +394,8 @@ Index("uq_tasks_running_slot", Task.worker_id, Task.slot, unique=True,
 # The claim order (highest priority, then oldest) as an index, so a claim reads the first eligible
 # queued rows in order instead of sorting the whole queue (added by the dispatch issue).
 Index("ix_tasks_queue_order", Task.status, Task.priority.desc(), Task.id)
+# An idle claim's first question (dispatch._waiting_statement): is anything of my types queued at all.
+Index("ix_tasks_queued_type", Task.status, Task.type)
 
 
 class TaskOutput(db.Model):

@@ -4,8 +4,10 @@ from datetime import timedelta
 from functools import wraps
 
 from flask import Blueprint, g, request
+from flask.ctx import _AppCtxGlobals
 
 from ..clock import utcnow
+from ..database import begin_read_transaction
 from ..extensions import csrf, db
 from ..models import ApiToken, Worker
 from ..security import token_hash
@@ -71,19 +73,42 @@ def user_token_required(view):
     return wrapper
 
 
+_WORKER_BY_TOKEN = db.select(Worker.id).where(Worker.token_hash == db.bindparam("token_hash"), Worker.deleted_at.is_(None))
+
+
+class RequestGlobals(_AppCtxGlobals):
+    """Flask's g, with the authenticated worker (g.worker) loaded from g.worker_id on first use."""
+
+    @property
+    def worker(self) -> Worker:
+        worker = self.__dict__.get("_worker")
+        if worker is None:
+            worker_id = self.__dict__.get("worker_id")
+            if worker_id is None:
+                raise AttributeError("worker")
+            worker = self.__dict__["_worker"] = db.session.get(Worker, worker_id)
+        return worker
+
+    @worker.setter
+    def worker(self, worker: Worker) -> None:
+        self.__dict__["_worker"] = worker
+        self.__dict__["worker_id"] = worker.id
+
+
 def worker_token_required(view):
-    """A worker's own token (the worker API); sets g.worker."""
+    """A worker's own token (the worker API); sets g.worker_id, and g.worker on first use."""
     @wraps(view)
     def wrapper(*args, **kwargs):
         token = _bearer()
         if not token:
             return _unauthorized("Send 'Authorization: Bearer <worker token>' from the worker's config.")
-        worker = db.session.execute(
-            db.select(Worker).where(Worker.token_hash == token_hash(token), Worker.deleted_at.is_(None))
-        ).scalar_one_or_none()
-        if worker is None:
+        # Only the id, without the write lock: the hottest calls (heartbeats, idle claims) need no more,
+        # and the row itself loads on first use of g.worker (RequestGlobals).
+        begin_read_transaction(db.session)
+        worker_id = db.session.execute(_WORKER_BY_TOKEN, {"token_hash": token_hash(token)}).scalar_one_or_none()
+        if worker_id is None:
             return _unauthorized("This worker token is unknown or the worker was deleted: pair the app again.")
-        g.worker = worker
+        g.worker_id = worker_id
         _end_auth_transaction()
         return view(*args, **kwargs)
     return wrapper

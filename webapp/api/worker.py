@@ -8,6 +8,7 @@ from flask import Response, current_app, g, jsonify, request, send_file
 
 from .. import money
 from ..clock import utcnow
+from ..database import begin_read_transaction
 from ..extensions import db, limiter
 from ..models import Task
 from ..services import ServiceError, benchmarks, dispatch, fleet, market, mining, presence, releases, storage
@@ -101,10 +102,10 @@ def worker_hello():
 @worker_token_required
 def worker_heartbeat():
     data = _json()
-    presence.record_heartbeat(g.worker, data.get("state", "idle"), data.get("message"))
+    after = presence.heartbeat(g.worker_id, data.get("state", "idle"), data.get("message"))
     # The portal-side pause (services/fleet.py) reaches the app here: it stops claiming until false again.
     return jsonify({"ok": True, "heartbeat_seconds": current_app.config["HEARTBEAT_SECONDS"],
-                    "paused": fleet.paused_by_portal(g.worker)})
+                    "paused": fleet.paused_by_portal(after)})
 
 
 # -- tasks -----------------------------------------------------------------------------------------
@@ -113,6 +114,7 @@ def worker_heartbeat():
 @worker_token_required
 def worker_claim():
     data = _json() if request.content_length else {}
+    begin_read_transaction(db.session)  # the worker's row and an idle claim's question need no write lock
     task = dispatch.claim_task(g.worker, slot=data.get("slot"))
     if task is None:
         response = Response(status=204)
@@ -387,14 +389,14 @@ OPENAPI_PATHS = {
                "capabilities": {"type": "object", "properties": {
                    "job_types": {"type": "array", "items": {"type": "string", "enum": ["render", "upscale"]}},
                    "gpu": {"type": "boolean"}, "devices": {"type": "array", "items": {"type": "string"}}}},
-               "compliance": {"type": "array", "items": {"type": "object", "required": ["check", "status"],
-                                                         "properties": {
                "slots": {"type": "array", "maxItems": 16, "description": "the devices it runs tasks on, one at "
                          "a time each; claims name one", "items": {
                    "type": "object", "required": ["id"], "properties": {
                        "id": {"type": "string", "pattern": "^(gpu(1[0-5]|[0-9])|cpu)$"},
                        "kind": {"type": "string", "enum": ["CUDA", "OPTIX", "HIP", "ONEAPI", "METAL", "GPU", "CPU"]},
                        "name": {"type": "string"}, "memory_mb": {"type": "integer", "minimum": 0}}}},
+               "compliance": {"type": "array", "items": {"type": "object", "required": ["check", "status"],
+                                                         "properties": {
                    "check": {"type": "string"}, "status": {"type": "string", "enum": ["pass", "warn", "fail"]},
                    "reason": {"type": "string"}}}},
                "state": {"type": "string", "enum": ["idle", "busy", "paused", "error"]},

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
 from ..clock import utcnow
-from ..database import begin_write_transaction
+from ..database import begin_write_transaction, holds_write_lock
 from ..extensions import db
 from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind, StoredFile, Task, TaskEvent, TaskEventKind,
                       TaskOutput, TaskStatus, Verification, VerificationState, Worker, job_work)
@@ -126,6 +126,23 @@ def _claim_statement(gpu: bool):
             .with_for_update(of=Task, skip_locked=True).execution_options(populate_existing=True))
 
 
+@functools.cache
+def _waiting_statement(gpu: bool):
+    """Whether any queued task has one of the worker's types, its device and a price it accepts: an index
+    probe (ix_tasks_queued_type), a superset of what _claim_statement may give it."""
+    conditions = [Task.status == TaskStatus.QUEUED, Task.type.in_(db.bindparam("types", expanding=True)),
+                  db.or_(Task.max_price_micros.is_(None), Task.max_price_micros >= db.bindparam("price")),
+                  db.or_(Task.for_worker_id.is_(None), Task.for_worker_id == db.bindparam("worker_id"))]
+    if not gpu:
+        conditions.append(Task.device != "gpu")
+    return db.select(Task.id).where(*conditions).limit(1)
+
+
+def _work_waiting(worker_id: int, types: list, gpu: bool, price: int) -> bool:
+    return db.session.execute(_waiting_statement(gpu), {"types": types, "price": price,
+                                                        "worker_id": worker_id}).first() is not None
+
+
 def _failed_here(worker_id: int, task_id: int) -> bool:
     failed = aliased(TaskEvent)
     return db.session.execute(
@@ -218,6 +235,17 @@ def reported_slots(worker: Worker) -> list[str]:
     return [s["id"] for s in (worker.capabilities or {}).get("slots") or []] or [DEFAULT_SLOT]
 
 
+def slot_kind(worker: Worker, slot: str) -> str | None:
+    """The kind the worker reported for one of its slots (CUDA, CPU...); None for the implicit one."""
+    return next((s.get("kind") for s in (worker.capabilities or {}).get("slots") or [] if s.get("id") == slot), None)
+
+
+def slot_takes_gpu_tasks(worker: Worker, slot: str) -> bool:
+    """Whether a slot may run GPU-only tasks: the worker has a GPU and this is not its CPU slot (the app
+    shows the renders of its CPU slot no GPU)."""
+    return has_gpu(worker) and slot_kind(worker, slot) != "CPU"
+
+
 blocklisted = _blocklisted  # the SQL predicate, for queue_status's grouped question over a page of jobs
 
 
@@ -235,17 +263,6 @@ def slot_of(worker: Worker, slot) -> str | None:
     busy = set(db.session.execute(db.select(Task.slot).where(
         Task.worker_id == worker.id, Task.status == TaskStatus.RUNNING)).scalars())
     return next((s for s in candidates if s not in busy), None)
-def slot_kind(worker: Worker, slot: str) -> str | None:
-    """The kind the worker reported for one of its slots (CUDA, CPU...); None for the implicit one."""
-    return next((s.get("kind") for s in (worker.capabilities or {}).get("slots") or [] if s.get("id") == slot), None)
-
-
-def slot_takes_gpu_tasks(worker: Worker, slot: str) -> bool:
-    """Whether a slot may run GPU-only tasks: the worker has a GPU and this is not its CPU slot (the app
-    shows the renders of its CPU slot no GPU)."""
-    return has_gpu(worker) and slot_kind(worker, slot) != "CPU"
-
-
 
 
 def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task | None:
@@ -259,11 +276,6 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     """
     now = now or utcnow()
     worker_id = worker.id
-    bid = market.effective_bid_micros(worker, now)
-    # A slot named for which the portal measured its own Bench Score is priced by that device's score.
-    score = benchmarks.slot_score(worker, slot)
-    price = market.price_per_bench_hour_micros(bid, score or market.UNBENCHED_SCORE)
-
     if worker.suspended_at is not None:
         return None  # a failed spot check: no more work until the operator looks at it
     if worker.paused_at is not None:
@@ -271,8 +283,20 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     types = claim_types(worker)
     if not types:
         return None
-
-    begin_write_transaction(db.session)
+    average = None if worker.bid_micros is not None else market.average_bid_micros(now)
+    bid = market.effective_bid_micros(worker, now, average)
+    # A slot named for which the portal measured its own Bench Score is priced by that device's score.
+    score = benchmarks.slot_score(worker, slot)
+    price = market.price_per_bench_hour_micros(bid, score or market.UNBENCHED_SCORE)
+    # Most claims of a large network find nothing: they ask without the write lock (the worker API began
+    # a read transaction), and only a claim that may find work queues for it.
+    if not holds_write_lock(db.session):
+        if not _work_waiting(worker_id, types, has_gpu(worker), price):
+            if slot is not None:
+                slot_of(worker, slot)  # a slot it never reported is still a 4xx
+            db.session.commit()
+            return None
+        begin_write_transaction(db.session)
     slot = slot_of(worker, slot)
     if slot is None:  # every slot busy
         db.session.commit()
@@ -294,6 +318,13 @@ def claim_task(worker: Worker, now: datetime | None = None, slot=None) -> Task |
     task.progress = 0.0
     task.eta_seconds = None
     task.message = None
+    try:
+        # Now, not at an autoflush further down: on PostgreSQL a racing claim for this slot waits here
+        # for the winner's commit and then fails the unique running-slot index; that claim is a 204.
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return None
     db.session.add(TaskEvent(task_id=task.id, job_id=task.job_id, worker_id=worker_id,
                              kind=TaskEventKind.CLAIMED, created_at=now))
     # A claim can only move a job from queued to running; once running, rolling up (a count over all
@@ -318,13 +349,6 @@ def _number(value, name: str, low: float, high: float) -> float:
 def report_progress(worker: Worker, task_id: int, progress, eta_s=None, message=None,
                     now: datetime | None = None) -> bool:
     """Record progress (0..1) and extend the lease. False when the task is no longer the worker's
-    try:
-        # Now, not at an autoflush further down: on PostgreSQL a racing claim for this slot waits here
-        # for the winner's commit and then fails the unique running-slot index; that claim is a 204.
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        return None
     running task (canceled, finished or reassigned): the app must stop it."""
     now = now or utcnow()
     progress = _number(progress, "progress", 0, 1)

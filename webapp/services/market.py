@@ -61,9 +61,13 @@ def _default_bid() -> int:
 def average_bid_micros(now: datetime | None = None) -> int:
     """The network's average bid: the latest daily figure up to `now`'s day, or DEFAULT_BID before the first."""
     day = (now or utcnow()).strftime("%Y-%m-%d")
-    value = db.session.execute(db.select(MarketDay.average_bid_micros).where(MarketDay.day <= day)
-                               .order_by(MarketDay.day.desc()).limit(1)).scalar()
+    value = db.session.execute(_AVERAGE_BID, {"day": day}).scalar()
     return int(value) if value is not None else _default_bid()
+
+
+# Built once: every claim by a worker without a custom bid asks it.
+_AVERAGE_BID = (db.select(MarketDay.average_bid_micros).where(MarketDay.day <= db.bindparam("day"))
+                .order_by(MarketDay.day.desc()).limit(1))
 
 
 def verified_bids_by_account(now: datetime) -> dict[int, list[int]]:

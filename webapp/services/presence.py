@@ -48,18 +48,29 @@ def parse_message(value) -> str | None:
     return value.strip()[:MESSAGE_MAX] or None
 
 
-def _extend_presence(worker_id: int, now: datetime) -> PresenceInterval:
-    latest = db.session.execute(
-        db.select(PresenceInterval).where(PresenceInterval.worker_id == worker_id)
-        .order_by(PresenceInterval.ended_at.desc()).limit(1)
-    ).scalar_one_or_none()
-    if latest is not None and latest.ended_at >= now - _offline_after():
-        if now > latest.ended_at:
-            latest.ended_at = now
-        return latest
-    interval = PresenceInterval(worker_id=worker_id, started_at=now, ended_at=now)
-    db.session.add(interval)
-    return interval
+def _extend_presence(worker_id: int, now: datetime) -> None:
+    """Extend the worker's latest interval to `now` if it is still open, else open a new one: one UPDATE
+    (and an INSERT when the worker comes back), in the caller's write transaction."""
+    extended = db.session.execute(_EXTEND_LATEST, {"p_worker": worker_id, "p_now": now,
+                                                   "p_open_since": now - _offline_after()}).rowcount
+    if not extended:
+        db.session.execute(_OPEN_INTERVAL, {"p_worker": worker_id, "p_now": now})
+
+
+# The heartbeat's statements, built once (with bind parameters) rather than on every call.
+_latest = (db.select(PresenceInterval.id).where(PresenceInterval.worker_id == db.bindparam("p_worker"))
+           .order_by(PresenceInterval.ended_at.desc()).limit(1).scalar_subquery())
+_EXTEND_LATEST = (db.update(PresenceInterval)
+                  .where(PresenceInterval.id == _latest, PresenceInterval.ended_at >= db.bindparam("p_open_since"))
+                  .values(ended_at=db.case((PresenceInterval.ended_at < db.bindparam("p_now"), db.bindparam("p_now")),
+                                           else_=PresenceInterval.ended_at))
+                  .execution_options(synchronize_session=False))
+_OPEN_INTERVAL = db.insert(PresenceInterval).values(worker_id=db.bindparam("p_worker"), started_at=db.bindparam("p_now"),
+                                                    ended_at=db.bindparam("p_now"))
+_HEARTBEAT = (db.update(Worker).where(Worker.id == db.bindparam("p_worker"))
+              .values(state=db.bindparam("p_state"), state_message=db.bindparam("p_message"),
+                      last_heartbeat_at=db.bindparam("p_now"))
+              .returning(Worker.paused_at).execution_options(synchronize_session=False))
 
 
 def record_heartbeat(worker: Worker, state: WorkerState | str, message: str | None = None,
@@ -68,19 +79,28 @@ def record_heartbeat(worker: Worker, state: WorkerState | str, message: str | No
 
     With commit=False the caller owns the transaction (and must have begun it for writing).
     """
+    if commit:
+        heartbeat(worker.id, state, message, now)
+        return
+    now = now or utcnow()
+    worker.state = parse_state(state)
+    worker.state_message = parse_message(message)
+    worker.last_heartbeat_at = now
+    _extend_presence(worker.id, now)
+
+
+def heartbeat(worker_id: int, state: WorkerState | str, message: str | None = None, now: datetime | None = None):
+    """record_heartbeat for the worker API's hottest call: two statements under the write lock, no ORM
+    row loaded. Returns the worker's row after it (its paused_at: what the answer tells the app)."""
     now = now or utcnow()
     state = parse_state(state)
     message = parse_message(message)
-    worker_id = worker.id
-    if commit:
-        begin_write_transaction(db.session)
-        worker = db.session.get(Worker, worker_id)
-    worker.state = state
-    worker.state_message = message
-    worker.last_heartbeat_at = now
+    begin_write_transaction(db.session)
+    row = db.session.execute(_HEARTBEAT, {"p_worker": worker_id, "p_state": state, "p_message": message,
+                                          "p_now": now}).one()
     _extend_presence(worker_id, now)
-    if commit:
-        db.session.commit()
+    db.session.commit()
+    return row
 
 
 def close_stale_intervals(now: datetime | None = None) -> int:
