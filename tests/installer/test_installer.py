@@ -3,9 +3,17 @@
 The build runs wherever Debian's `nsis` is installed. The wine smoke test (Debian `wine wine64`, Xvfb,
 xdotool, ImageMagick) takes a few minutes, so it runs only with PICTOR_WINE_SMOKE=1. It checks files
 and registry entries rather than exit codes: an installer that cannot run exits 0 having done nothing.
+The installer it runs is the one a provider gets: published on a real portal and downloaded from its
+Download page (so stamped with the portal's address); the app it starts is paired by typing only the
+code into its window.
+
+The 32-bit installer cannot be built (no 32-bit embeddable CPython on a registry we reach: build.py
+ARCHES), so only its wheel check runs; Debian's wine64 alone cannot run 32-bit programs either (that
+needs `dpkg --add-architecture i386` and wine32:i386, 171 packages).
 """
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / "build" / "installer" / "work" / "stage" / "nsis"  # build.py's default work folder
 ARTIFACTS = ROOT / "test-artifacts" / "installer"
 VERSION = tray_client.__version__
+CODE_FIELD = ("206", "166")  # the pairing form's code field, from the window's top left, at 96 dpi
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
 UNINSTALL_KEY = r"Software\Microsoft\Windows\CurrentVersion\Uninstall\PictorWorker"
 
@@ -206,6 +215,51 @@ def windows_user(prefix: Path) -> str:
     return next(p.name for p in (prefix / "drive_c" / "users").iterdir() if p.name != "Public")
 
 
+@dataclass
+class LivePortal:
+    """A real portal over HTTP, with the installer published and a worker waiting for its code."""
+    app: object
+    url: str
+    worker_id: int
+    code: str
+
+
+@contextmanager
+def live_portal(tmp_path: Path, exe: Path):
+    from tests.conftest import LiveServer, make_app
+    from webapp.extensions import db
+    from webapp.models import User
+    from webapp.services import releases, workers
+    (tmp_path / "portal").mkdir()
+    app = make_app(tmp_path / "portal")
+    server = LiveServer(app)
+    app.config["SERVER_URL"] = server.url
+    try:
+        with app.app_context():
+            releases.publish(exe)
+            owner = User(email="wine@example.com", password_hash="x")
+            db.session.add(owner)
+            db.session.commit()
+            worker, code, _token = workers.create_worker(owner, "Wine PC")
+            worker_id = worker.id
+        yield LivePortal(app, server.url, worker_id, code)
+    finally:
+        server.stop()
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def worker_status(portal: LivePortal) -> tuple[object, str]:
+    from webapp.extensions import db
+    from webapp.models import Worker
+    from webapp.services import workers
+    with portal.app.app_context():
+        worker = db.session.get(Worker, portal.worker_id)
+        db.session.refresh(worker)
+        return worker.last_heartbeat_at, workers.status_of(worker).value
+
+
 @pytest.mark.timeout(1200)
 def test_wine_install_selfcheck_upgrade_uninstall(installer, tmp_path):
     if os.environ.get("PICTOR_WINE_SMOKE") != "1":
@@ -223,10 +277,16 @@ def test_wine_install_selfcheck_upgrade_uninstall(installer, tmp_path):
         yield
         timings.append((name, time.monotonic() - started))
 
-    with xvfb() as display:
+    with xvfb() as display, live_portal(tmp_path, installer.exe) as portal:
+        # What a provider downloads: the published installer, stamped with this portal's address.
+        download = requests_get(f"{portal.url}/download/windows")
+        exe = tmp_path / "download" / installer.exe.name
+        exe.parent.mkdir()
+        exe.write_bytes(download)
+        assert download.startswith(installer.exe.read_bytes()) and len(download) > installer.exe.stat().st_size
         wine = Wine(tmp_path / "prefix", display)
         try:
-            _smoke(wine, installer.exe, display, step)
+            _smoke(wine, exe, display, step, portal)
         finally:
             wine.kill()
             report = "\n".join(f"{name:<28} {seconds:6.1f} s" for name, seconds in timings)
@@ -235,7 +295,14 @@ def test_wine_install_selfcheck_upgrade_uninstall(installer, tmp_path):
             print(report)
 
 
-def _smoke(wine: Wine, exe: Path, display: str, step) -> None:
+def requests_get(url: str) -> bytes:
+    import requests
+    response = requests.get(url, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    return response.content
+
+
+def _smoke(wine: Wine, exe: Path, display: str, step, portal: LivePortal) -> None:
     with step("wine prefix (wineboot)"):
         wine.run("wineboot", "--init")
         # A crashing program then exits instead of waiting for someone to close wine's crash dialog.
@@ -259,6 +326,8 @@ def _smoke(wine: Wine, exe: Path, display: str, step) -> None:
     run_entry = (wine.registry(RUN_KEY) or {}).get("PictorWorker", "")
     assert "pythonw.exe" in run_entry and "pictor_worker_gui.pyw" in run_entry  # "start with Windows" ticked
     assert f'"{VERSION}"' == wine.registry(UNINSTALL_KEY)["DisplayVersion"]
+    # The installer copied the address the portal stamped on the download beside Python.
+    assert (install_dir / "Python" / "installer_portal.txt").read_text().strip() == portal.url
 
     # Run by its C:\ path: Tcl cannot find its library under the Z:\ (Unix) path of the same folder.
     with step("installed self-check"):
@@ -272,31 +341,47 @@ def _smoke(wine: Wine, exe: Path, display: str, step) -> None:
         if module != "tray_client.engine" or (ROOT / "tray_client" / "engine.py").exists():
             assert f"ok   {module}" in check.stdout
 
-    # The first launch opens the pairing window; until the UI exists, the self-check's Tk window stands in.
-    has_ui = (install_dir / "pkgs" / "tray_client" / "ui").is_dir()
-    with step("window + screenshot"):
-        if has_ui:
-            app = wine.start(rf"{win_dir}\Python\pythonw.exe", rf"{win_dir}\pictor_worker_gui.pyw")
-        else:
-            app = wine.start(rf"{win_dir}\Python\python.exe", "-m", "tray_client.selfcheck", "--window", "240")
-        shot = ARTIFACTS / ("pairing-window.png" if has_ui else "selfcheck-window.png")
-        _screenshot_when_window_appears(display, "Pictor Worker", shot)
+    # The first launch opens the pairing window with the portal's address filled in: typing only the
+    # code pairs it (no address typed anywhere), and the worker says hello to the portal.
+    with step("pairing window + screenshot"):
+        app = wine.start(rf"{win_dir}\Python\pythonw.exe", rf"{win_dir}\pictor_worker_gui.pyw")
+        shot = ARTIFACTS / "pairing-window.png"
+        window = _screenshot_when_window_appears(display, "Pair this computer", shot)
     assert _drawn_pixels(shot) > 2000, f"{shot} looks empty"
+    with step("pair by code only"):
+        env = dict(os.environ, DISPLAY=display)
+        # With no window manager wine ignores keyboard focus requests: a click in the code field (where
+        # the form draws it at 96 dpi, see pairing-window.png) gives it the keys.
+        subprocess.run(["xdotool", "mousemove", "--window", window, *CODE_FIELD, "click", "1"], env=env,
+                       timeout=30, check=True)
+        time.sleep(1)
+        subprocess.run(["xdotool", "type", "--delay", "40", portal.code], env=env, timeout=60, check=True)
+        subprocess.run(["xdotool", "key", "Return"], env=env, timeout=30, check=True)
+        saved = _wait_for(lambda: _read_json(data_dir / "worker.json").get("token"), 120, "the pairing to be saved")
+        assert saved
+        pairing = _read_json(data_dir / "worker.json")
+        assert pairing["server_url"] == portal.url and pairing["worker_id"] == portal.worker_id
+        heartbeat = _wait_for(lambda: worker_status(portal)[0], 120, "the worker's first hello")
+    print(f"worker {portal.worker_id} is {worker_status(portal)[1]} on the portal (first hello {heartbeat})")
+    assert worker_status(portal)[1] != "pending"
+    time.sleep(3)
+    subprocess.run(["import", "-display", display, "-window", "root", str(ARTIFACTS / "app-window.png")],
+                   check=False, timeout=60)
 
     # Upgrade over the running app: it is stopped, old files go, pairing and settings stay.
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pairing = '{"server_url": "https://portal.example", "worker_id": 7, "token": "pw_wkr_secret"}'
-    (data_dir / "worker.json").write_text(pairing)
     stale = install_dir / "pkgs" / "tray_client" / "removed_in_new_version.py"
     stale.write_text("")
+    assert app.poll() is None, "the app ended before the upgrade"
     with step("upgrade (/S /NOAUTOSTART)"):
         wine.run(str(exe), "/S", "/NOAUTOSTART")
         try:
-            assert app.wait(timeout=120) != 0  # ended by the installer, not by itself
+            # Ended by the installer (a paired app may end cleanly, exit 0, as on any stop request).
+            app.wait(timeout=120)
         except subprocess.TimeoutExpired:
             pytest.fail("the installer did not stop the running app")
         wine.wait()
-    assert (data_dir / "worker.json").read_text() == pairing
+    kept = _read_json(data_dir / "worker.json")
+    assert (kept["server_url"], kept["worker_id"], kept["token"]) == (portal.url, portal.worker_id, pairing["token"])
     assert not stale.exists()
     assert (install_dir / "pkgs" / "tray_client" / "__init__.py").is_file() and shortcut.is_file()
     assert "PictorWorker" not in (wine.registry(RUN_KEY) or {})  # "start with Windows" unticked
@@ -314,7 +399,7 @@ def _smoke(wine: Wine, exe: Path, display: str, step) -> None:
     assert wine.registry(UNINSTALL_KEY) is None
     assert "PictorWorker" not in (wine.registry(RUN_KEY) or {})
     assert "PictorWorker" not in str(wine.registry("Environment") or {})  # bin\ left PATH
-    assert (data_dir / "worker.json").read_text() == pairing  # kept unless asked
+    assert _read_json(data_dir / "worker.json")["token"] == pairing["token"]  # kept unless asked
 
     with step("uninstall /PURGE"):
         wine.run(r"C:\purge-check\uninstall.exe", "/S", "/PURGE")
@@ -322,7 +407,25 @@ def _smoke(wine: Wine, exe: Path, display: str, step) -> None:
     assert not data_dir.exists()
 
 
-def _screenshot_when_window_appears(display: str, title: str, path: Path, within: float = 180) -> None:
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_for(probe, within: float, what: str):
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def _screenshot_when_window_appears(display: str, title: str, path: Path, within: float = 180) -> str:
     env = dict(os.environ, DISPLAY=display)
     deadline = time.monotonic() + within
     while True:
@@ -335,6 +438,7 @@ def _screenshot_when_window_appears(display: str, title: str, path: Path, within
         time.sleep(1)
     time.sleep(3)  # let Tk finish drawing
     subprocess.run(["import", "-display", display, "-window", "root", str(path)], check=True, timeout=60)
+    return found.stdout.split()[0]
 
 
 def _drawn_pixels(path: Path) -> int:
