@@ -259,6 +259,7 @@ def test_the_form_reads_the_upload_at_once_and_keeps_it_across_a_correction(app,
     page = wrong.get_data(as_text=True)
     assert wrong.status_code == 400 and "Must be between 1 and 100" in page
     assert f'name="render-draft" value="{draft_id}"' in page and "the scene is still uploaded" in page
+    assert 'placeholder="8 (from the file)"' in page and "From the file: Cycles" in page
     fixed = client.post("/jobs/new/render", data=form(**{"render-draft": draft_id, "render-name": ""}),
                         content_type="multipart/form-data")  # not a field typed
     assert fixed.status_code == 302

@@ -45,6 +45,13 @@ def index():
 def _new_page(render_form=None, upscale_form=None, status=200, active="render", draft=None):
     default_price = market.default_max_price_micros()
     render_form = render_form or RenderJobForm(prefix="render")
+    if draft is not None:  # an empty field shows the value it will take
+        for key, value in scenes.file_defaults(draft.reading).items():
+            if key in ("engine", "format"):
+                label = jobs.ENGINES.get(value, value.replace("_", "")) if key == "engine" else value.replace("_", "")
+                render_form[key].choices = [("", f"From the file: {label}"), *render_form[key].choices[1:]]
+            else:
+                render_form[key].render_kw = {"placeholder": f"{value} (from the file)"}
     return render_template(
         "jobs/new.html", render_form=render_form,
         upscale_form=upscale_form or UpscaleJobForm(prefix="upscale"), active=active,
