@@ -300,3 +300,15 @@ def test_someone_elses_draft_is_not_usable(app, client, creator, real_project):
     assert response.status_code == 400 and "upload the file again" in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.execute(db.select(db.func.count()).select_from(Job)).scalar_one() == 0
+
+
+def test_a_project_from_a_draft_on_sqlite_and_postgresql(any_app, real_project):
+    with any_app.test_request_context():
+        owner = User(email="artist@example.com", password_hash="x")
+        db.session.add(owner)
+        db.session.commit()
+        draft = jobs.upload_scene(owner, "shot.zip", io.BytesIO(project_zip(real_project)))
+        job = jobs.submit_render_job(owner, {"type": "render", "name": None, "frame_end": 1}, draft=draft)
+        assert (job.name, job.spec["samples"], [t.input_names for t in job.tasks]) == (
+            "shot", 8, [["lib/props.blend", "shot.blend", "textures/green.png"]])
+        assert db.session.execute(db.select(db.func.count()).select_from(SceneDraft)).scalar_one() == 0
