@@ -219,3 +219,13 @@ def test_portal_bulk_needs_the_csrf_token(tmp_path):
     assert refused.status_code == 400
     with app.app_context():
         assert db.session.get(Worker, worker_id).deleted_at is None
+
+
+def test_patch_replaces_one_workers_tags(farm):
+    worker_id = farm.ids[0]
+    body = farm.call("patch", f"/workers/{worker_id}", json={"tags": ["Rack-3", "farm-a", "rack-3"]}).get_json()
+    assert body["tags"] == ["farm-a", "rack-3"]
+    assert farm.call("patch", f"/workers/{worker_id}", json={"tags": ["bad tag"]}).status_code == 400
+    assert farm.call("patch", f"/workers/{worker_id}", json={"tags": "farm-a"}).status_code == 400
+    assert farm.call("patch", f"/workers/{worker_id}", json={"tags": []}).get_json()["tags"] == []
+    assert farm.call("patch", f"/workers/{farm.bob_worker}", json={"tags": ["mine"]}).status_code == 404

@@ -101,10 +101,17 @@ def provider_get_worker(worker_id: int):
 def provider_update_worker(worker_id: int):
     worker = permissions.owned_worker(g.user.id, worker_id)
     data = json_body()
-    if "name" not in data and "location" not in data:
-        raise ServiceError("nothing_to_change", "Send {\"name\": ...} and/or {\"location\": ...} (empty clears it).")
+    if "name" not in data and "location" not in data and "tags" not in data:
+        raise ServiceError("nothing_to_change", "Send {\"name\": ...}, {\"location\": ...} (empty clears it) "
+                                                "and/or {\"tags\": [...]}.")
     if "name" in data:
-        worker_service.clean_name(data["name"])  # check both fields before changing either
+        worker_service.clean_name(data["name"])  # check every field before changing any
+    if "tags" in data and data["tags"] != []:
+        fleet.clean_tags(data["tags"])
+        if not isinstance(data["tags"], list):
+            raise ServiceError("invalid_tags", "Send the tags as a list, e.g. [\"farm-a\", \"rack-3\"].")
+    if "tags" in data:
+        fleet.set_tags(worker, data["tags"])
     if "location" in data:
         worker_service.set_location(worker, data["location"])
     if "name" in data:
@@ -237,11 +244,15 @@ OPENAPI_PATHS = {
         "get": {"operationId": "getWorker", "tags": ["provider"], "security": _SECURITY, "summary": "One worker",
                 "responses": {"200": schema.json_response(schema.ref("Worker"), "The worker"), **_errors(401, 404)}},
         "patch": {"operationId": "updateWorker", "tags": ["provider"], "security": _SECURITY,
-                  "summary": "Rename a worker and/or set its location (overrides the IP lookup; empty clears it)",
+                  "summary": "Rename a worker, set its location (overrides the IP lookup; empty clears it) and/or "
+                             "replace its tags",
                   "requestBody": {"required": True, "content": {"application/json": {"schema": {
                       "type": "object", "minProperties": 1, "additionalProperties": True, "properties": {
                           "name": {"type": "string", "minLength": 1, "maxLength": worker_service.NAME_MAX},
-                          "location": {"type": "string", "maxLength": worker_service.LOCATION_MAX}}}}}},
+                          "location": {"type": "string", "maxLength": worker_service.LOCATION_MAX},
+                          "tags": {"type": "array", "maxItems": fleet.TAGS_PER_ACTION_MAX, "items": {
+                              "type": "string", "minLength": 1, "maxLength": fleet.TAG_MAX,
+                              "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$"}}}}}}},
                   "responses": {"200": schema.json_response(schema.ref("Worker"), "The updated worker"), **_errors(400, 401, 404)}},
         "delete": {"operationId": "deleteWorker", "tags": ["provider"], "security": _SECURITY,
                    "summary": "Delete a worker: its token stops working, its running task is handed back",

@@ -86,6 +86,21 @@ def clean_tags(tags) -> list[str]:
     return cleaned
 
 
+def set_tags(worker: Worker, tags) -> list[str]:
+    """Replace one worker's tags (an empty list clears them)."""
+    tags = [] if tags == [] else clean_tags(tags)
+    if len(tags) > TAGS_PER_WORKER_MAX:
+        raise ServiceError("too_many_tags", f"A worker has at most {TAGS_PER_WORKER_MAX} tags.")
+    begin_write_transaction(db.session)
+    db.session.execute(sql_delete(WorkerTag).where(WorkerTag.worker_id == worker.id)
+                       .execution_options(synchronize_session=False))
+    if tags:
+        db.session.execute(insert(WorkerTag), [{"worker_id": worker.id, "tag": t} for t in tags])
+    db.session.commit()
+    db.session.expire(worker)
+    return worker.tags
+
+
 def owner_tags(owner_id: int) -> list[str]:
     """Every tag on the owner's workers, for the filter menu."""
     return list(db.session.execute(
