@@ -32,7 +32,7 @@ from .cache import InputCache, InputHashMismatch
 from .config import WorkerConfig, set_aside
 from .devices import Device, DeviceProbe
 from .outbox import Outbox
-from .untrusted import BadTask, TaskInput, check_task, clamp_interval, printable, task_id_of
+from .untrusted import BadTask, TaskInput, check_task, clamp_interval, clamp_poll_interval, printable, task_id_of
 from .runners import RUNNERS, UnknownJobType, benchmark, get_runner
 from .runners.base import Progress, RunFailed, RunnerSettings
 
@@ -66,8 +66,6 @@ PROGRESS_REPORT_S = 2.0
 # The first and the longest wait between claims (or hellos) that found nothing or failed: an idle
 # worker asks again within a second, and a long outage costs the portal one request per 30 s per worker.
 IDLE_BACKOFF_S = (1.0, 30.0)
-# A Retry-After can ask for more, but no idle worker waits longer than this: new work starts within 5 min.
-MAX_IDLE_WAIT_S = 300.0
 # On stop, a task this close to its end may finish (instead of losing its work to a hand-back), but no
 # longer than this: enough for a last tile and the upload, short enough that a stop still stops.
 FINISH_GRACE_S = 30.0
@@ -696,11 +694,14 @@ class Engine:
                 if once:
                     log.info("no task waiting")
                     return EXIT_OK
-                # Retry-After is the portal's floor; idle for longer, we ask less and less often.
-                wait = min(max(retry_after, delay), MAX_IDLE_WAIT_S) if retry_after is not None else delay
+                # The portal advises how often its idle workers ask (from the network's size, so a new
+                # job is picked up within seconds on any network); without advice, less and less often.
                 self._update(message="waiting for work")
-                self._sleep(wait)
-                delay = min(max(delay, self.idle_backoff[0]) * 2, self.idle_backoff[1])
+                if retry_after is not None:
+                    self._sleep(clamp_poll_interval(retry_after))
+                else:
+                    self._sleep(delay)
+                    delay = min(max(delay, self.idle_backoff[0]) * 2, self.idle_backoff[1])
                 continue
             delay = self.idle_backoff[0]  # work is flowing: ask again right away
             outcome = self.process(task, slot)

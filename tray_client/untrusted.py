@@ -20,6 +20,7 @@ MAX_INPUTS = 1000
 MAX_INPUT_BYTES = 64 * 1024**3  # far above any scene we render; a bigger announcement is a lie
 MAX_TEXT = 500
 INTERVAL_RANGE_S = (5.0, 300.0)  # heartbeats, polls, leases: never a flood, never silence
+POLL_RANGE_S = (1.0, 300.0)  # an idle claim's advised wait: the portal keeps the network's total in bounds
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # One part of a project file's path: what Windows, macOS and Linux can all write, nothing that climbs.
@@ -80,6 +81,15 @@ def clamp_interval(value: Any, default: float) -> float:
     if type(value) not in (int, float) or not math.isfinite(value):
         return default
     low, high = INTERVAL_RANGE_S
+    return float(min(max(value, low), high))
+
+
+def clamp_poll_interval(value: Any) -> float:
+    """How long an idle worker waits before asking for work again, as the portal advised (its Retry-After),
+    within POLL_RANGE_S: a new job is seen within a second at best, and no idle worker goes silent."""
+    low, high = POLL_RANGE_S
+    if type(value) not in (int, float) or not math.isfinite(value):
+        return high
     return float(min(max(value, low), high))
 
 

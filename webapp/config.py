@@ -82,8 +82,14 @@ DEFAULTS = {
     "SIGNUP_RATE_LIMIT": "5 per minute",
     # Market and dispatch rules (services/market.py and services/dispatch.py say why).
     "LEASE_SECONDS": 60,
+    # What the portal advises its workers (services/presence.advised_intervals): the fewest seconds
+    # between heartbeats and between an idle worker's claims, stretched as the network grows so that
+    # it sends about this many per second in all, up to the longest.
     "HEARTBEAT_SECONDS": 15,
-    "POLL_SECONDS": 5,
+    "HEARTBEATS_PER_SECOND": 300,
+    "POLL_SECONDS": 1,
+    "POLL_MAX_SECONDS": 120,
+    "IDLE_CLAIMS_PER_SECOND": 50,
     "OFFLINE_AFTER_SECONDS": 90,
     "PAIRING_MINUTES": 15,
     # Per account (services/limits.py, counted in the database across processes): enough for a farm

@@ -264,7 +264,11 @@ def test_stop_lets_a_nearly_done_task_finish(cfg, client):
     assert "complete" in client.names() and "hand_back" not in client.names()
 
 
-def test_idle_claims_back_off_and_honour_retry_after(cfg, client):
+@pytest.mark.parametrize("advised, waits", [(5.0, 5.0), (2, 2.0), (0.01, 1.0), (-3, 1.0), (1e9, 300.0),
+                                             (float("nan"), 300.0)])
+def test_idle_claims_follow_the_portals_advised_interval_within_bounds(cfg, client, advised, waits):
+    """The portal sizes its advice to the network (presence.advised_intervals): the app asks exactly that
+    often, never more than once a second and never less than once in five minutes."""
     delays = []
     engine = Engine(cfg, client=client, probe=probe, runner_factory=factory, idle_backoff=(1.0, 30.0))
 
@@ -273,11 +277,13 @@ def test_idle_claims_back_off_and_honour_retry_after(cfg, client):
         if len(delays) == 7:
             engine.stop()
     engine._sleep = sleep
-    client.retry_after = 5.0  # the portal's floor
+    client.retry_after = advised
     engine.run()
-    assert delays == [5.0, 5.0, 5.0, 8.0, 16.0, 30.0, 30.0]
+    assert delays == [waits] * 7
 
-    delays.clear()
+
+def test_idle_claims_back_off_without_advice(cfg, client):
+    delays = []
     client.retry_after = None
     engine = Engine(cfg, client=client, probe=probe, runner_factory=factory, idle_backoff=(1.0, 30.0))
     engine._sleep = lambda s: (delays.append(s), len(delays) == 7 and engine.stop())

@@ -136,7 +136,8 @@ def test_hello_records_the_machine_and_answers_with_settings(env):
     body = response.get_json()
     assert {k: body[k] for k in ("poll_seconds", "heartbeat_seconds", "lease_seconds", "bid", "average_bid",
                                  "bench_score", "latest_app_version")} == {
-        "poll_seconds": 5, "heartbeat_seconds": 15, "lease_seconds": 60, "bid": "0.600000",
+        # A one-worker network polls at the floor (presence.advised_intervals): a new job starts within a second.
+        "poll_seconds": 1, "heartbeat_seconds": 15, "lease_seconds": 60, "bid": "0.600000",
         # One worker's own bid never moves the network's average (market.compute_market_day).
         "average_bid": "0.500000", "bench_score": None, "latest_app_version": "0.3.2"}
     with env.app.app_context():
@@ -187,7 +188,7 @@ def test_claim_returns_204_with_retry_after_when_nothing_fits(env):
     claim(env)
     claim(env)
     response = env.call("post", "/worker/tasks/claim")
-    assert response.status_code == 204 and response.headers["Retry-After"] == "5" and response.data == b""
+    assert response.status_code == 204 and response.headers["Retry-After"] == "1" and response.data == b""
 
 
 def test_full_task_loop_over_http(env, clock):

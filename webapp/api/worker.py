@@ -78,11 +78,12 @@ def worker_hello():
     average = market.average_bid_micros()
     bid = market.effective_bid_micros(worker, average=average)
     config = current_app.config
+    intervals = presence.advised_intervals()
     return jsonify({
         "worker_id": worker.id,
         "name": worker.name,
-        "poll_seconds": config["POLL_SECONDS"],
-        "heartbeat_seconds": config["HEARTBEAT_SECONDS"],
+        "poll_seconds": intervals.poll_seconds,
+        "heartbeat_seconds": intervals.heartbeat_seconds,
         "lease_seconds": config["LEASE_SECONDS"],
         "average_bid": money.fmt(average),
         "bid": money.fmt(bid),
@@ -104,7 +105,7 @@ def worker_heartbeat():
     data = _json()
     after = presence.heartbeat(g.worker_id, data.get("state", "idle"), data.get("message"))
     # The portal-side pause (services/fleet.py) reaches the app here: it stops claiming until false again.
-    return jsonify({"ok": True, "heartbeat_seconds": current_app.config["HEARTBEAT_SECONDS"],
+    return jsonify({"ok": True, "heartbeat_seconds": presence.advised_intervals().heartbeat_seconds,
                     "paused": fleet.paused_by_portal(after)})
 
 
@@ -118,7 +119,7 @@ def worker_claim():
     task = dispatch.claim_task(g.worker, slot=data.get("slot"))
     if task is None:
         response = Response(status=204)
-        response.headers["Retry-After"] = str(current_app.config["POLL_SECONDS"])
+        response.headers["Retry-After"] = str(presence.advised_intervals().poll_seconds)
         return response
     return jsonify(task_payload(task))
 

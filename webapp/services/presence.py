@@ -7,7 +7,9 @@ stale, and uptime is computed from intervals, never from a counter that could dr
 
 import math
 import re
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -26,6 +28,48 @@ MAX_SPEED_MBPS = 1_000_000.0
 
 def _offline_after() -> timedelta:
     return timedelta(seconds=int(current_app.config["OFFLINE_AFTER_SECONDS"]))
+
+
+@dataclass(frozen=True)
+class Intervals:
+    heartbeat_seconds: int
+    poll_seconds: int
+
+
+def advised_intervals(online: int | None = None) -> Intervals:
+    """How often this network's workers should heartbeat, and ask for work while idle.
+
+    Each interval is stretched so that `online` workers send about HEARTBEATS_PER_SECOND heartbeats and
+    IDLE_CLAIMS_PER_SECOND idle claims in all: a small network asks every POLL_SECONDS, so a new job
+    starts within about a second; on a large one some worker asks every few milliseconds anyway, so
+    each may ask rarely. Heartbeats stay at least three to an OFFLINE_AFTER_SECONDS window.
+    """
+    config = current_app.config
+    online = network_size() if online is None else online
+    heartbeat_max = max(int(config["HEARTBEAT_SECONDS"]), int(config["OFFLINE_AFTER_SECONDS"]) // 3)
+    heartbeat = min(max(math.ceil(online / config["HEARTBEATS_PER_SECOND"]), int(config["HEARTBEAT_SECONDS"])),
+                    heartbeat_max)
+    poll = min(max(math.ceil(online / config["IDLE_CLAIMS_PER_SECOND"]), int(config["POLL_SECONDS"])),
+               int(config["POLL_MAX_SECONDS"]))
+    return Intervals(heartbeat, poll)
+
+
+NETWORK_SIZE_TTL_S = 30.0  # the network grows in minutes; counting it on every claim would cost more than it tells
+
+
+def network_size(now: datetime | None = None) -> int:
+    """Workers online now, counted at most every NETWORK_SIZE_TTL_S per portal process."""
+    cache = current_app.extensions.setdefault("pictor_network_size", {})
+    clock = time.monotonic()
+    if cache.get("until", 0) > clock:
+        return cache["online"]
+    now = now or utcnow()
+    # A connection of its own without the write lock: the session may be between transactions of a POST.
+    with db.engine.connect().execution_options(sqlite_immediate=False) as conn:
+        online = conn.execute(db.select(db.func.count(Worker.id)).where(
+            Worker.last_heartbeat_at >= now - _offline_after(), Worker.deleted_at.is_(None))).scalar_one()
+    cache.update(online=online, until=clock + NETWORK_SIZE_TTL_S)
+    return online
 
 
 def _bad(message: str) -> ServiceError:

@@ -1,0 +1,127 @@
+"""A large network on one portal: the intervals it advises, and hot worker calls that don't queue for
+SQLite's one writer (bench/dispatch.py and bench/presence.py measure the figures; these check the rules)."""
+
+import sqlite3
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import make_app
+from tests.webapp.dispatch_factories import auth, make_job, make_worker
+from webapp.extensions import db
+from webapp.models import PresenceInterval, Worker, WorkerState
+from webapp.services import presence
+
+API = "/api/v1"
+
+
+@pytest.mark.parametrize("online, heartbeat, poll", [
+    (0, 15, 1), (1, 15, 1), (49, 15, 1), (120, 15, 3),   # a small network asks every second or so
+    (3_000, 15, 60), (6_000, 20, 120),
+    (10_000, 30, 120), (1_000_000, 30, 120),             # never past three heartbeats per offline window
+])
+def test_advised_intervals_stretch_with_the_network(app, online, heartbeat, poll):
+    with app.app_context():
+        advice = presence.advised_intervals(online)
+    assert (advice.heartbeat_seconds, advice.poll_seconds) == (heartbeat, poll)
+    # What the network sends in all stays within the configured budgets once the floors are left behind.
+    assert online / advice.poll_seconds <= max(50, online / 1)
+    assert online / advice.heartbeat_seconds <= max(300, online / 30)
+
+
+def test_hello_heartbeat_and_an_empty_claim_carry_the_advice_for_this_network(tmp_path):
+    app = make_app(tmp_path, IDLE_CLAIMS_PER_SECOND=2, HEARTBEATS_PER_SECOND=0.5)
+    client = app.test_client()
+    with app.app_context():
+        workers = [make_worker(name=f"node-{i}") for i in range(10)]
+        for worker_id, _ in workers:
+            presence.record_heartbeat(db.session.get(Worker, worker_id), WorkerState.IDLE)
+    token = workers[0][1]
+    hello = client.post(f"{API}/worker/hello", headers=auth(token), json={"capabilities": {"job_types": ["render"]}})
+    beat = client.post(f"{API}/worker/heartbeat", headers=auth(token), json={"state": "idle"})
+    idle = client.post(f"{API}/worker/tasks/claim", headers=auth(token))
+    # 10 online workers: 10 / 2 per second -> every 5 s; 10 / 0.5 per second -> 20 s between heartbeats.
+    assert (hello.json["poll_seconds"], hello.json["heartbeat_seconds"]) == (5, 20)
+    assert beat.json["heartbeat_seconds"] == 20
+    assert idle.status_code == 204 and idle.headers["Retry-After"] == "5"
+
+
+def test_the_network_size_counts_online_workers_only(app, clock):
+    with app.app_context():
+        online = [make_worker(name=f"on-{i}")[0] for i in range(3)]
+        make_worker(name="never-seen", seen=False)
+        for worker_id in online:
+            presence.record_heartbeat(db.session.get(Worker, worker_id), WorkerState.IDLE)
+        gone = db.session.get(Worker, online[2])
+        gone.deleted_at = gone.last_heartbeat_at
+        db.session.commit()
+        assert presence.network_size() == 2
+
+
+def test_a_heartbeat_extends_the_open_interval_and_opens_one_after_an_outage(app, clock):
+    with app.app_context():
+        worker_id, _ = make_worker()
+        start = clock.now
+        presence.heartbeat(worker_id, "idle", now=start)
+        presence.heartbeat(worker_id, "busy", "rendering", now=start + timedelta(seconds=30))
+        presence.heartbeat(worker_id, "idle", now=start + timedelta(seconds=29))  # a late one never shrinks it
+        after_outage = start + timedelta(seconds=30 + 91)
+        presence.heartbeat(worker_id, "idle", now=after_outage)
+        intervals = db.session.execute(db.select(PresenceInterval.started_at, PresenceInterval.ended_at)
+                                       .where(PresenceInterval.worker_id == worker_id)
+                                       .order_by(PresenceInterval.started_at)).all()
+        assert intervals == [(start, start + timedelta(seconds=30)), (after_outage, after_outage)]
+        worker = db.session.get(Worker, worker_id)
+        assert (worker.state, worker.last_heartbeat_at) == (WorkerState.IDLE, after_outage)
+
+
+def test_a_deleted_workers_heartbeat_is_refused(app, client):
+    with app.app_context():
+        worker_id, token = make_worker()
+        worker = db.session.get(Worker, worker_id)
+        worker.deleted_at = worker.created_at
+        db.session.commit()
+    response = client.post(f"{API}/worker/heartbeat", headers=auth(token), json={"state": "idle"})
+    assert response.status_code == 401
+
+
+def _holding_the_write_lock(path):
+    """Another writer holding SQLite's write lock (as a long complete or a migration would)."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def test_an_idle_claim_and_the_token_check_never_wait_for_the_writer(tmp_path):
+    """With nothing queued for it, a claim answers 204 while another connection holds the write lock; a
+    claim that finds work waits for the lock (it must: claiming writes)."""
+    app = make_app(tmp_path)
+    client = app.test_client()
+    with app.app_context():
+        _, idle_token = make_worker(name="idle", job_types=["upscale"])
+        _, busy_token = make_worker(name="busy")
+        make_job(tasks=1)  # a render task: only the second worker may take it
+    path = str(tmp_path / "test.sqlite3")
+    writer = _holding_the_write_lock(path)
+    answers = {}
+
+    def ask(name, token):
+        with app.app_context():
+            answers[name] = app.test_client().post(f"{API}/worker/tasks/claim", headers=auth(token)).status_code
+
+    try:
+        idle = threading.Thread(target=ask, args=("idle", idle_token))
+        busy = threading.Thread(target=ask, args=("busy", busy_token))
+        idle.start()
+        busy.start()
+        idle.join(5)
+        assert answers.get("idle") == 204  # answered while the lock is held
+        time.sleep(0.3)
+        assert "busy" not in answers  # still waiting for the writer
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    busy.join(30)
+    assert answers["busy"] == 200
