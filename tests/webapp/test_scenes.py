@@ -312,3 +312,18 @@ def test_a_project_from_a_draft_on_sqlite_and_postgresql(any_app, real_project):
         assert (job.name, job.spec["samples"], [t.input_names for t in job.tasks]) == (
             "shot", 8, [["lib/props.blend", "shot.blend", "textures/green.png"]])
         assert db.session.execute(db.select(db.func.count()).select_from(SceneDraft)).scalar_one() == 0
+
+
+def test_naming_the_blend_of_a_zip_with_several_is_a_correction_not_a_new_upload(app, client, creator, real_project):
+    shots = project_zip(real_project, extra={"other.blend": (real_project / "lib/props.blend").read_bytes()})
+    refused = client.post("/jobs/new/render", data=form(**{"render-blend": (io.BytesIO(shots), "shots.zip")}),
+                          content_type="multipart/form-data")
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400 and "name the one to render" in page and "the zip stays uploaded" in page
+    draft_id = re.search(r'name="render-draft" value="(\d+)"', page).group(1)
+    named = client.post("/jobs/new/render", data=form(**{"render-draft": draft_id, "render-main": "shot.blend"}),
+                        content_type="multipart/form-data")
+    assert named.status_code == 302
+    with app.app_context():
+        job = db.session.execute(db.select(Job)).scalar_one()
+        assert (job.spec["main"], job.spec["samples"], len(job.inputs)) == ("shot.blend", 8, 4)

@@ -257,6 +257,8 @@ def submit_render_job(owner, spec, blend_stream: BinaryIO | None = None, filenam
     allow_missing = isinstance(spec, dict) and spec.get("allow_missing") is True
     try:
         if draft is not None:
+            if main or not draft.main:  # the .blend to render corrected, or still to be named
+                scenes.choose_main(draft, main)
             reading = draft.reading
         else:
             field = "project" if project else "blend"
@@ -264,12 +266,14 @@ def submit_render_job(owner, spec, blend_stream: BinaryIO | None = None, filenam
             if stream is None:
                 raise uploads.InputError("missing_file", "Upload the .blend file to render, or a zip of the project.",
                                          "blend")
-            upload = scenes.receive(name, stream, main, field)
+            upload = scenes.receive(name, stream, main, field, unchosen_ok=keep_draft)
             reading = upload.reading
             if keep_draft:
                 draft = _store_all(lambda put: scenes.save_draft(owner, upload, put), reserve=False)
                 upload.close()
                 upload = None
+                if not draft.main:  # kept: naming the .blend is the correction
+                    raise uploads.InputError("main_required", draft.reading["main_required"], "main")
     except uploads.InputError as exc:
         file_error, reading = exc, {}
     source = draft.filename if draft is not None else upload.filename if upload is not None else None
@@ -301,7 +305,7 @@ def submit_render_job(owner, spec, blend_stream: BinaryIO | None = None, filenam
 
 def upload_scene(owner, filename: str | None, stream: BinaryIO, main: str | None = None) -> SceneDraft:
     """Receive, read and store a scene as a draft (committed), for a form to submit later."""
-    upload = scenes.receive(filename, stream, main)
+    upload = scenes.receive(filename, stream, main, unchosen_ok=True)
     try:
         return _store_all(lambda put: scenes.save_draft(owner, upload, put), reserve=False)
     finally:

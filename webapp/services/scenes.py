@@ -103,6 +103,8 @@ def notes(reading: dict) -> list[str]:
     """What the creator should know about the file's settings before submitting."""
     settings = reading.get("settings") or {}
     out = []
+    if reading.get("main_required"):
+        out.append(f"{reading['main_required']} Type its path below and submit: the zip stays uploaded.")
     if reading.get("error"):
         out.append(f"The portal could not read the scene ({reading['error']}): fill in the render settings.")
     if settings.get("engine") and settings["engine"] not in ENGINES:
@@ -179,15 +181,17 @@ def _workspace() -> Path:
     return folder / "project"
 
 
-def receive(filename: str | None, stream: BinaryIO, main: str | None = None, field_name: str = "blend") -> Upload:
+def receive(filename: str | None, stream: BinaryIO, main: str | None = None, field_name: str = "blend",
+            unchosen_ok: bool = False) -> Upload:
     """A .blend or a project zip (told apart by content), checked, spooled and read; else InputError.
-    The caller closes the Upload once it is stored."""
+    With unchosen_ok (a draft), a zip with several .blend files and no `main` is kept unread until one
+    is chosen (choose_main). The caller closes the Upload once it is stored."""
     head = stream.read(4096)
     if not head:
         raise uploads.InputError("missing_file", "The uploaded file is empty.", field_name)
     rest = uploads.PrefixedStream(head, stream)
     if head.startswith(ZIP_MAGIC):
-        return _receive_project(filename, rest, main)
+        return _receive_project(filename, rest, main, unchosen_ok)
     uploads.check_blend_header(head)
     if main:
         raise uploads.InputError("bad_request", "'main' names the .blend inside a project zip; this upload is a "
@@ -214,12 +218,18 @@ def _spool(stream, dest: Path, cap: int, field_name: str) -> None:
             out.write(chunk)
 
 
-def _receive_project(filename: str | None, stream, main: str | None) -> Upload:
+def _receive_project(filename: str | None, stream, main: str | None, unchosen_ok: bool = False) -> Upload:
     cap = current_app.config.get("MAX_CONTENT_LENGTH") or uploads.ARCHIVE_MAX_TOTAL
     fp = uploads.seekable_upload(stream, cap, "project", "The project zip")
     members = uploads.check_project_archive(fp)
     paths = [m.filename for m in members]
-    main = _main_blend(paths, main)
+    unchosen = None
+    try:
+        main = _main_blend(paths, main)
+    except uploads.InputError as exc:
+        if not (unchosen_ok and exc.code == "main_required"):
+            raise
+        main, unchosen = "", exc.message
     root = _workspace()
     try:
         zf = zipfile.ZipFile(fp)
@@ -237,16 +247,41 @@ def _receive_project(filename: str | None, stream, main: str | None) -> Upload:
                     raise
                 raise uploads.InputError("bad_archive", f"The project entry {info.filename!r} is corrupt.",
                                          "project") from None
-        with (root / main).open("rb") as blend:
-            try:
-                uploads.check_blend_header(blend.read(4096))
-            except uploads.InputError:
-                raise uploads.InputError("not_a_blend", f"{main!r} in the zip is not a Blender file.", "main") from None
         name = uploads.input_name(filename, "project", ".zip")
-        return Upload(root, name, main, read_scene(root, main), paths)
+        reading = {"main_required": unchosen} if unchosen else _read_main(root, main)
+        return Upload(root, name, main, reading, paths)
     except BaseException:
         shutil.rmtree(root.parent, ignore_errors=True)
         raise
+
+
+def _read_main(root: Path, main: str) -> dict:
+    with (root / main).open("rb") as blend:
+        try:
+            uploads.check_blend_header(blend.read(4096))
+        except uploads.InputError:
+            raise uploads.InputError("not_a_blend", f"{main!r} in the zip is not a Blender file.", "main") from None
+    return read_scene(root, main)
+
+
+def choose_main(draft: SceneDraft, main: str | None) -> None:
+    """Point a draft at another .blend among its files and read that one (the caller commits): the
+    .blend to render is corrected without uploading the project again."""
+    main = _main_blend([f.path for f in draft.files], main)
+    if main == draft.main:
+        return
+    root = _workspace()
+    try:
+        for item in draft.files:  # the stored files at their paths: hard links, no copies
+            dest = root.joinpath(*PurePosixPath(item.path).parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(storage.path_for(item.sha256), dest)
+            except OSError:
+                shutil.copyfile(storage.path_for(item.sha256), dest)
+        draft.reading, draft.main = _read_main(root, main), main
+    finally:
+        shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def _main_blend(paths: list[str], main: str | None) -> str:
