@@ -42,28 +42,36 @@ def test_portal_pause_reaches_the_engine_on_its_next_heartbeat(portal, tmp_path)
     cfg.settings.update(auto_benchmark=False, auto_speedtest=False)
     cfg.save()
     engine = Engine(config.load(cfg.path, cfg.data_dir), probe=light_probe, idle_backoff=(0.2, 1.0))
+    pause = {"action": "pause", "ids": [worker["id"]]}
+    resume = {"action": "resume", "ids": [worker["id"]]}
+    assert portal.api("POST", "/workers/bulk", json=pause)["changed"] == 1  # paused before the app starts
     thread = threading.Thread(target=engine.run, daemon=True)
     thread.start()
     try:
+        # The hello answer says so: the engine starts paused and claims nothing.
         wait_for(lambda: engine.snapshot().online, 30, what="the engine online")
-        assert engine.snapshot().paused is False
-        bulk = portal.api("POST", "/workers/bulk", json={"action": "pause", "ids": [worker["id"]]})
-        assert bulk["changed"] == 1
-        engine.heartbeat()  # what the heartbeat thread does every heartbeat_seconds
         snap = engine.snapshot()
-        assert snap.paused is True and snap.state == "paused"
+        assert snap.paused is True and snap.state == "paused" and snap.task_id is None
         wait_for(lambda: engine.snapshot().message == MESSAGE_PORTAL_PAUSED, 10, what="the pause message")
-        engine.heartbeat()  # now reporting "paused" back
+        engine.heartbeat()  # what the heartbeat thread does every heartbeat_seconds
         shown = portal.api("GET", f"/workers/{worker['id']}")
         assert shown["status"] == "paused" and shown["paused_by_portal"] is True
 
-        portal.api("POST", "/workers/bulk", json={"action": "resume", "ids": [worker["id"]]})
+        portal.api("POST", "/workers/bulk", json=resume)
         engine.heartbeat()
         assert engine.snapshot().paused is False
         engine.heartbeat()
-        assert portal.api("GET", f"/workers/{worker['id']}")["status"] == "online"
+        assert portal.api("GET", f"/workers/{worker['id']}")["status"] in ("online", "busy")
+
+        # Paused again while it runs: the next heartbeat answer pauses it (a running task may finish).
+        portal.api("POST", "/workers/bulk", json=pause)
+        engine.heartbeat()
+        assert engine.snapshot().paused is True
 
         # The provider's own pause in the app: the portal's "not paused" leaves it alone.
+        portal.api("POST", "/workers/bulk", json=resume)
+        engine.heartbeat()
+        assert engine.snapshot().paused is False
         engine.pause()
         engine.heartbeat()
         assert engine.snapshot().paused is True
