@@ -14,6 +14,7 @@ it; nothing is ever deleted or rewritten except `available_at` when a check pass
 same transaction as the rows they sum, so lists and charts never need to aggregate the ledger.
 """
 
+import functools
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -40,20 +41,24 @@ def day_of(moment: datetime) -> str:
 def bump_daily(worker_id: int, day: str, *, task_earnings_micros: int = 0, mining_earnings_micros: int = 0,
                tasks_completed: int = 0, tasks_failed: int = 0, compute_seconds: float = 0.0) -> None:
     """Add to one worker's row for one day, creating it if needed (an upsert: no read-modify-write)."""
-    values = {
+    db.session.execute(_daily_upsert(db.session.get_bind().dialect.name), {
         "worker_id": worker_id, "day": day,
         "task_earnings_micros": task_earnings_micros, "mining_earnings_micros": mining_earnings_micros,
         "tasks_completed": tasks_completed, "tasks_failed": tasks_failed, "compute_seconds": compute_seconds,
-    }
-    dialect = db.session.get_bind().dialect.name
+    })
+
+
+_DAILY_SUMS = ("task_earnings_micros", "mining_earnings_micros", "tasks_completed", "tasks_failed", "compute_seconds")
+
+
+@functools.cache
+def _daily_upsert(dialect: str):
+    """bump_daily's statement for one database, built once (every completed task runs it)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = WorkerDailyStat.__table__
-    stmt = insert(table).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.worker_id, table.c.day],
-        set_={name: table.c[name] + stmt.excluded[name] for name in values if name not in ("worker_id", "day")},
-    )
-    db.session.execute(stmt)
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(index_elements=[table.c.worker_id, table.c.day],
+                                      set_={name: table.c[name] + stmt.excluded[name] for name in _DAILY_SUMS})
 
 
 def task_reward_micros(bid_micros: int, compute_seconds: float) -> int:

@@ -15,6 +15,7 @@ an hour of reference-machine work costs on this worker. A job's maximum price pe
 which workers are offered its tasks, which is why a lower bid attracts more jobs.
 """
 
+import functools
 import json
 import re
 from datetime import datetime, timedelta
@@ -154,18 +155,25 @@ def _units(params: dict) -> int:
     return max(1, len(params.get("frames") or [1]))
 
 
-def billable_seconds_bound(task: Task) -> float:
-    """The most compute seconds `task` may bill (see BILLABLE_TOLERANCE)."""
+@functools.cache
+def _peers_statement():
+    """The job's latest verified peers of a task (built once: every complete asks it)."""
     reversal = aliased(LedgerEntry)
     standing = db.select(LedgerEntry.id).where(
         LedgerEntry.task_id == Task.id, LedgerEntry.attempt == Task.attempts, LedgerEntry.kind == LedgerKind.TASK_REWARD,
         ~db.select(reversal.id).where(reversal.reverses_id == LedgerEntry.id).exists())
-    peers = db.session.execute(
-        db.select(Task.compute_seconds, Task.bench_score, Task.params).where(
-            Task.job_id == task.job_id, Task.type == task.type, Task.status == TaskStatus.COMPLETED,
-            Task.id != task.id, Task.worker_id != task.worker_id, Task.compute_seconds.is_not(None),
-            standing.exists())
-        .order_by(Task.finished_at.desc()).limit(PEER_SAMPLE)).all()
+    return (db.select(Task.compute_seconds, Task.bench_score, Task.params).where(
+        Task.job_id == db.bindparam("job_id"), Task.type == db.bindparam("type"), Task.status == TaskStatus.COMPLETED,
+        Task.id != db.bindparam("task_id"), Task.worker_id != db.bindparam("worker_id"),
+        Task.compute_seconds.is_not(None), standing.exists())
+        .order_by(Task.finished_at.desc()).limit(PEER_SAMPLE))
+
+
+def billable_seconds_bound(task: Task) -> float:
+    """The most compute seconds `task` may bill (see BILLABLE_TOLERANCE)."""
+    # 0 for a task not yet stored, or one without a worker: no row has that id (a NULL would match nothing).
+    peers = db.session.execute(_peers_statement(), {"job_id": task.job_id, "type": task.type, "task_id": task.id or 0,
+                                                    "worker_id": task.worker_id or 0}).all()
     if len(peers) < MIN_PEERS:
         return float(HARD_CAP_SECONDS)
     per_unit = sorted(seconds * (score or UNBENCHED_SCORE) / 1000 / _units(params) for seconds, score, params in peers)
