@@ -226,8 +226,9 @@ class Worker(db.Model):
     demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
 
     owner: Mapped[User] = relationship()
-    tag_rows: Mapped[list["WorkerTag"]] = relationship(order_by="WorkerTag.tag", cascade="all, delete-orphan",
-                                                       lazy="selectin")
+    # Loaded on use, not with every worker: the worker API loads a worker per call and never needs its tags;
+    # the worker list asks for them in one query per page (workers.list_workers).
+    tag_rows: Mapped[list["WorkerTag"]] = relationship(order_by="WorkerTag.tag", cascade="all, delete-orphan")
 
     @property
     def tags(self) -> list[str]:

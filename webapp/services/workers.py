@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import Integer, String, case, func, literal_column, update
+from sqlalchemy.orm import selectinload
 
 from ..clock import utcnow
 from ..database import begin_write_transaction
@@ -331,7 +332,7 @@ def list_workers(owner_id: int, q: str | None = None, status: str | None = None,
         "updated": Worker.updated_at,
     }[sort]
     direction = (lambda col: col.asc()) if order == "asc" else (lambda col: col.desc())
-    return _paginate(db.select(Worker), _worker_filters(owner_id, q, status, now, tag, gpu),
+    return _paginate(db.select(Worker).options(selectinload(Worker.tag_rows)), _worker_filters(owner_id, q, status, now, tag, gpu),
                      [direction(key), direction(Worker.id)], page, per_page, Worker)
 
 
