@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing
+from tests.tray_client.ui_helpers import Display
 from tray_client.runners.blender import find_blender
 from tray_client.runners.realesrgan import realesrgan_version
 
@@ -53,3 +54,13 @@ def booby_trapped_scene(blender, tmp_path_factory):
     folder = tmp_path_factory.mktemp("trap")
     marker = folder / "marker"
     return make_scene(blender, folder / "trap.blend", marker), marker
+
+
+@pytest.fixture(scope="session")
+def tk_display():
+    """One Xvfb for every test that opens a Tk window in this process: Tk keeps its X connection after a
+    root is destroyed, and Xlib ends the whole process (pytest with it) when that server goes away, so
+    none of them may close it before the session ends."""
+    display = Display(1600, 1000)
+    yield display
+    display.close()

@@ -200,13 +200,13 @@ def test_a_node_reporting_two_gpus_runs_two_tasks_at_once_end_to_end(blender, tm
 
 # --- the desktop window: every slot on the Computing tab, the choice in Settings -----------------
 
-def test_the_window_shows_every_slot_and_saves_the_devices_chosen(tmp_path, monkeypatch):
+def test_the_window_shows_every_slot_and_saves_the_devices_chosen(tmp_path, monkeypatch, tk_display):
     import tkinter as tk
-    from tests.tray_client.ui_helpers import ARTIFACTS, Display
+    from tests.tray_client.ui_helpers import ARTIFACTS
     from tray_client.ui.viewmodel import Controller
     from tray_client.ui.window import MainWindow, apply_style
 
-    display = Display(1024, 900)
+    display = tk_display  # the session's X server (conftest.tk_display): never closed under a live Tk
     monkeypatch.setenv("DISPLAY", display.name)
     client = SlotClient([task(1, "slow"), task(2, "slow")], files={"scene.blend": b"BLENDER-v304 fake scene"})
     client.settings = lambda: {"bid": "0.500000", "average_bid": "0.450000", "bench_score": 1000}
@@ -256,4 +256,3 @@ def test_the_window_shows_every_slot_and_saves_the_devices_chosen(tmp_path, monk
         engine.stop(hand_back=True)
         engine.join(30)
         root.destroy()
-        display.close()

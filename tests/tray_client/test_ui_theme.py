@@ -8,20 +8,15 @@ from tkinter import ttk
 
 import pytest
 
-from tests.tray_client.ui_helpers import Display
 from tray_client import config as config_mod
 from tray_client.ui import theme
 from tray_client.ui.pairing import PairingView
 from tray_client.ui.window import MUTED
 
 
-@pytest.fixture(scope="module")
-def display():
-    # One X server for the module: Tk keeps its connection after a root is destroyed, and Xlib ends
-    # the process when that server goes away.
-    display = Display(1600, 1000)
-    yield display
-    display.close()
+@pytest.fixture
+def display(tk_display):
+    return tk_display  # the session's (conftest.tk_display): Tk outlives any server closed before the end
 
 
 @pytest.fixture
