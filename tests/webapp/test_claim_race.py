@@ -4,9 +4,10 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 import requests
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, make_app
 from tests.webapp.dispatch_factories import auth, make_job, make_tasks_bulk, make_user
 from webapp.clock import utcnow
 from webapp.security import new_token, token_hash
@@ -70,7 +71,22 @@ def _report(capsys, what: str, backend: str, claimed: list[int], seconds: float)
               f"{duplicates} duplicates, {seconds:.1f} s ({len(claimed) / seconds:.0f} claims/s)")
 
 
-def test_concurrent_claims_through_the_service_never_share_a_task(any_app, capsys):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def race_app(request, tmp_path):
+    """any_app with a connection for every claimer thread: with the default pool of 15, 35 threads would
+    wait for a connection while 15 claim, and time out at 30 s on a slow machine: a pool test, not a race."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    app = make_app(tmp_path, url, SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "pool_size": CLAIMERS,
+                                                             "max_overflow": 5})
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+def test_concurrent_claims_through_the_service_never_share_a_task(race_app, capsys):
+    any_app = race_app
     total = 2000
     groups = _setup(any_app, total)
     claims: dict[int, list[int]] = {worker_id: [] for group in groups for worker_id, _ in group}
