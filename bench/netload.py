@@ -103,7 +103,9 @@ def serve_portal(site: Site, processes: int = 2):
     """`pictor-portal serve` on a free port (gunicorn, `processes` × 8 threads); yields its base URL."""
     port = free_port()
     log = open(site.folder / f"portal-{port}.log", "wb")
-    proc = subprocess.Popen([str(VENV_BIN / "pictor-portal"), "serve", "--port", str(port), "--workers", str(processes)],
+    # `pictor-portal serve`, with this checkout's code first on the path (a bench may run an older checkout).
+    serve = f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv[0] = 'pictor-portal'; from webapp.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", serve, "serve", "--port", str(port), "--workers", str(processes)],
                             env=site.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_http(f"http://127.0.0.1:{port}/login")
