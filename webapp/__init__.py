@@ -51,10 +51,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(config.from_environment(instance))
 
     app.url_map.converters["int"] = RowIdConverter  # before any route is added
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # A file has no server to drop the connection: a ping would be one more statement per request.
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options.pop("pool_pre_ping", None)
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)
     with app.app_context():
         from .database import configure_sqlite
-        configure_sqlite(db.engine)
+        configure_sqlite(db.engine, guard_writes=bool(app.config.get("TESTING")))
     migrate.init_app(app, db, directory=str(ROOT / "webapp" / "migrations"))
     csrf.init_app(app)
     limiter.init_app(app)

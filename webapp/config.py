@@ -58,6 +58,7 @@ def _flag(name: str, default: bool) -> bool:
 
 
 DEFAULTS = {
+    # PostgreSQL connections can be dropped by a server restart; SQLite's cannot (create_app drops the ping).
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

@@ -196,7 +196,7 @@ def test_libraries_outside_the_project_are_listed_missing_and_never_opened(app, 
 
 
 def test_a_draft_is_owner_only_expires_and_its_files_are_collected(app, real_project):
-    with app.test_request_context():
+    with app.test_request_context(method="POST"):
         owner = User(email="artist@example.com", password_hash="x")
         other = User(email="other@example.com", password_hash="x")
         db.session.add_all([owner, other])
@@ -290,7 +290,7 @@ def test_the_form_lists_missing_files_and_needs_the_explicit_choice(app, client,
 
 
 def test_someone_elses_draft_is_not_usable(app, client, creator, real_project):
-    with app.test_request_context():
+    with app.test_request_context(method="POST"):
         stranger = User(email="stranger@example.com", password_hash="x")
         db.session.add(stranger)
         db.session.commit()
@@ -303,7 +303,7 @@ def test_someone_elses_draft_is_not_usable(app, client, creator, real_project):
 
 
 def test_a_project_from_a_draft_on_sqlite_and_postgresql(any_app, real_project):
-    with any_app.test_request_context():
+    with any_app.test_request_context(method="POST"):
         owner = User(email="artist@example.com", password_hash="x")
         db.session.add(owner)
         db.session.commit()
