@@ -57,6 +57,8 @@ def make_app(tmp_path, database_url=None, **overrides):
         "SCHEDULER_ENABLED": False,
         "RATELIMIT_STORAGE_URI": "memory://",
         "WTF_CSRF_ENABLED": False,
+        # Each heartbeat written at once, for the test to read back; test_heartbeat_batch tests the batches.
+        "HEARTBEAT_BATCH_SECONDS": 0,
     }
     config.update(overrides)
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql://"):

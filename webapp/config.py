@@ -91,6 +91,8 @@ DEFAULTS = {
     "POLL_SECONDS": 1,
     "POLL_MAX_SECONDS": 120,
     "IDLE_CLAIMS_PER_SECOND": 50,
+    # Heartbeats are written together, this often, by each portal process (presence.HeartbeatBatch).
+    "HEARTBEAT_BATCH_SECONDS": 1.0,
     "OFFLINE_AFTER_SECONDS": 90,
     "PAIRING_MINUTES": 15,
     # Per account (services/limits.py, counted in the database across processes): enough for a farm

@@ -8,7 +8,6 @@ from flask import Response, current_app, g, jsonify, request, send_file
 
 from .. import money
 from ..clock import utcnow
-from ..database import begin_read_transaction
 from ..extensions import db, limiter
 from ..models import Task
 from ..services import ServiceError, benchmarks, dispatch, fleet, market, mining, presence, releases, storage
@@ -100,22 +99,21 @@ def worker_hello():
 
 
 @bp.post("/worker/heartbeat")
-@worker_token_required
+@worker_token_required(reads_first=True)
 def worker_heartbeat():
     data = _json()
-    after = presence.heartbeat(g.worker_id, data.get("state", "idle"), data.get("message"))
+    presence.heartbeat(g.worker_id, data.get("state", "idle"), data.get("message"))
     # The portal-side pause (services/fleet.py) reaches the app here: it stops claiming until false again.
     return jsonify({"ok": True, "heartbeat_seconds": presence.advised_intervals().heartbeat_seconds,
-                    "paused": fleet.paused_by_portal(after)})
+                    "paused": fleet.paused_by_portal(g.worker_auth)})
 
 
 # -- tasks -----------------------------------------------------------------------------------------
 
 @bp.post("/worker/tasks/claim")
-@worker_token_required
+@worker_token_required(reads_first=True)  # the worker's row and an idle claim's question need no write lock
 def worker_claim():
     data = _json() if request.content_length else {}
-    begin_read_transaction(db.session)  # the worker's row and an idle claim's question need no write lock
     task = dispatch.claim_task(g.worker, slot=data.get("slot"))
     if task is None:
         response = Response(status=204)
