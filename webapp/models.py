@@ -397,6 +397,8 @@ Index("uq_tasks_running_slot", Task.worker_id, Task.slot, unique=True,
 Index("ix_tasks_queue_order", Task.status, Task.priority.desc(), Task.id)
 # An idle claim's first question (dispatch._waiting_statement): is anything of my types queued at all.
 Index("ix_tasks_queued_type", Task.status, Task.type)
+# Does this job still have running (or queued) work: what each completion asks (dispatch.roll_up_status).
+Index("ix_tasks_job_status", Task.job_id, Task.status)
 
 
 class TaskOutput(db.Model):

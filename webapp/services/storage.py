@@ -45,11 +45,14 @@ def path_for(sha256: str) -> Path:
 
 
 def put_stream(stream: BinaryIO, max_bytes: int, expected_sha256: str | None = None) -> StoredFile:
-    """Stream into a temp file while hashing, check size and hash, then move into place.
+    """store_blob, and its row added to the session (the caller commits)."""
+    return ensure_row(*store_blob(stream, max_bytes, expected_sha256))
 
-    Nothing lands under blobs/ unless it is complete and correct; the row is added to the session
-    (the caller commits) and the same content is stored once.
-    """
+
+def store_blob(stream: BinaryIO, max_bytes: int, expected_sha256: str | None = None) -> tuple[str, int]:
+    """Stream into a temp file while hashing, check size and hash, then move into place; returns the
+    SHA-256 and size. Nothing lands under blobs/ unless it is complete and correct, and the same content
+    is stored once. No database statement: a caller may take its write transaction after the upload."""
     digest = hashlib.sha256()
     size = 0
     fd, tmp_name = temp_file()
@@ -74,7 +77,7 @@ def put_stream(stream: BinaryIO, max_bytes: int, expected_sha256: str | None = N
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
-    return ensure_row(sha256, size)
+    return sha256, size
 
 
 def ensure_row(sha256: str, size: int) -> StoredFile:
