@@ -122,7 +122,8 @@ def configure_sqlite(engine, guard_writes: bool = False) -> None:
         # Under WAL a transaction that reads and later writes fails at once ("database is locked")
         # if another writer committed in between. IMMEDIATE takes the write lock at BEGIN so that
         # can't happen; plain reads (GET pages and API reads) stay concurrent with BEGIN DEFERRED.
-        # begin_read_transaction says False: a POST that only reads (auth, an idle claim) stays concurrent.
+        # begin_read_transaction says False: a POST that only reads (auth, an idle claim) stays concurrent,
+        # and a request that declared writes_opt_in() begins reads unless begin_write_transaction says so.
         immediate = conn.get_execution_options().get("sqlite_immediate")
         if immediate is None:
             immediate = not _read_only_request()
@@ -151,8 +152,19 @@ def configure_sqlite(engine, guard_writes: bool = False) -> None:
 
 
 def _read_only_request() -> bool:
-    from flask import has_request_context, request
-    return has_request_context() and request.method in ("GET", "HEAD", "OPTIONS")
+    """Whether a transaction the request begins without saying is a read: in GETs, and in requests
+    whose writes all take the write lock themselves (writes_opt_in), so their reads queue for nothing."""
+    from flask import g, has_request_context, request
+    return has_request_context() and (request.method in ("GET", "HEAD", "OPTIONS") or g.get("writes_opt_in", False))
+
+
+def writes_opt_in() -> None:
+    """Declare that this request's services begin each write transaction with begin_write_transaction,
+    so every other transaction it begins (reading a row back after a commit, say) is a read. The worker
+    API does: its calls are most of a large network's load, and a read that waited for the writer was
+    most of what they waited for. Tests hold the rule (configure_sqlite(guard_writes=True))."""
+    from flask import g
+    g.writes_opt_in = True
 
 
 def begin_write_transaction(session) -> None:

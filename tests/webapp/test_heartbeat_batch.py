@@ -38,30 +38,61 @@ def _seen(worker_id):
     return row
 
 
-def test_heartbeats_wait_in_the_batch_and_land_together_with_the_latest_state(any_app, clock):
+def test_repeated_heartbeats_wait_in_the_batch_and_a_change_is_written_at_once(any_app, clock):
     app = any_app
     app.config["HEARTBEAT_BATCH_SECONDS"] = 3600  # the batch thread never flushes during the test
     client = app.test_client()
+
+    def beat(token, state="idle", message=None):
+        response = client.post(f"{API}/worker/heartbeat", headers=auth(token), json={"state": state, "message": message})
+        assert response.status_code == 200
+
     with app.app_context():
         a, token_a = make_worker(name="a", seen=False)
         b, token_b = make_worker(name="b", seen=False)
-        start = clock.now
-        assert client.post(f"{API}/worker/heartbeat", headers=auth(token_a), json={"state": "idle"}).status_code == 200
-        clock.advance(seconds=10)
-        client.post(f"{API}/worker/heartbeat", headers=auth(token_a), json={"state": "busy", "message": "rendering"})
-        client.post(f"{API}/worker/heartbeat", headers=auth(token_b), json={"state": "idle"})
         batch = presence.HeartbeatBatch.of(app)
-        assert batch.pending() == 2  # two workers, one entry each however often they beat
-        assert _seen(a).last_heartbeat_at is None and _intervals(a) == []  # nothing written yet
+        start = clock.now
+        beat(token_a)
+        beat(token_b)  # a worker's first "idle" is news: written at once
+        assert batch.pending() == 0 and _seen(a).last_heartbeat_at == start
+
+        clock.advance(seconds=10)
+        beat(token_a)
+        beat(token_b)
+        clock.advance(seconds=5)
+        beat(token_a)  # the same again: one entry per worker however often it beats
+        assert batch.pending() == 2
+        assert _seen(a).last_heartbeat_at == start  # nothing written yet
 
         assert batch.flush() == 2
-        worker = _seen(a)
+        assert _seen(a).last_heartbeat_at == start + timedelta(seconds=15)
+        assert _seen(b).last_heartbeat_at == start + timedelta(seconds=10)
+        assert _intervals(a) == [(start, start + timedelta(seconds=15))]  # one stretch: no online time lost
+
+        clock.advance(seconds=5)
+        beat(token_b)  # pending again ...
+        beat(token_b, "busy", "rendering")  # ... and a change takes it along, written at once
+        worker = _seen(b)
         assert (worker.state, worker.state_message, worker.last_heartbeat_at) == (
-            WorkerState.BUSY, "rendering", start + timedelta(seconds=10))
-        # One interval from the first heartbeat of the batch to its last: online time is not lost.
-        assert _intervals(a) == [(start, start + timedelta(seconds=10))]
-        assert _intervals(b) == [(start + timedelta(seconds=10), start + timedelta(seconds=10))]
+            WorkerState.BUSY, "rendering", start + timedelta(seconds=20))
         assert batch.pending() == 0 and batch.flush() == 0
+
+
+def test_an_older_batch_never_overwrites_a_newer_heartbeat(any_app, clock):
+    """Two portal processes: one holds a worker's "idle" in its batch while the other writes "busy" at once."""
+    app = any_app
+    with app.app_context():
+        worker_id, _ = make_worker(seen=False)
+        start = clock.now
+        slow = presence.HeartbeatBatch(app)
+        slow._merge(worker_id, presence.Seen(start, start, WorkerState.IDLE, None))
+        presence.HeartbeatBatch(app).write_now(worker_id, presence.Seen(
+            start + timedelta(seconds=1), start + timedelta(seconds=1), WorkerState.BUSY, "rendering"))
+        slow.flush()
+        worker = _seen(worker_id)
+        assert (worker.state, worker.last_heartbeat_at) == (WorkerState.BUSY, start + timedelta(seconds=1))
+        # Nor does it stretch the open interval back: at most a batch's seconds of online time go uncounted.
+        assert _intervals(worker_id) == [(start + timedelta(seconds=1), start + timedelta(seconds=1))]
 
 
 def test_a_late_heartbeat_in_the_batch_moves_nothing_back(any_app, clock):

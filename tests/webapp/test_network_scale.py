@@ -125,3 +125,44 @@ def test_an_idle_claim_and_the_token_check_never_wait_for_the_writer(tmp_path):
         writer.close()
     busy.join(30)
     assert answers["busy"] == 200
+
+
+def test_each_call_of_a_task_cycle_takes_the_writers_turn_once_and_idle_calls_never(tmp_path, clock):
+    """Reads around a write (the worker's row, the claimed task's payload after the commit, the output
+    files' check) never hold SQLite's one writer: per call, one BEGIN IMMEDIATE, and none for a repeated
+    (batched) heartbeat or an idle claim."""
+    from sqlalchemy import event
+
+    from tests.webapp.dispatch_factories import frame_png, sha
+    app = make_app(tmp_path, HEARTBEAT_BATCH_SECONDS=3600)
+    client = app.test_client()
+    with app.app_context():
+        _, token = make_worker(job_types=["render"])
+        _, idle_token = make_worker(name="idle", job_types=["upscale"])
+        make_job(tasks=1)
+        engine = db.engine
+    turns = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: turns.append(1) if statement == "BEGIN IMMEDIATE" else None)
+
+    def call(method, path, token=token, **kwargs):
+        turns.clear()
+        response = getattr(client, method)(f"{API}{path}", headers={**auth(token), **kwargs.pop("headers", {})}, **kwargs)
+        return response, len(turns)
+
+    (news, news_turns) = call("post", "/worker/heartbeat", json={"state": "idle"})  # a new state: written at once
+    (beat, beat_turns) = call("post", "/worker/heartbeat", json={"state": "idle"})  # the same: batched
+    (idle, idle_turns) = call("post", "/worker/tasks/claim", token=idle_token)
+    assert (news.status_code, news_turns, beat.status_code, beat_turns) == (200, 1, 200, 0)
+    assert (idle.status_code, idle_turns) == (204, 0)
+
+    (claimed, claim_turns) = call("post", "/worker/tasks/claim")
+    task_id = claimed.json["id"]
+    (progress, progress_turns) = call("post", f"/worker/tasks/{task_id}/progress", json={"progress": 0.5})
+    frame = frame_png()
+    (put, put_turns) = call("put", f"/worker/tasks/{task_id}/outputs/frame_0001.png", data=frame,
+                            headers={"X-Content-SHA256": sha(frame)}, content_type="image/png")
+    (done, done_turns) = call("post", f"/worker/tasks/{task_id}/complete", json={
+        "outputs": [{"name": "frame_0001.png", "sha256": sha(frame), "size": len(frame)}], "compute_seconds": 1})
+    assert [r.status_code for r in (claimed, progress, put, done)] == [200, 200, 201, 200]
+    assert (claim_turns, progress_turns, put_turns, done_turns) == (1, 1, 1, 1)

@@ -7,7 +7,7 @@ from flask import Blueprint, g, request
 from flask.ctx import _AppCtxGlobals
 
 from ..clock import utcnow
-from ..database import begin_read_transaction
+from ..database import begin_read_transaction, writes_opt_in
 from ..extensions import csrf, db
 from ..models import ApiToken, Worker
 from ..security import token_hash
@@ -73,9 +73,10 @@ def user_token_required(view):
     return wrapper
 
 
-# Core, not ORM: the worker API's hottest statement. With the id comes the one field a heartbeat answers.
+# Core, not ORM: the worker API's hottest statement. With the id come what a heartbeat needs: the pause
+# it answers with, and the state it may change.
 _workers = Worker.__table__.c
-_WORKER_BY_TOKEN = (db.select(_workers.id, _workers.paused_at)
+_WORKER_BY_TOKEN = (db.select(_workers.id, _workers.paused_at, _workers.state, _workers.state_message)
                     .where(_workers.token_hash == db.bindparam("token_hash"), _workers.deleted_at.is_(None)))
 
 
@@ -89,10 +90,6 @@ class RequestGlobals(_AppCtxGlobals):
             worker_id = self.__dict__.get("worker_id")
             if worker_id is None:
                 raise AttributeError("worker")
-            if not db.session().in_transaction():
-                # Reading the row is no reason to queue for SQLite's write lock, as a POST's transaction
-                # would by default: services that write take it themselves (begin_write_transaction).
-                begin_read_transaction(db.session)
             worker = self.__dict__["_worker"] = db.session.get(Worker, worker_id)
         return worker
 
@@ -103,8 +100,8 @@ class RequestGlobals(_AppCtxGlobals):
 
 
 def worker_token_required(view=None, *, reads_first: bool = False):
-    """A worker's own token (the worker API); sets g.worker_id, g.worker_auth (the id and paused_at) and
-    g.worker on first use.
+    """A worker's own token (the worker API); sets g.worker_id, g.worker_auth (the id, paused_at, state
+    and state_message) and g.worker on first use.
 
     reads_first: the view goes on in the token lookup's read transaction and takes the write lock itself
     (begin_write_transaction) if it writes at all, as a heartbeat and an idle claim do; one transaction
@@ -118,6 +115,7 @@ def worker_token_required(view=None, *, reads_first: bool = False):
         token = _bearer()
         if not token:
             return _unauthorized("Send 'Authorization: Bearer <worker token>' from the worker's config.")
+        writes_opt_in()  # the worker API's services take the write lock when they write, and only then
         # Without the write lock: the hottest calls (heartbeats, idle claims) need no more, and the row
         # itself loads on first use of g.worker (RequestGlobals).
         begin_read_transaction(db.session)

@@ -102,7 +102,7 @@ def worker_hello():
 @worker_token_required(reads_first=True)
 def worker_heartbeat():
     data = _json()
-    presence.heartbeat(g.worker_id, data.get("state", "idle"), data.get("message"))
+    presence.heartbeat(g.worker_id, data.get("state", "idle"), data.get("message"), known=g.worker_auth)
     # The portal-side pause (services/fleet.py) reaches the app here: it stops claiming until false again.
     return jsonify({"ok": True, "heartbeat_seconds": presence.advised_intervals().heartbeat_seconds,
                     "paused": fleet.paused_by_portal(g.worker_auth)})

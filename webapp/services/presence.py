@@ -111,9 +111,13 @@ class Seen:
 # The statements that write heartbeats, built once with bind parameters (p_*) and run as executemany:
 # the worker's row; its latest interval extended when still open at the first heartbeat; or else a new
 # interval from the first heartbeat to the last.
-_WORKER_SEEN = (db.update(Worker.__table__).where(Worker.__table__.c.id == db.bindparam("p_worker"))
+_workers = Worker.__table__.c
+_WORKER_SEEN = (db.update(Worker.__table__).where(_workers.id == db.bindparam("p_worker"))
                 .values(state=db.bindparam("p_state"), state_message=db.bindparam("p_message"),
                         last_heartbeat_at=db.bindparam("p_last")))
+# A batch (another portal process's may be older than a heartbeat written at once) never overwrites a newer one.
+_WORKER_SEEN_IF_NEWER = _WORKER_SEEN.where(db.or_(_workers.last_heartbeat_at.is_(None),
+                                                  _workers.last_heartbeat_at <= db.bindparam("p_last")))
 _intervals = PresenceInterval.__table__.c
 _latest = (db.select(_intervals.id).where(_intervals.worker_id == db.bindparam("p_worker"))
            .order_by(_intervals.ended_at.desc()).limit(1).scalar_subquery())
@@ -129,10 +133,11 @@ _OPEN_UNLESS_OPEN = db.insert(PresenceInterval.__table__).from_select(
                               _intervals.ended_at >= db.bindparam("p_open_since"))))
 
 
-def write_heartbeats(seen: dict[int, Seen], worker_rows: bool = True) -> None:
+def write_heartbeats(seen: dict[int, Seen], worker_rows: bool = True, newer_only: bool = False) -> None:
     """Write heartbeats into the session's transaction, which the caller has begun for writing and commits:
     three statements whatever the number of workers. Worker ids in order, so that two portal processes
-    writing at once lock PostgreSQL's rows in the same order."""
+    writing at once lock PostgreSQL's rows in the same order. newer_only: a worker row whose last heartbeat
+    is later keeps its state (the intervals take the heartbeat all the same)."""
     if not seen:
         return
     offline_after = _offline_after()
@@ -140,7 +145,7 @@ def write_heartbeats(seen: dict[int, Seen], worker_rows: bool = True) -> None:
              "p_open_since": s.first - offline_after} for worker_id, s in sorted(seen.items())]
     connection = db.session.connection()
     if worker_rows:
-        connection.execute(_WORKER_SEEN, rows)
+        connection.execute(_WORKER_SEEN_IF_NEWER if newer_only else _WORKER_SEEN, rows)
     connection.execute(_EXTEND_LATEST, rows)
     connection.execute(_OPEN_UNLESS_OPEN, rows)
 
@@ -165,12 +170,19 @@ def record_heartbeat(worker: Worker, state: WorkerState | str, message: str | No
     write_heartbeats({worker.id: Seen(now, now, state, message)}, worker_rows=False)
 
 
-def heartbeat(worker_id: int, state: WorkerState | str, message: str | None = None, now: datetime | None = None) -> None:
+def heartbeat(worker_id: int, state: WorkerState | str, message: str | None = None, now: datetime | None = None,
+              known=None) -> None:
     """The worker API's hottest call, without a statement of its own: the heartbeat joins this portal
-    process's HeartbeatBatch, written with the others within HEARTBEAT_BATCH_SECONDS."""
+    process's HeartbeatBatch, written with the others within HEARTBEAT_BATCH_SECONDS. One that changes
+    what `known` (the worker's row: state, state_message) says is written at once, since pages, alerts
+    and the provider's fleet show it; most heartbeats repeat the last."""
     now = now or utcnow()
-    HeartbeatBatch.of(current_app._get_current_object()).add(
-        worker_id, Seen(now, now, parse_state(state), parse_message(message)))
+    seen = Seen(now, now, parse_state(state), parse_message(message))
+    batch = HeartbeatBatch.of(current_app._get_current_object())
+    if known is not None and (known.state, known.state_message) != (seen.state, seen.message):
+        batch.write_now(worker_id, seen)
+    else:
+        batch.add(worker_id, seen)
 
 
 class HeartbeatBatch:
@@ -219,6 +231,13 @@ class HeartbeatBatch:
         with self._lock:
             return len(self._pending)
 
+    def write_now(self, worker_id: int, seen: Seen) -> None:
+        """Write this worker's heartbeat now, with what was pending for it."""
+        with self._lock:
+            self._merge(worker_id, seen)
+            taken = {worker_id: self._pending.pop(worker_id)}
+        self._flush(taken)
+
     def flush(self) -> int:
         """Write what is pending, in a transaction of its own; returns how many workers' heartbeats it wrote.
 
@@ -226,6 +245,9 @@ class HeartbeatBatch:
         deleted meanwhile) can't hold up the others; a database that is down keeps them all pending."""
         with self._lock:
             taken, self._pending = self._pending, {}
+        return self._flush(taken)
+
+    def _flush(self, taken: dict[int, Seen]) -> int:
         if not taken:
             return 0
         # In the caller's session when called in this app (as a transaction of the caller's would be:
@@ -257,7 +279,7 @@ class HeartbeatBatch:
     @staticmethod
     def _write(seen: dict[int, Seen]) -> None:
         begin_write_transaction(db.session)
-        write_heartbeats(seen)
+        write_heartbeats(seen, newer_only=True)
         db.session.commit()
 
     def _run(self) -> None:
