@@ -193,6 +193,21 @@ def begin_read_transaction(session) -> None:
     session.connection(execution_options={"sqlite_immediate": False})
 
 
+ANALYZE_AFTER_ROWS = 1000
+
+
+def refresh_planner_statistics(table: str, rows_added: int) -> None:
+    """After a bulk insert (a job of thousands of tasks) tell PostgreSQL's planner at once, rather than
+    when autovacuum next comes by: with statistics from before, a claim read all 30,000 queued tasks and
+    sorted them (126 ms) instead of the first in the queue's index order (0.1 ms). SQLite keeps no
+    statistics unless asked, and plans the claim by its indexes alone."""
+    from .extensions import db
+    if rows_added < ANALYZE_AFTER_ROWS or db.engine.dialect.name != "postgresql":
+        return
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f'ANALYZE "{table}"')
+
+
 def holds_write_lock(session) -> bool:
     """Whether `session` is in a transaction that began with SQLite's write lock (never on PostgreSQL)."""
     from sqlalchemy.orm import scoped_session

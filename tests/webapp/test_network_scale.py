@@ -166,3 +166,23 @@ def test_each_call_of_a_task_cycle_takes_the_writers_turn_once_and_idle_calls_ne
         "outputs": [{"name": "frame_0001.png", "sha256": sha(frame), "size": len(frame)}], "compute_seconds": 1})
     assert [r.status_code for r in (claimed, progress, put, done)] == [200, 200, 201, 200]
     assert (claim_turns, progress_turns, put_turns, done_turns) == (1, 1, 1, 1)
+
+
+@pytest.mark.postgres
+def test_a_job_of_thousands_of_tasks_refreshes_postgresqls_statistics_so_claims_use_the_queue_order(tmp_path, postgres_url):
+    """Without it the planner, still believing the table empty, sorted every queued task for each claim."""
+    import io
+
+    from webapp.services import accounts, jobs
+    app = make_app(tmp_path, postgres_url)
+    with app.app_context():
+        try:
+            owner = accounts.sign_up("big-job@example.com", "correct horse battery")
+            jobs.submit_render_job(owner, {"type": "render", "name": "big", "frame_start": 1, "frame_end": 1500,
+                                           "chunk": 1}, io.BytesIO(b"BLENDER-v300" + b"\0" * 200), "big.blend")
+            estimated = db.session.execute(db.text("SELECT reltuples FROM pg_class WHERE relname = 'tasks'")).scalar()
+            assert estimated >= 1500
+        finally:
+            db.session.remove()
+            db.drop_all()
+            db.engine.dispose()

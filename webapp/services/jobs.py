@@ -14,6 +14,7 @@ from typing import BinaryIO
 from flask import current_app
 
 from .. import money
+from ..database import refresh_planner_statistics
 from ..extensions import db
 from ..models import Job, JobInput, JobStatus, JobType, SceneDraft, StoredFile, Task, TaskStatus, job_work
 from . import Page, ServiceError, credit, is_single_line, ledger, market, outputs, scenes, storage, uploads, verification
@@ -215,6 +216,7 @@ def _store_all(build, reserve: bool = True) -> Job:
         job = build(put)
         if reserve:
             credit.reserve_for(job)  # 402 beyond the available credit: nothing is stored
+        tasks = sum(isinstance(row, Task) for row in db.session.new)
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -222,6 +224,7 @@ def _store_all(build, reserve: bool = True) -> Job:
             if db.session.get(StoredFile, sha) is None:
                 storage.delete_blob(sha)
         raise
+    refresh_planner_statistics("tasks", tasks)
     return job
 
 
