@@ -105,7 +105,6 @@ def configure_sqlite(engine, guard_writes: bool = False) -> None:
         return
     database = engine.url.database
     writers = WriterQueue(os.path.abspath(database) if database and database != ":memory:" else None)
-    engine.pictor_writers = writers
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):

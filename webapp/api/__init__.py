@@ -103,9 +103,10 @@ def worker_token_required(view=None, *, reads_first: bool = False):
     """A worker's own token (the worker API); sets g.worker_id, g.worker_auth (the id, paused_at, state
     and state_message) and g.worker on first use.
 
-    reads_first: the view goes on in the token lookup's read transaction and takes the write lock itself
-    (begin_write_transaction) if it writes at all, as a heartbeat and an idle claim do; one transaction
-    fewer on the hottest calls. Other views start a fresh transaction, which a POST begins for writing.
+    Every worker call's writes opt in (database.writes_opt_in): its services take the write lock with
+    begin_write_transaction, and any other transaction it begins is a read.
+    reads_first: the view goes on in the token lookup's read transaction, as a heartbeat and an idle
+    claim do (one transaction fewer on the hottest calls); other views begin a fresh one.
     """
     if view is None:
         return lambda view: worker_token_required(view, reads_first=reads_first)
