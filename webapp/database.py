@@ -166,30 +166,59 @@ def writes_opt_in() -> None:
     g.writes_opt_in = True
 
 
-def begin_write_transaction(session) -> None:
-    """Start `session`'s next transaction holding the write lock from its first statement.
+def _session(session):
+    from sqlalchemy.orm import scoped_session
+    return session() if isinstance(session, scoped_session) else session  # db.session's proxy lacks in_transaction()
+
+
+def commit(session, keep_loaded: bool = False) -> None:
+    """Commit `session`. keep_loaded: without expiring what it loaded, for a caller that goes on to read
+    only what it just wrote or what no later decision depends on (a claimed task's payload, the worker
+    a read transaction loaded a moment ago), so none of it is loaded again. A decision under the write
+    lock still reads its rows afresh (populate_existing), as it must on PostgreSQL within one transaction."""
+    session = _session(session)
+    if not keep_loaded:
+        session.commit()
+        return
+    expire, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
+
+
+def begin_write_transaction(session, keep_loaded: bool = False) -> None:
+    """Start `session`'s next transaction holding the write lock from its first statement, committing
+    the one it is in (keep_loaded: see commit).
 
     On SQLite this is BEGIN IMMEDIATE (call it before any query in the transaction); PostgreSQL
     needs nothing here: its claims use row locks (FOR UPDATE SKIP LOCKED).
     """
-    from sqlalchemy.orm import scoped_session
-    if isinstance(session, scoped_session):  # db.session: its proxy lacks in_transaction()
-        session = session()
+    session = _session(session)
     if session.in_transaction():
-        session.commit()
+        commit(session, keep_loaded)
     session.connection(execution_options={"sqlite_immediate": True})
 
 
 def begin_read_transaction(session) -> None:
-    """Start `session`'s next transaction without the write lock, even in a POST: for statements that only
-    read (a token lookup, an idle claim finding nothing), so they never queue behind SQLite's one writer.
-    Writing in it is a mistake (it would fail under concurrency): commit and begin_write_transaction first."""
-    from sqlalchemy.orm import scoped_session
-    if isinstance(session, scoped_session):
-        session = session()
+    """Start `session`'s next transaction without the write lock, even in a POST, or go on in the read
+    transaction it is in: for statements that only read (a token lookup, an idle claim finding nothing),
+    so they never queue behind SQLite's one writer. Writing in it is a mistake (it would fail under
+    concurrency): commit and begin_write_transaction first."""
+    session = _session(session)
     if session.in_transaction():
+        if session.info.get("read_transaction") is session.get_transaction():
+            return  # begun here, and not ended since
         session.commit()
     session.connection(execution_options={"sqlite_immediate": False})
+    session.info["read_transaction"] = session.get_transaction()
+
+
+def dialect_insert(dialect: str):
+    """The INSERT construct of `dialect` (a Session's get_bind().dialect.name): both databases upsert
+    with ON CONFLICT, a statement each dialect builds its own way."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 ANALYZE_AFTER_ROWS = 1000
@@ -209,7 +238,5 @@ def refresh_planner_statistics(table: str, rows_added: int) -> None:
 
 def holds_write_lock(session) -> bool:
     """Whether `session` is in a transaction that began with SQLite's write lock (never on PostgreSQL)."""
-    from sqlalchemy.orm import scoped_session
-    if isinstance(session, scoped_session):
-        session = session()
+    session = _session(session)
     return session.in_transaction() and bool(session.connection().info.get("pictor_write_lock"))

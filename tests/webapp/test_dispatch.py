@@ -223,7 +223,7 @@ def test_expired_lease_puts_the_task_back_and_progress_extends_it(db_ctx, clock)
     _, (task_id,) = make_job()
     claim(worker)
     clock.set(T0 + timedelta(seconds=30))
-    assert dispatch.report_progress(w(worker), task_id, 0.5, 20, "Sample 8/16") is True
+    assert dispatch.report_progress(worker, task_id, 0.5, 20, "Sample 8/16") is True
     clock.set(T0 + timedelta(seconds=61))
     assert dispatch.reap_expired_leases() == 0  # progress at +30 s moved the lease to +90 s
     clock.set(T0 + timedelta(seconds=91))
@@ -233,7 +233,7 @@ def test_expired_lease_puts_the_task_back_and_progress_extends_it(db_ctx, clock)
     assert [e.worker_id for e in events(task_id, TaskEventKind.LEASE_EXPIRED)] == [worker]
     assert task.job.status == JobStatus.QUEUED
     # The old worker learns it lost the task; an expired lease is not a failure, so it may claim again.
-    assert dispatch.report_progress(w(worker), task_id, 0.6) is False
+    assert dispatch.report_progress(worker, task_id, 0.6) is False
     assert claim(other) == task_id
 
 
@@ -253,7 +253,7 @@ def test_progress_must_be_between_0_and_1(sqlite_ctx, value):
     _, (task_id,) = make_job()
     claim(worker)
     with pytest.raises(ServiceError) as exc:
-        dispatch.report_progress(w(worker), task_id, value)
+        dispatch.report_progress(worker, task_id, value)
     assert exc.value.status == 400
     assert db.session.get(Task, task_id).progress == 0
 
@@ -264,9 +264,9 @@ def test_progress_on_someone_elses_task_is_not_found(sqlite_ctx):
     _, (task_id,) = make_job()
     claim(owner)
     with pytest.raises(NotFound):
-        dispatch.report_progress(w(stranger), task_id, 0.5)
+        dispatch.report_progress(stranger, task_id, 0.5)
     with pytest.raises(NotFound):
-        dispatch.report_progress(w(stranger), 999_999, 0.5)
+        dispatch.report_progress(stranger, 999_999, 0.5)
 
 
 def test_cancel_tells_the_running_worker_to_stop(db_ctx):
@@ -276,7 +276,7 @@ def test_cancel_tells_the_running_worker_to_stop(db_ctx):
     assert dispatch.cancel_job(db.session.get(Job, job_id)) == 2
     assert {db.session.get(Task, t).status for t in (running, queued)} == {TaskStatus.CANCELED}
     assert db.session.get(Job, job_id).status == JobStatus.CANCELED
-    assert dispatch.report_progress(w(worker), running, 0.9) is False
+    assert dispatch.report_progress(worker, running, 0.9) is False
     with pytest.raises(Conflict):
         dispatch.complete_task(w(worker), running, [{"name": "frame_0001.png", "sha256": "0" * 64, "size": 1}], 5)
     assert dispatch.cancel_job(db.session.get(Job, job_id)) == 0  # twice is harmless

@@ -31,7 +31,7 @@ def finish(worker_id, seconds, clock, pings=()):
     start = clock.now
     for offset, progress in pings:
         clock.set(start + timedelta(seconds=offset))
-        assert dispatch.report_progress(w(worker_id), task_id, progress)
+        assert dispatch.report_progress(worker_id, task_id, progress)
     output = upload(task_id, f"frame_{frame:04d}.png", png(picture(task_id, size=(32, 18))))
     clock.set(start + timedelta(seconds=seconds))
     dispatch.complete_task(w(worker_id), task_id, [output], seconds)
@@ -46,18 +46,18 @@ def test_pings_that_dont_move_a_task_forward_stop_keeping_its_lease(hctx, clock)
     task = dispatch.claim_task(w(worker))
     task_id = task.id
     clock.advance(seconds=30)
-    assert dispatch.report_progress(w(worker), task_id, 0.2)
+    assert dispatch.report_progress(worker, task_id, 0.2)
     for _ in range(10):  # the same 20% for ten minutes: the lease still follows (a slow sample)
         clock.advance(seconds=59)
-        assert dispatch.report_progress(w(worker), task_id, 0.2)
+        assert dispatch.report_progress(worker, task_id, 0.2)
     lease = db.session.get(Task, task_id).lease_expires_at
     clock.advance(seconds=59)  # stalled for more than STALL_SECONDS: this ping no longer extends it
-    dispatch.report_progress(w(worker), task_id, 0.2)
+    dispatch.report_progress(worker, task_id, 0.2)
     assert db.session.get(Task, task_id).lease_expires_at == lease
     clock.set(lease + timedelta(seconds=1))
     assert dispatch.reap_expired_leases() == 1
     assert db.session.get(Task, task_id).status == TaskStatus.QUEUED
-    assert not dispatch.report_progress(w(worker), task_id, 0.9)  # the app is told to stop
+    assert not dispatch.report_progress(worker, task_id, 0.9)  # the app is told to stop
 
 
 def test_billable_time_is_bounded_by_the_jobs_verified_peers(hctx, clock):

@@ -200,7 +200,7 @@ def test_projection_from_the_jobs_completed_tasks(db_ctx):
     finish(slow, second, 200, frame=2)  # 200 bench-seconds, $0.02
     third, fourth = claim(fast), claim(slow)
     clock.advance(seconds=50)
-    dispatch.report_progress(db.session.get(Worker, fast), third, 0.5)
+    dispatch.report_progress(fast, third, 0.5)
     db.session.expire_all()
     job = db.session.get(Job, job_id)
     result = projection.project(job, jobs.cost_summary(job))

@@ -1,5 +1,6 @@
 """The worker API over HTTP: token auth, hello, claim, inputs, progress, outputs, complete, fail, settings."""
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -301,6 +302,30 @@ def test_complete_names_the_missing_output(env):
     for bad in ({"outputs": "frame_0001.png", "compute_seconds": 3}, {"outputs": [], "compute_seconds": 3},
                 {"outputs": [{"name": "a.png", "sha256": sha(b"f"), "size": 1}], "compute_seconds": "3"}):
         assert env.call("post", f"/worker/tasks/{task['id']}/complete", json=bad).status_code == 400
+
+
+def test_an_upload_swapped_between_the_file_check_and_the_lock_earns_nothing(env, monkeypatch):
+    """A completion decodes the declared files before it takes the write lock (dispatch._read_pass): a
+    worker that swaps the upload for other bytes in between is refused by the locked pass, credited nothing."""
+    task = claim(env)
+    good, junk = frame_png(), b"not a frame at all"
+    assert put_output(env, task["id"], "frame_0001.png", good).status_code == 201
+    read_pass = dispatch._read_pass
+
+    def then_swap(worker_id, task_id, declared):
+        checked = read_pass(worker_id, task_id, declared)
+        assert checked.files_pass  # the good frame was what it checked
+        digest, size = storage.store_blob(io.BytesIO(junk), 1 << 20)
+        dispatch.record_output(db.session.get(Worker, worker_id), task_id, "frame_0001.png", digest, size)
+        return checked
+
+    monkeypatch.setattr(dispatch, "_read_pass", then_swap)
+    body = {"outputs": [{"name": "frame_0001.png", "sha256": sha(good), "size": len(good)}], "compute_seconds": 3}
+    response = env.call("post", f"/worker/tasks/{task['id']}/complete", json=body)
+    assert response.status_code == 400 and response.get_json()["error"] == "output_mismatch"
+    with env.app.app_context():
+        assert db.session.execute(db.select(db.func.count(LedgerEntry.id))).scalar_one() == 0
+        assert db.session.get(Task, task["id"]).status == TaskStatus.RUNNING
 
 
 def test_fail_endpoint_requeues_or_fails(env):

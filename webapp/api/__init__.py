@@ -78,6 +78,9 @@ def user_token_required(view):
 _workers = Worker.__table__.c
 _WORKER_BY_TOKEN = (db.select(_workers.id, _workers.paused_at, _workers.state, _workers.state_message)
                     .where(_workers.token_hash == db.bindparam("token_hash"), _workers.deleted_at.is_(None)))
+# The whole row, for the views that use g.worker in the token's transaction (a claim, an upload, a complete).
+_WHOLE_WORKER_BY_TOKEN = db.select(Worker).where(Worker.token_hash == db.bindparam("token_hash"),
+                                                 Worker.deleted_at.is_(None))
 
 
 class RequestGlobals(_AppCtxGlobals):
@@ -99,7 +102,7 @@ class RequestGlobals(_AppCtxGlobals):
         self.__dict__["worker_id"] = worker.id
 
 
-def worker_token_required(view=None, *, reads_first: bool = False):
+def worker_token_required(view=None, *, reads_first: bool = False, loads_worker: bool = False):
     """A worker's own token (the worker API); sets g.worker_id, g.worker_auth (the id, paused_at, state
     and state_message) and g.worker on first use.
 
@@ -107,9 +110,13 @@ def worker_token_required(view=None, *, reads_first: bool = False):
     begin_write_transaction, and any other transaction it begins is a read.
     reads_first: the view goes on in the token lookup's read transaction, as a heartbeat and an idle
     claim do (one transaction fewer on the hottest calls); other views begin a fresh one.
+    loads_worker (with reads_first): the token's statement loads the whole row as g.worker, for a view
+    that uses it (one statement fewer).
     """
     if view is None:
-        return lambda view: worker_token_required(view, reads_first=reads_first)
+        return lambda view: worker_token_required(view, reads_first=reads_first, loads_worker=loads_worker)
+    if loads_worker and not reads_first:
+        raise TypeError("loads_worker goes with reads_first: a fresh transaction would load the row again")
 
     @wraps(view)
     def wrapper(*args, **kwargs):
@@ -120,9 +127,14 @@ def worker_token_required(view=None, *, reads_first: bool = False):
         # Without the write lock: the hottest calls (heartbeats, idle claims) need no more, and the row
         # itself loads on first use of g.worker (RequestGlobals).
         begin_read_transaction(db.session)
-        row = db.session.connection().execute(_WORKER_BY_TOKEN, {"token_hash": token_hash(token)}).first()
+        if loads_worker:
+            row = db.session.execute(_WHOLE_WORKER_BY_TOKEN, {"token_hash": token_hash(token)}).scalar_one_or_none()
+        else:
+            row = db.session.connection().execute(_WORKER_BY_TOKEN, {"token_hash": token_hash(token)}).first()
         if row is None:
             return _unauthorized("This worker token is unknown or the worker was deleted: pair the app again.")
+        if loads_worker:
+            g.worker = row
         g.worker_id = row.id
         g.worker_auth = row
         if not reads_first:

@@ -111,7 +111,7 @@ def worker_heartbeat():
 # -- tasks -----------------------------------------------------------------------------------------
 
 @bp.post("/worker/tasks/claim")
-@worker_token_required(reads_first=True)  # the worker's row and an idle claim's question need no write lock
+@worker_token_required(reads_first=True, loads_worker=True)  # an idle claim's question needs no write lock
 def worker_claim():
     data = _json() if request.content_length else {}
     task = dispatch.claim_task(g.worker, slot=data.get("slot"))
@@ -139,10 +139,10 @@ def worker_task_input(task_id, name):
 
 
 @bp.post("/worker/tasks/<int:task_id>/progress")
-@worker_token_required
+@worker_token_required(reads_first=True)  # one conditional UPDATE by the worker's id: its row is not loaded
 def worker_task_progress(task_id):
     data = _json()
-    keep_running = dispatch.report_progress(g.worker, task_id, data.get("progress"), data.get("eta_s"),
+    keep_running = dispatch.report_progress(g.worker_id, task_id, data.get("progress"), data.get("eta_s"),
                                             data.get("message"))
     if not keep_running:
         response = jsonify({"keep_running": False, "error": "task_not_running",
@@ -153,7 +153,7 @@ def worker_task_progress(task_id):
 
 
 @bp.put("/worker/tasks/<int:task_id>/outputs/<name>")
-@worker_token_required
+@worker_token_required(reads_first=True, loads_worker=True)  # the task is read too, before the upload
 def worker_task_output(task_id, name):
     dispatch.check_output_name(name)
     expected = (request.headers.get("X-Content-SHA256") or "").strip()
@@ -163,12 +163,12 @@ def worker_task_output(task_id, name):
     if request.content_length is not None and request.content_length > limit:
         return error("too_large", f"Outputs are limited to {limit // (1024 * 1024)} MiB.", 413)
     request.max_content_length = limit
-    output = dispatch.store_output(g.worker, task_id, name, request.stream, expected, limit)
-    return jsonify({"name": output.name, "sha256": output.sha256, "size": output.size}), 201
+    sha256, size = dispatch.store_output(g.worker, task_id, name, request.stream, expected, limit)
+    return jsonify({"name": name, "sha256": sha256, "size": size}), 201
 
 
 @bp.post("/worker/tasks/<int:task_id>/complete")
-@worker_token_required
+@worker_token_required(reads_first=True, loads_worker=True)  # the files are checked in the token's read
 def worker_task_complete(task_id):
     data = _json()
     reward = dispatch.complete_task(g.worker, task_id, data.get("outputs"), data.get("compute_seconds"))

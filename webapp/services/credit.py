@@ -177,7 +177,9 @@ def cap_reward(task: Task, reward: int, now: datetime) -> int:
     not the creator's and passes unchanged."""
     if task.type in (JobType.VERIFY, JobType.BENCHMARK):
         return reward
-    job = db.session.execute(db.select(Job).where(Job.id == task.job_id).with_for_update()).scalar_one()
+    # Read afresh under the lock: a job this transaction loaded before may have changed its budget since.
+    job = db.session.execute(db.select(Job).where(Job.id == task.job_id).with_for_update()
+                             .execution_options(populate_existing=True)).scalar_one()
     if job.budget_micros is None:
         return reward
     left = max(0, job.budget_micros - ledger.job_cost_micros(job.id))

@@ -18,12 +18,11 @@ import functools
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 from .. import money
 from ..clock import utcnow
-from ..database import begin_write_transaction
+from ..database import begin_write_transaction, dialect_insert
 from ..extensions import db
 from ..models import LedgerEntry, LedgerKind, MiningReport, Task, Worker, WorkerDailyStat
 
@@ -54,7 +53,7 @@ _DAILY_SUMS = ("task_earnings_micros", "mining_earnings_micros", "tasks_complete
 @functools.cache
 def _daily_upsert(dialect: str):
     """bump_daily's statement for one database, built once (every completed task runs it)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     table = WorkerDailyStat.__table__
     stmt = insert(table)
     return stmt.on_conflict_do_update(index_elements=[table.c.worker_id, table.c.day],

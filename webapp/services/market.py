@@ -155,14 +155,21 @@ def _units(params: dict) -> int:
     return max(1, len(params.get("frames") or [1]))
 
 
+def _frames_sql(dialect: str):
+    """SQL for the length of a task's params.frames (NULL when it has none): _units without decoding params."""
+    if dialect == "postgresql":
+        return db.func.json_array_length(Task.params.op("->")("frames"))
+    return db.func.json_array_length(Task.params, "$.frames")
+
+
 @functools.cache
-def _peers_statement():
+def _peers_statement(dialect: str):
     """The job's latest verified peers of a task (built once: every complete asks it)."""
     reversal = aliased(LedgerEntry)
     standing = db.select(LedgerEntry.id).where(
         LedgerEntry.task_id == Task.id, LedgerEntry.attempt == Task.attempts, LedgerEntry.kind == LedgerKind.TASK_REWARD,
         ~db.select(reversal.id).where(reversal.reverses_id == LedgerEntry.id).exists())
-    return (db.select(Task.compute_seconds, Task.bench_score, Task.params).where(
+    return (db.select(Task.compute_seconds, Task.bench_score, _frames_sql(dialect)).where(
         Task.job_id == db.bindparam("job_id"), Task.type == db.bindparam("type"), Task.status == TaskStatus.COMPLETED,
         Task.id != db.bindparam("task_id"), Task.worker_id != db.bindparam("worker_id"),
         Task.compute_seconds.is_not(None), standing.exists())
@@ -172,11 +179,11 @@ def _peers_statement():
 def billable_seconds_bound(task: Task) -> float:
     """The most compute seconds `task` may bill (see BILLABLE_TOLERANCE)."""
     # 0 for a task not yet stored, or one without a worker: no row has that id (a NULL would match nothing).
-    peers = db.session.execute(_peers_statement(), {"job_id": task.job_id, "type": task.type, "task_id": task.id or 0,
-                                                    "worker_id": task.worker_id or 0}).all()
+    peers = db.session.execute(_peers_statement(db.session.get_bind().dialect.name), {
+        "job_id": task.job_id, "type": task.type, "task_id": task.id or 0, "worker_id": task.worker_id or 0}).all()
     if len(peers) < MIN_PEERS:
         return float(HARD_CAP_SECONDS)
-    per_unit = sorted(seconds * (score or UNBENCHED_SCORE) / 1000 / _units(params) for seconds, score, params in peers)
+    per_unit = sorted(seconds * (score or UNBENCHED_SCORE) / 1000 / max(1, frames or 1) for seconds, score, frames in peers)
     median = per_unit[len(per_unit) // 2]
     expected = median * _units(task.params) * 1000 / (task.bench_score or UNBENCHED_SCORE)
     return min(float(HARD_CAP_SECONDS), expected * BILLABLE_TOLERANCE)

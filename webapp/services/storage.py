@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flask import current_app
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..clock import utcnow
+from ..database import dialect_insert
 from ..extensions import db
 from ..models import StoredFile
 from . import ServiceError
@@ -80,13 +80,18 @@ def store_blob(stream: BinaryIO, max_bytes: int, expected_sha256: str | None = N
     return sha256, size
 
 
-def ensure_row(sha256: str, size: int) -> StoredFile:
+def keep_row(sha256: str, size: int) -> None:
     """The blob's row, made once however many uploads of the same bytes race (a plain INSERT of the
     second would fail on the key), and young again so the blob collector leaves it be meanwhile."""
-    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(db.session.get_bind().dialect.name)
     stmt = insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
     db.session.execute(stmt.on_conflict_do_update(index_elements=["sha256"],
                                                   set_={"created_at": stmt.excluded.created_at}))
+
+
+def ensure_row(sha256: str, size: int) -> StoredFile:
+    """keep_row, and the row."""
+    keep_row(sha256, size)
     return db.session.execute(db.select(StoredFile).where(StoredFile.sha256 == sha256)
                               .execution_options(populate_existing=True)).scalar_one()
 

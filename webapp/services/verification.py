@@ -34,6 +34,7 @@ bench/verify_calibration.py the thresholds.
 """
 
 import dataclasses
+import math
 import random
 import tempfile
 from datetime import datetime, timedelta
@@ -88,20 +89,31 @@ def check_probability(completed_before: int, streak: int) -> float:
     return max(CHECK_FLOOR, 1.0 / streak)
 
 
+# check_probability reads no further: a count stops there, so a worker's millionth task costs its first's.
+STREAK_THAT_MATTERS = math.ceil(1 / CHECK_FLOOR)
+
+
+def _count_up_to(limit: int, column, *conditions) -> int:
+    """How many rows (of `column`'s table) match, counting no further than `limit`."""
+    found = db.select(column).where(*conditions).limit(limit).subquery()
+    return db.session.execute(db.select(db.func.count()).select_from(found)).scalar_one()
+
+
 def _streak(worker_id: int) -> int:
+    """Its passed checks since its last failed one, up to STREAK_THAT_MATTERS."""
     last_failed = db.session.execute(
         db.select(db.func.max(Verification.id)).where(
             Verification.worker_id == worker_id, Verification.state == VerificationState.FAILED)).scalar()
     conditions = [Verification.worker_id == worker_id, Verification.state == VerificationState.PASSED]
     if last_failed is not None:
         conditions.append(Verification.id > last_failed)
-    return db.session.execute(db.select(db.func.count(Verification.id)).where(*conditions)).scalar_one()
+    return _count_up_to(STREAK_THAT_MATTERS, Verification.id, *conditions)
 
 
 def _completed_before(worker_id: int, task_id: int) -> int:
-    return db.session.execute(db.select(db.func.count(Task.id)).where(
-        Task.worker_id == worker_id, Task.status == TaskStatus.COMPLETED, Task.type != JobType.VERIFY,
-        Task.id != task_id)).scalar_one()
+    """Its job tasks completed before this one, up to CHECK_FIRST_TASKS."""
+    return _count_up_to(CHECK_FIRST_TASKS, Task.id, Task.worker_id == worker_id, Task.status == TaskStatus.COMPLETED,
+                        Task.type != JobType.VERIFY, Task.id != task_id)
 
 
 def record_of(worker: Worker) -> dict:
