@@ -368,6 +368,15 @@ def _number(value, name: str, low: float, high: float) -> float:
     return float(value)
 
 
+_ADVANCED = Task.progress < db.bindparam("new_progress")
+_PROGRESS = db.update(Task).where(
+    Task.id == db.bindparam("task_id"), Task.worker_id == db.bindparam("by_worker"), Task.status == TaskStatus.RUNNING,
+).values(progress=db.bindparam("new_progress"), eta_seconds=db.bindparam("eta_s"), message=db.bindparam("new_message"),
+         progress_at=db.case((_ADVANCED, db.bindparam("now")), else_=Task.progress_at),
+         lease_expires_at=db.case((db.or_(_ADVANCED, Task.progress_at >= db.bindparam("stalled_before")),
+                                   db.bindparam("lease_until")), else_=Task.lease_expires_at))
+
+
 def report_progress(worker_id: int, task_id: int, progress, eta_s=None, message=None,
                     now: datetime | None = None) -> bool:
     """Record progress (0..1) and extend the lease. False when the task is no longer the worker's
@@ -384,16 +393,10 @@ def report_progress(worker_id: int, task_id: int, progress, eta_s=None, message=
     # One conditional UPDATE: it only lands while the task is still this worker's running task.
     # A ping extends the lease only while the task moves forward, or stalled less than STALL_SECONDS:
     # a worker can't hold a task (and bill its time) by pinging the same progress forever.
-    advanced = Task.progress < progress
     stall = timedelta(seconds=int(current_app.config["STALL_SECONDS"]))
-    result = db.session.execute(
-        db.update(Task).where(Task.id == task_id, Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING)
-        .values(progress=progress, eta_seconds=eta_s, message=message,
-                progress_at=db.case((advanced, now), else_=Task.progress_at),
-                lease_expires_at=db.case((db.or_(advanced, Task.progress_at >= now - stall),
-                                          now + timedelta(seconds=lease_seconds())), else_=Task.lease_expires_at))
-        .execution_options(synchronize_session=False)
-    )
+    result = db.session.connection().execute(_PROGRESS, {
+        "task_id": task_id, "by_worker": worker_id, "new_progress": progress, "eta_s": eta_s, "new_message": message,
+        "now": now, "stalled_before": now - stall, "lease_until": now + timedelta(seconds=lease_seconds())})
     if result.rowcount == 1:
         db.session.commit()
         return True
@@ -447,7 +450,7 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
     read = _read_pass(worker_id, task_id, declared)
     begin_write_transaction(db.session)
     try:
-        task = permissions.task_of_worker(worker_id, task_id, lock=True)
+        task = _same_attempt_locked(read, worker_id, task_id) or permissions.task_of_worker(worker_id, task_id, lock=True)
         if task.status == TaskStatus.COMPLETED and task.worker_id == worker_id:
             reward = task.reward_micros or 0
             db.session.commit()
@@ -468,7 +471,7 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
         undeclared = [row.id for name, row in uploaded.items() if name not in names]
         if undeclared:  # uploaded but not declared: not part of the result
             db.session.execute(db.delete(TaskOutput).where(TaskOutput.id.in_(undeclared)))
-        same_attempt = read is not None and read.attempt == task.attempts
+        same_attempt = read is not None and read.task is task
         try:
             if task.type == JobType.VERIFY:
                 verification.check_verifier_outputs(task, declared)
@@ -486,23 +489,21 @@ def complete_task(worker: Worker, task_id: int, outputs, compute_seconds, now: d
         reward = min(ledger.task_reward_micros(bid, seconds), market.price_cap_micros(task, seconds))
         job = task.job  # held, so the cap's locked read refreshes this row and the roll-up and the check use it
         reward = credit.cap_reward(task, reward, now)  # money (services/credit.py): never past the job's budget
-        if task.type == JobType.VERIFY:
-            ledger.credit_task_reward(task, reward, now + verification.settle_delay(), kind=LedgerKind.CHECK_REWARD)
-        else:
-            # The network pays for its own work (Bench Score runs); creators pay for theirs.
-            kind = LedgerKind.CHECK_REWARD if task.type == JobType.BENCHMARK else LedgerKind.TASK_REWARD
-            ledger.credit_task_reward(task, reward, verification.maybe_check(task, worker, now), kind=kind)
-        # After the credit's own flush (its ledger row), so that the task's changes and its reward are one
-        # UPDATE, and the worker's compute seconds and earnings another.
         task.status = TaskStatus.COMPLETED
         task.progress = 1.0
         task.eta_seconds = None
         task.lease_expires_at = None
         task.finished_at = now
         task.compute_seconds = seconds
-        task.worker.compute_seconds = Worker.compute_seconds + seconds  # SQL: concurrent completes add up
+        # SQL, so concurrent completes add up; flushed with the credit's row and the earnings beside it.
+        task.worker.compute_seconds = Worker.compute_seconds + seconds
         if task.type == JobType.VERIFY:
+            ledger.credit_task_reward(task, reward, now + verification.settle_delay(), kind=LedgerKind.CHECK_REWARD)
             _act_on_verdict(verification.judge(task, declared, now), now)
+        else:
+            # The network pays for its own work (Bench Score runs); creators pay for theirs.
+            kind = LedgerKind.CHECK_REWARD if task.type == JobType.BENCHMARK else LedgerKind.TASK_REWARD
+            ledger.credit_task_reward(task, reward, verification.maybe_check(task, worker, now), kind=kind)
         ledger.bump_daily(worker_id, ledger.day_of(now), task_earnings_micros=reward, tasks_completed=1,
                           compute_seconds=seconds)
         db.session.connection().execute(_EVENT, {"task_id": task_id, "job_id": task.job_id, "worker_id": worker_id,
@@ -529,9 +530,24 @@ _UPLOADED = db.select(TaskOutput.id, TaskOutput.name, TaskOutput.sha256, TaskOut
 @dataclasses.dataclass(frozen=True)
 class _ReadPass:
     """What complete_task learns of a running attempt before it takes the write lock."""
-    attempt: int
+    task: Task  # as loaded then, with its job
     files_pass: bool  # the declared files pass check_result
     billable_bound: float  # market.billable_seconds_bound, from the job's other verified results
+
+
+_ATTEMPT = db.select(Task.status, Task.worker_id, Task.attempts).where(Task.id == db.bindparam("task_id")).with_for_update()
+
+
+def _same_attempt_locked(read: "_ReadPass | None", worker_id: int, task_id: int) -> Task | None:
+    """The read pass's task, when its row (locked now) shows the same attempt still running on this worker:
+    a running attempt's other columns were set by its claim and stay as they are until it ends (progress
+    aside, which completing overwrites), so the task needs no loading again under the lock."""
+    if read is None:
+        return None
+    row = db.session.connection().execute(_ATTEMPT, {"task_id": task_id}).first()
+    if row is None or (row.status, row.worker_id, row.attempts) != (TaskStatus.RUNNING, worker_id, read.task.attempts):
+        return None
+    return read.task
 
 
 def _read_pass(worker_id: int, task_id: int, declared: list[dict]) -> _ReadPass | None:
@@ -547,7 +563,7 @@ def _read_pass(worker_id: int, task_id: int, declared: list[dict]) -> _ReadPass 
             return None
         # A check's outputs are verification's to judge, under the lock.
         passed = task.type != JobType.VERIFY and _result_passes(task, declared)
-        return _ReadPass(task.attempts, passed, market.billable_seconds_bound(task))
+        return _ReadPass(task, passed, market.billable_seconds_bound(task))
     except ServiceError:
         return None
     finally:

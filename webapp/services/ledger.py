@@ -40,7 +40,8 @@ def day_of(moment: datetime) -> str:
 def bump_daily(worker_id: int, day: str, *, task_earnings_micros: int = 0, mining_earnings_micros: int = 0,
                tasks_completed: int = 0, tasks_failed: int = 0, compute_seconds: float = 0.0) -> None:
     """Add to one worker's row for one day, creating it if needed (an upsert: no read-modify-write)."""
-    db.session.execute(_daily_upsert(db.session.get_bind().dialect.name), {
+    connection = db.session.connection()  # Core: nothing the session holds needs flushing for it
+    connection.execute(_daily_upsert(connection.dialect.name), {
         "worker_id": worker_id, "day": day,
         "task_earnings_micros": task_earnings_micros, "mining_earnings_micros": mining_earnings_micros,
         "tasks_completed": tasks_completed, "tasks_failed": tasks_failed, "compute_seconds": compute_seconds,
@@ -66,6 +67,10 @@ def task_reward_micros(bid_micros: int, compute_seconds: float) -> int:
     return int((Decimal(bid_micros) * seconds / 3600).to_integral_value(rounding=ROUND_HALF_UP))
 
 
+_REWARD_OF = db.select(LedgerEntry.id).where(LedgerEntry.task_id == db.bindparam("task_id"),
+                                             LedgerEntry.attempt == db.bindparam("attempt"))
+
+
 def credit_task_reward(task: Task, amount_micros: int, available_at: datetime | None,
                        kind: LedgerKind = LedgerKind.TASK_REWARD) -> LedgerEntry:
     """Credit the task's worker with its reward for this attempt, once: a second call returns the first
@@ -75,11 +80,10 @@ def credit_task_reward(task: Task, amount_micros: int, available_at: datetime | 
     ledger is the last line of defence: if two transactions race past the check, the second one's
     flush fails with IntegrityError before any total moved.
     """
-    existing = db.session.execute(
-        db.select(LedgerEntry).where(LedgerEntry.task_id == task.id, LedgerEntry.attempt == task.attempts)
-    ).scalar_one_or_none()
+    # Core: the caller's pending changes are flushed below, with the row, in one go.
+    existing = db.session.connection().execute(_REWARD_OF, {"task_id": task.id, "attempt": task.attempts}).scalar()
     if existing is not None:
-        return existing
+        return db.session.get(LedgerEntry, existing)
     if amount_micros < 0:
         raise ValueError("a reward cannot be negative")
     worker = task.worker
@@ -89,10 +93,12 @@ def credit_task_reward(task: Task, amount_micros: int, available_at: datetime | 
                         job_id=task.job_id, task_id=task.id, attempt=task.attempts, available_at=available_at,
                         memo=f"Task {task.id} of job {task.job_id}")
     db.session.add(entry)
-    db.session.flush()
     task.reward_micros = amount_micros
     # An SQL expression, not a Python sum: concurrent credits to one worker must not lose updates.
     worker.earnings_micros = Worker.earnings_micros + amount_micros
+    # A second credit of this attempt fails here, on the unique (task_id, attempt), and the caller's
+    # rollback takes back the copies with it.
+    db.session.flush()
     return entry
 
 
