@@ -6,6 +6,7 @@ for rows, collect_stray_files for files whose row never committed). A full disk 
 which the app answers with 507.
 """
 
+import functools
 import hashlib
 import os
 import shutil
@@ -83,10 +84,14 @@ def store_blob(stream: BinaryIO, max_bytes: int, expected_sha256: str | None = N
 def keep_row(sha256: str, size: int) -> None:
     """The blob's row, made once however many uploads of the same bytes race (a plain INSERT of the
     second would fail on the key), and young again so the blob collector leaves it be meanwhile."""
-    insert = dialect_insert(db.session.get_bind().dialect.name)
-    stmt = insert(StoredFile.__table__).values(sha256=sha256, size=size, created_at=utcnow())
-    db.session.execute(stmt.on_conflict_do_update(index_elements=["sha256"],
-                                                  set_={"created_at": stmt.excluded.created_at}))
+    connection = db.session.connection()  # Core: an upload's write transaction runs it under the write lock
+    connection.execute(_row_upsert(connection.dialect.name), {"sha256": sha256, "size": size, "created_at": utcnow()})
+
+
+@functools.cache
+def _row_upsert(dialect: str):
+    stmt = dialect_insert(dialect)(StoredFile.__table__)
+    return stmt.on_conflict_do_update(index_elements=["sha256"], set_={"created_at": stmt.excluded.created_at})
 
 
 def ensure_row(sha256: str, size: int) -> StoredFile:
