@@ -4,6 +4,7 @@ credit), a job that pauses at its budget through the real dispatcher, the unspen
 import csv
 import io
 import json
+import threading
 
 import pytest
 
@@ -225,3 +226,44 @@ def test_racing_submissions_never_hold_more_than_the_credit(any_app, clock):
     with any_app.app_context():
         user_id = db.session.execute(db.select(User.id).where(User.email == CREATOR)).scalar_one()
         assert credit.summary(user_id)["available"] == 2_000_000
+
+
+def test_completions_racing_at_a_budget_never_spend_past_it(any_app, clock):
+    """Six workers complete $0.02 tasks of a $0.05 job at the same moment: the budget caps them in turn
+    (PostgreSQL row locks; SQLite's one writer), so the job spends exactly its budget, never more."""
+    with any_app.app_context():
+        creator = make_user(CREATOR)
+        credit.add_credit(db.session.get(User, creator), "1.00")
+        workers = [make_worker(name=f"node-{i}", bid="3.60")[0] for i in range(6)]  # $0.001 per second
+        job_id, _ = _budgeted_job(creator, "0.05", 6)
+        declared = {}
+        for worker_id in workers:
+            task = dispatch.claim_task(db.session.get(Worker, worker_id))
+            name = f"frame_{task.params['frames'][0]:04d}.png"
+            stored = storage.put_bytes(frame_png(task.id))
+            db.session.flush()
+            db.session.add(TaskOutput(task_id=task.id, name=name, sha256=stored.sha256, size=stored.size))
+            db.session.commit()
+            declared[worker_id] = (task.id, [{"name": name, "sha256": stored.sha256, "size": stored.size}])
+    clock.advance(seconds=20)
+    barrier, rewards, errors = threading.Barrier(len(workers)), [], []
+
+    def complete(worker_id):
+        task_id, outputs = declared[worker_id]
+        with any_app.app_context():
+            barrier.wait()
+            try:
+                rewards.append(dispatch.complete_task(db.session.get(Worker, worker_id), task_id, outputs, 20))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=complete, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(rewards) == [0, 0, 0, 10_000, 20_000, 20_000]
+    with any_app.app_context():
+        assert ledger.job_cost_micros(job_id) == 50_000
+        assert db.session.get(Job, job_id).paused_at is not None

@@ -177,11 +177,17 @@ def cap_reward(task: Task, reward: int, now: datetime) -> int:
     not the creator's and passes unchanged."""
     if task.type in (JobType.VERIFY, JobType.BENCHMARK):
         return reward
-    # Read afresh under the lock: a job this transaction loaded before may have changed its budget since.
-    job = db.session.execute(db.select(Job).where(Job.id == task.job_id).with_for_update()
+    # Read afresh under a lock: a job this transaction loaded before may have changed its budget since.
+    # On PostgreSQL, FOR KEY SHARE first: raise_budget (FOR UPDATE) waits for the completions under way and
+    # they for it, so a budget can't appear beside an uncapped reward, while the completions of a job
+    # without a budget, and the claims of its tasks, don't wait for each other.
+    job = db.session.execute(db.select(Job).where(Job.id == task.job_id).with_for_update(read=True, key_share=True)
                              .execution_options(populate_existing=True)).scalar_one()
     if job.budget_micros is None:
         return reward
+    # A budget: the job's completions take turns at it (FOR NO KEY UPDATE), each reading the spend afresh.
+    job = db.session.execute(db.select(Job).where(Job.id == task.job_id).with_for_update(key_share=True)
+                             .execution_options(populate_existing=True)).scalar_one()
     left = max(0, job.budget_micros - ledger.job_cost_micros(job.id))
     capped = min(reward, left)
     if capped >= left and job.paused_at is None:
