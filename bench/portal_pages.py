@@ -11,11 +11,16 @@ through the Flask test client (server time: routing, queries, templates; no netw
     .venv/bin/python bench/portal_pages.py                     # SQLite in a temporary folder
     .venv/bin/python bench/portal_pages.py --postgres          # PostgreSQL on 127.0.0.1 (a throwaway DB)
     .venv/bin/python bench/portal_pages.py --workers 2000 --tasks 100000 --requests 10   # quicker
+    .venv/bin/python bench/portal_pages.py --beside-dispatch 16   # then again, beside 16 workers' task cycles
 
-Goals (issue 6): list p95 < 100 ms; details p95 < 250 ms without cold charts, < 50 ms cached.
+Goals (issue 6): list p95 < 100 ms; details p95 < 250 ms without cold charts, < 50 ms cached; and the same
+while the dispatch bench's load runs on the same database (issue 15). The pages are timed in this process,
+on the cores the portal and wrk use as well: beside the load they share the machine's CPU with it.
 """
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -24,6 +29,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -218,9 +224,104 @@ def report(name: str, times: list[float], goal: float | None = None) -> bool:
     return ok
 
 
+def time_pages(client, args, info) -> list[bool]:
+    """Every page case, printed; whether each met its goal."""
+    from webapp import charts
+    n = args.requests
+    results = []
+    print(f"\nWorker list (/workers, {args.workers:,} workers, {n} requests each)")
+    for sort in ("status", "name", "created", "updated"):
+        for order in ("asc", "desc"):
+            results.append(report(f"sort={sort} order={order}",
+                                  measure(client, f"/workers?sort={sort}&order={order}", n), 100))
+    results.append(report("search q=node1 (name LIKE)", measure(client, "/workers?q=node1", n), 100))
+    results.append(report("filter status=error", measure(client, "/workers?status=error", n), 100))
+    results.append(report("deep page (page=300, sort=name)", measure(client, "/workers?sort=name&page=300", n), 100))
+    results.append(report("htmx fragment (the 5 s poll)", measure(client, "/workers", n, {"HX-Request": "true"}), 100))
+
+    heavy = 1
+    print(f"\nWorker details (worker #{heavy}: {min(args.heavy, args.tasks):,} tasks over 3 years)")
+    for period in ("week", "month", "year"):
+        results.append(report(f"stats page period={period} (without charts)",
+                              measure(client, f"/workers/{heavy}?period={period}", n), 250))
+    chart_urls = [f"/workers/{heavy}/charts/{name}.svg?period=year" for name in charts.CHARTS]
+    cold = []
+    for _ in range(max(3, n // 4)):
+        for url_ in chart_urls:
+            cold += measure(client, url_, 1, before=charts.clear_cache)
+    report("one chart, cold (rendered by matplotlib)", cold)
+    cached = []
+    for url_ in chart_urls:
+        measure(client, url_, 1)
+        cached += measure(client, url_, n)
+    results.append(report("one chart, cached", cached, 50))
+    page_cached = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        client.get(f"/workers/{heavy}?period=year")
+        for url_ in chart_urls:
+            client.get(url_)
+        page_cached.append((time.perf_counter() - t0) * 1000)
+    report("stats page + its 3 charts, cached", page_cached)
+    results.append(report("head fragment (the 10 s poll)",
+                          measure(client, f"/workers/{heavy}", n, {"HX-Request": "true", "HX-Target": "worker-head"}), 50))
+
+    print("\nTask list (?tab=tasks)")
+    for sort in ("created", "name", "status"):
+        results.append(report(f"worker #{heavy}, sort={sort}",
+                              measure(client, f"/workers/{heavy}?tab=tasks&sort={sort}", n), 250))
+    results.append(report(f"worker #{heavy}, search q=Forest",
+                          measure(client, f"/workers/{heavy}?tab=tasks&q=Forest", n), 250))
+    results.append(report(f"worker #{heavy}, status=failed, page 5",
+                          measure(client, f"/workers/{heavy}?tab=tasks&status=failed&page=5", n), 250))
+    typical = info["typical_worker"]
+    results.append(report(f"worker #{typical} (a typical one), sort=created",
+                          measure(client, f"/workers/{typical}?tab=tasks", n), 250))
+    return results
+
+
+@dataclasses.dataclass
+class Beside:
+    """What the load beside the pages did: its wrk figures, and whether it outlasted the pages."""
+    load: object = None
+    covered: bool = False
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.load.statuses.get("complete:200", 0) / self.load.seconds
+
+
+@contextlib.contextmanager
+def dispatch_beside(app, tmp: Path, url: str | None, workers: int, seconds: float):
+    """Full task cycles on the same database while the pages are timed: `pictor-portal serve` on it,
+    `workers` workers paired through the service layer, wrk driving bench/dispatch.py's cycle."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import dispatch as dispatch_bench
+    import netload
+    from flask_migrate import stamp
+    from webapp.extensions import db
+    with app.app_context():
+        stamp()  # the seed made the tables itself: the server's migrations have nothing to do
+        tokens = netload.pair_workers(workers)
+        owner = netload.creator()
+        for i in range(10):
+            netload.submit_render(owner, 2_000, name=f"beside-{i}")
+        db.session.remove()
+    site = netload.Site(tmp, url or f"sqlite:///{tmp / 'test.sqlite3'}")
+    result = Beside()
+    with netload.serve_portal(site) as base:
+        worker = threading.Thread(target=lambda: setattr(result, "load", dispatch_bench.cycles(site, base, tokens, seconds)))
+        worker.start()
+        time.sleep(3)  # the cycles under way before the first page is timed
+        try:
+            yield result
+        finally:
+            result.covered = worker.is_alive()
+            worker.join()
+
+
 def run(args) -> int:
     from tests.conftest import make_app
-    from webapp import charts
 
     tmp = Path(tempfile.mkdtemp(prefix="pictor-bench-"))
     admin = None
@@ -242,56 +343,16 @@ def run(args) -> int:
 
         client = app.test_client()
         client.post("/login", data={"email": EMAIL, "password": PASSWORD})
-        n = args.requests
-        results = []
-        print(f"\nWorker list (/workers, {args.workers:,} workers, {n} requests each)")
-        for sort in ("status", "name", "created", "updated"):
-            for order in ("asc", "desc"):
-                results.append(report(f"sort={sort} order={order}",
-                                      measure(client, f"/workers?sort={sort}&order={order}", n), 100))
-        results.append(report("search q=node1 (name LIKE)", measure(client, "/workers?q=node1", n), 100))
-        results.append(report("filter status=error", measure(client, "/workers?status=error", n), 100))
-        results.append(report("deep page (page=300, sort=name)", measure(client, "/workers?sort=name&page=300", n), 100))
-        results.append(report("htmx fragment (the 5 s poll)", measure(client, "/workers", n, {"HX-Request": "true"}), 100))
-
-        heavy = 1
-        print(f"\nWorker details (worker #{heavy}: {min(args.heavy, args.tasks):,} tasks over 3 years)")
-        for period in ("week", "month", "year"):
-            results.append(report(f"stats page period={period} (without charts)",
-                                  measure(client, f"/workers/{heavy}?period={period}", n), 250))
-        chart_urls = [f"/workers/{heavy}/charts/{name}.svg?period=year" for name in charts.CHARTS]
-        cold = []
-        for _ in range(max(3, n // 4)):
-            for url_ in chart_urls:
-                cold += measure(client, url_, 1, before=charts.clear_cache)
-        report("one chart, cold (rendered by matplotlib)", cold)
-        cached = []
-        for url_ in chart_urls:
-            measure(client, url_, 1)
-            cached += measure(client, url_, n)
-        results.append(report("one chart, cached", cached, 50))
-        page_cached = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            client.get(f"/workers/{heavy}?period=year")
-            for url_ in chart_urls:
-                client.get(url_)
-            page_cached.append((time.perf_counter() - t0) * 1000)
-        report("stats page + its 3 charts, cached", page_cached)
-        results.append(report("head fragment (the 10 s poll)",
-                              measure(client, f"/workers/{heavy}", n, {"HX-Request": "true", "HX-Target": "worker-head"}), 50))
-
-        print("\nTask list (?tab=tasks)")
-        for sort in ("created", "name", "status"):
-            results.append(report(f"worker #{heavy}, sort={sort}",
-                                  measure(client, f"/workers/{heavy}?tab=tasks&sort={sort}", n), 250))
-        results.append(report(f"worker #{heavy}, search q=Forest",
-                              measure(client, f"/workers/{heavy}?tab=tasks&q=Forest", n), 250))
-        results.append(report(f"worker #{heavy}, status=failed, page 5",
-                              measure(client, f"/workers/{heavy}?tab=tasks&status=failed&page=5", n), 250))
-        typical = info["typical_worker"]
-        results.append(report(f"worker #{typical} (a typical one), sort=created",
-                              measure(client, f"/workers/{typical}?tab=tasks", n), 250))
+        started = time.perf_counter()
+        results = time_pages(client, args, info)
+        if args.beside_dispatch:
+            alone = time.perf_counter() - started
+            with dispatch_beside(app, tmp, url, args.beside_dispatch, seconds=2 * alone + 30) as load:
+                print(f"\n--- again, while {args.beside_dispatch} workers run full task cycles beside "
+                      f"(bench/dispatch.py's load, pictor-portal serve on this database) ---", flush=True)
+                results += time_pages(client, args, info)
+            print(f"\nbeside: {load.cycles_per_s:.1f} task cycles/s"
+                  + ("" if load.covered else " (the load ended before the pages did: the last ones ran alone)"))
         print("\nAll goals met." if all(results) else "\nSome goals were missed (marked OVER).")
         return 0 if all(results) else 1
     finally:
@@ -315,6 +376,8 @@ def main() -> int:
     parser.add_argument("--heavy", type=int, default=100_000, help="tasks on worker #1, the one whose details are timed")
     parser.add_argument("--requests", type=int, default=30, help="requests per case")
     parser.add_argument("--postgres", action="store_true", help="use PostgreSQL instead of SQLite")
+    parser.add_argument("--beside-dispatch", type=int, default=0, metavar="WORKERS",
+                        help="time the pages again while this many workers run full task cycles beside them")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite file (its folder is printed)")
     parser.add_argument("--postgres-url", default=os.environ.get("PICTOR_TEST_POSTGRES",
                                                                  "postgresql://postgres@127.0.0.1:5432/postgres"))
