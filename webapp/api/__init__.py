@@ -125,7 +125,7 @@ def worker_token_required(view=None, *, reads_first: bool = False, loads_worker:
             return _unauthorized("Send 'Authorization: Bearer <worker token>' from the worker's config.")
         writes_opt_in()  # the worker API's services take the write lock when they write, and only then
         # Without the write lock: the hottest calls (heartbeats, idle claims) need no more, and the row
-        # itself loads on first use of g.worker (RequestGlobals).
+        # itself loads with it (loads_worker) or on first use of g.worker (RequestGlobals).
         begin_read_transaction(db.session)
         if loads_worker:
             row = db.session.execute(_WHOLE_WORKER_BY_TOKEN, {"token_hash": token_hash(token)}).scalar_one_or_none()

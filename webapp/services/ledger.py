@@ -78,7 +78,7 @@ def credit_task_reward(task: Task, amount_micros: int, available_at: datetime | 
 
     Runs inside the caller's transaction (the caller commits). The unique (task_id, attempt) on the
     ledger is the last line of defence: if two transactions race past the check, the second one's
-    flush fails with IntegrityError before any total moved.
+    flush fails with IntegrityError, and its rollback takes back the totals it moved with it.
     """
     # Core: the caller's pending changes are flushed below, with the row, in one go.
     existing = db.session.connection().execute(_REWARD_OF, {"task_id": task.id, "attempt": task.attempts}).scalar()
