@@ -59,6 +59,7 @@ def make_app(tmp_path, database_url=None, **overrides):
         "WTF_CSRF_ENABLED": False,
         # Each heartbeat written at once, for the test to read back; test_heartbeat_batch tests the batches.
         "HEARTBEAT_BATCH_SECONDS": 0,
+        "PROGRESS_BATCH_SECONDS": 0,  # likewise for progress reports (test_heartbeat_batch tests that batch too)
     }
     config.update(overrides)
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql://"):

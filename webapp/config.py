@@ -93,6 +93,8 @@ DEFAULTS = {
     "IDLE_CLAIMS_PER_SECOND": 50,
     # Heartbeats are written together, this often, by each portal process (presence.HeartbeatBatch).
     "HEARTBEAT_BATCH_SECONDS": 1.0,
+    # Progress reports too (dispatch.ProgressBatch): what they answer is read at once, what they write waits.
+    "PROGRESS_BATCH_SECONDS": 1.0,
     "OFFLINE_AFTER_SECONDS": 90,
     "PAIRING_MINUTES": 15,
     # Per account (services/limits.py, counted in the database across processes): enough for a farm
@@ -105,7 +107,7 @@ DEFAULTS = {
     "VERIFY_SETTLE_SECONDS": 6 * 3600,
     "VERIFY_DISPUTE_SECONDS": 3600,
     # Progress pings that don't move a task forward keep its lease alive this long, then no more.
-    "STALL_SECONDS": 1800,  # how long a disputed check waits for a third account's opinion
+    "STALL_SECONDS": 1800,
     "VERIFY_SEED": None,
     "PAGE_SIZE": 25,
     "OUTPUT_RETENTION_DAYS": 30,

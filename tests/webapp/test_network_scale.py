@@ -12,7 +12,7 @@ from tests.conftest import make_app
 from tests.webapp.dispatch_factories import auth, make_job, make_worker
 from webapp.extensions import db
 from webapp.models import PresenceInterval, Worker, WorkerState
-from webapp.services import presence
+from webapp.services import dispatch, presence
 
 API = "/api/v1"
 
@@ -130,11 +130,11 @@ def test_an_idle_claim_and_the_token_check_never_wait_for_the_writer(tmp_path):
 def test_each_call_of_a_task_cycle_takes_the_writers_turn_once_and_idle_calls_never(tmp_path, clock):
     """Reads around a write (the worker's row, the claimed task's payload after the commit, the output
     files' check) never hold SQLite's one writer: per call, one BEGIN IMMEDIATE, and none for a repeated
-    (batched) heartbeat or an idle claim."""
+    (batched) heartbeat, a (batched) progress report or an idle claim; a batch of reports takes one."""
     from sqlalchemy import event
 
     from tests.webapp.dispatch_factories import frame_png, sha
-    app = make_app(tmp_path, HEARTBEAT_BATCH_SECONDS=3600)
+    app = make_app(tmp_path, HEARTBEAT_BATCH_SECONDS=3600, PROGRESS_BATCH_SECONDS=3600)
     client = app.test_client()
     with app.app_context():
         _, token = make_worker(job_types=["render"])
@@ -165,7 +165,11 @@ def test_each_call_of_a_task_cycle_takes_the_writers_turn_once_and_idle_calls_ne
     (done, done_turns) = call("post", f"/worker/tasks/{task_id}/complete", json={
         "outputs": [{"name": "frame_0001.png", "sha256": sha(frame), "size": len(frame)}], "compute_seconds": 1})
     assert [r.status_code for r in (claimed, progress, put, done)] == [200, 200, 201, 200]
-    assert (claim_turns, progress_turns, put_turns, done_turns) == (1, 1, 1, 1)
+    assert (claim_turns, progress_turns, put_turns, done_turns) == (1, 0, 1, 1)
+    turns.clear()
+    with app.app_context():
+        assert dispatch.ProgressBatch.of(app).flush() == 1
+    assert len(turns) == 1
 
 
 @pytest.mark.postgres

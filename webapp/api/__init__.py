@@ -84,7 +84,8 @@ _WHOLE_WORKER_BY_TOKEN = db.select(Worker).where(Worker.token_hash == db.bindpar
 
 
 class RequestGlobals(_AppCtxGlobals):
-    """Flask's g, with the authenticated worker (g.worker) loaded from g.worker_id on first use."""
+    """Flask's g, with the authenticated worker (g.worker) loaded from g.worker_id on first use, or set
+    by the token's statement as g._worker (Flask's g sets attributes past any property setter)."""
 
     @property
     def worker(self) -> Worker:
@@ -95,11 +96,6 @@ class RequestGlobals(_AppCtxGlobals):
                 raise AttributeError("worker")
             worker = self.__dict__["_worker"] = db.session.get(Worker, worker_id)
         return worker
-
-    @worker.setter
-    def worker(self, worker: Worker) -> None:
-        self.__dict__["_worker"] = worker
-        self.__dict__["worker_id"] = worker.id
 
 
 def worker_token_required(view=None, *, reads_first: bool = False, loads_worker: bool = False):
@@ -131,10 +127,12 @@ def worker_token_required(view=None, *, reads_first: bool = False, loads_worker:
             row = db.session.execute(_WHOLE_WORKER_BY_TOKEN, {"token_hash": token_hash(token)}).scalar_one_or_none()
         else:
             row = db.session.connection().execute(_WORKER_BY_TOKEN, {"token_hash": token_hash(token)}).first()
+        # Requests sharing an app context (a test's) each have their own worker: none left from the one before.
+        g.pop("_worker", None)
         if row is None:
             return _unauthorized("This worker token is unknown or the worker was deleted: pair the app again.")
         if loads_worker:
-            g.worker = row
+            g._worker = row
         g.worker_id = row.id
         g.worker_auth = row
         if not reads_first:

@@ -28,6 +28,7 @@ from ..models import (Job, JobInput, JobStatus, JobType, LedgerEntry, LedgerKind
                       TaskOutput, TaskStatus, Verification, VerificationState, Worker, job_work)
 from . import Conflict, ServiceError
 from . import benchmarks, credit, demo, ledger, market, permissions, quotas, result_checks, storage, verification
+from .write_behind import WriteBehind
 
 MAX_TASK_FAILURES = 3  # different provider accounts failing one task: the task fails
 BLOCKLIST_FAILURES = 3  # tasks of one job failed by one worker: no more of that job for it
@@ -389,22 +390,50 @@ def report_progress(worker_id: int, task_id: int, progress, eta_s=None, message=
         raise ServiceError("invalid_message", "'message' must be a string.")
     message = (message or "").strip()[:MESSAGE_MAX] or None
     task_id = permissions.valid_id(task_id, "task")
-    begin_write_transaction(db.session)
-    # One conditional UPDATE: it only lands while the task is still this worker's running task.
-    # A ping extends the lease only while the task moves forward, or stalled less than STALL_SECONDS:
-    # a worker can't hold a task (and bill its time) by pinging the same progress forever.
-    stall = timedelta(seconds=int(current_app.config["STALL_SECONDS"]))
-    result = db.session.connection().execute(_PROGRESS, {
-        "task_id": task_id, "by_worker": worker_id, "new_progress": progress, "eta_s": eta_s, "new_message": message,
-        "now": now, "stalled_before": now - stall, "lease_until": now + timedelta(seconds=lease_seconds())})
-    if result.rowcount == 1:
-        db.session.commit()
-        return True
-    try:
-        permissions.task_of_worker(worker_id, task_id)  # 404 when it was never this worker's
-    finally:
-        db.session.commit()
-    return False
+    running = db.session.connection().execute(_RUNNING_HERE, {"task_id": task_id, "worker_id": worker_id}).first()
+    if running is None:
+        try:
+            permissions.task_of_worker(worker_id, task_id)  # 404 when it was never this worker's
+        finally:
+            db.session.commit()
+        return False
+    db.session.commit()
+    ProgressBatch.of(current_app._get_current_object()).add((task_id, worker_id), _Report(progress, eta_s, message, now))
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class _Report:
+    progress: float
+    eta_s: int | None
+    message: str | None
+    at: datetime
+
+
+class ProgressBatch(WriteBehind):
+    """This process's progress reports not yet written, kept per task and worker (the latest wins) and
+    written together. A running task reports every couple of seconds (the app: PROGRESS_REPORT_S), so a
+    network of 10,000 busy workers sends thousands a second, far more than a writer turn each could take.
+    What a report answers (go on, or stop) is read at once; what it writes lands within
+    PROGRESS_BATCH_SECONDS, a lease being a minute or more. A crash loses that many seconds of progress,
+    which the next report brings again."""
+    SETTING = "PROGRESS_BATCH_SECONDS"
+    WHAT = "progress reports"
+
+    def merge(self, before: _Report, report: _Report) -> _Report:
+        return report if report.at >= before.at else before
+
+    def write(self, reports: dict[tuple[int, int], _Report]) -> None:
+        # Each row's conditional UPDATE (_PROGRESS), as a report on its own would run it: it lands only
+        # while the task is still that worker's running task, and extends the lease only while the task
+        # moves forward or stalled less than STALL_SECONDS, so pinging the same progress forever holds
+        # no task (nor bills its time).
+        stall = timedelta(seconds=int(current_app.config["STALL_SECONDS"]))
+        lease = timedelta(seconds=lease_seconds())
+        db.session.connection().execute(_PROGRESS, [
+            {"task_id": task_id, "by_worker": worker_id, "new_progress": r.progress, "eta_s": r.eta_s,
+             "new_message": r.message, "now": r.at, "stalled_before": r.at - stall, "lease_until": r.at + lease}
+            for (task_id, worker_id), r in reports.items()])
 
 
 def parse_outputs(outputs) -> list[dict]:
@@ -902,7 +931,7 @@ def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: in
     begin_write_transaction(db.session, keep_loaded=True)  # the worker's id is all it reads of the worker
     try:
         connection = db.session.connection()
-        if connection.execute(_RUNNING_HERE, {"task_id": task_id, "worker_id": worker.id}).first() is None:
+        if connection.execute(_RUNNING_HERE_LOCKED, {"task_id": task_id, "worker_id": worker.id}).first() is None:
             running_task_of(worker, task_id)  # not its running task: which answer, 404 or 409
         storage.keep_row(sha256, size)  # two workers may upload the same bytes at once
         connection.execute(_output_upsert(connection.dialect.name),
@@ -914,7 +943,8 @@ def record_output(worker: Worker, task_id: int, name: str, sha256: str, size: in
 
 
 _RUNNING_HERE = db.select(Task.id).where(Task.id == db.bindparam("task_id"), Task.worker_id == db.bindparam("worker_id"),
-                                         Task.status == TaskStatus.RUNNING).with_for_update()
+                                         Task.status == TaskStatus.RUNNING)
+_RUNNING_HERE_LOCKED = _RUNNING_HERE.with_for_update()
 
 
 @functools.cache

@@ -5,26 +5,22 @@ OFFLINE_AFTER_SECONDS ago, and opens a new one otherwise; so an interval is clos
 stale, and uptime is computed from intervals, never from a counter that could drift.
 """
 
-import atexit
-import contextlib
 import logging
 import math
-import os
 import re
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app, has_app_context
-from sqlalchemy.exc import IntegrityError
+from flask import current_app
 
 from ..clock import utcnow
 from ..database import begin_write_transaction
 from ..extensions import db
 from ..models import JobType, PresenceInterval, Worker, WorkerState
 from . import ServiceError, benchmarks, geo
+from .write_behind import WriteBehind
 
 MESSAGE_MAX = 500
 COMPLIANCE_STATUSES = ("pass", "warn", "fail")
@@ -185,7 +181,7 @@ def heartbeat(worker_id: int, state: WorkerState | str, message: str | None = No
         batch.add(worker_id, seen)
 
 
-class HeartbeatBatch:
+class HeartbeatBatch(WriteBehind):
     """This portal process's heartbeats not yet written, kept per worker and written together.
 
     10,000 workers heartbeat hundreds of times a second; each taking SQLite's one write lock (or a
@@ -194,101 +190,15 @@ class HeartbeatBatch:
     loses is at most that many seconds of online time, which the next heartbeat does not pay for:
     uptime is counted from intervals, so it is under-counted, never over. 0 writes each one at once.
     """
+    SETTING = "HEARTBEAT_BATCH_SECONDS"
+    WHAT = "heartbeats"
 
-    def __init__(self, app):
-        self.app = app
-        self.seconds = float(app.config["HEARTBEAT_BATCH_SECONDS"])
-        self.pid = os.getpid()
-        self._lock = threading.Lock()
-        self._pending: dict[int, Seen] = {}
-        self._thread: threading.Thread | None = None
+    def merge(self, before: Seen, seen: Seen) -> Seen:
+        latest = seen if seen.last >= before.last else before
+        return Seen(min(before.first, seen.first), latest.last, latest.state, latest.message)
 
-    @classmethod
-    def of(cls, app) -> "HeartbeatBatch":
-        batch = app.extensions.get("pictor_heartbeats")
-        if batch is None or batch.pid != os.getpid():  # a forked server process starts with none pending
-            batch = app.extensions["pictor_heartbeats"] = cls(app)
-        return batch
-
-    def add(self, worker_id: int, seen: Seen) -> None:
-        with self._lock:
-            self._merge(worker_id, seen)
-            if self.seconds > 0 and self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="heartbeat-batch", daemon=True)
-                self._thread.start()
-                atexit.register(self.flush)
-        if self.seconds <= 0:
-            self.flush()
-
-    def _merge(self, worker_id: int, seen: Seen) -> None:
-        before = self._pending.get(worker_id)
-        if before is not None:
-            latest = seen if seen.last >= before.last else before
-            seen = Seen(min(before.first, seen.first), latest.last, latest.state, latest.message)
-        self._pending[worker_id] = seen
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
-    def write_now(self, worker_id: int, seen: Seen) -> None:
-        """Write this worker's heartbeat now, with what was pending for it."""
-        with self._lock:
-            self._merge(worker_id, seen)
-            taken = {worker_id: self._pending.pop(worker_id)}
-        self._flush(taken)
-
-    def flush(self) -> int:
-        """Write what is pending, in a transaction of its own; returns how many workers' heartbeats it wrote.
-
-        When the batch fails, each worker's heartbeat is tried on its own, so one bad row (a worker
-        deleted meanwhile) can't hold up the others; a database that is down keeps them all pending."""
-        with self._lock:
-            taken, self._pending = self._pending, {}
-        return self._flush(taken)
-
-    def _flush(self, taken: dict[int, Seen]) -> int:
-        if not taken:
-            return 0
-        # In the caller's session when called in this app (as a transaction of the caller's would be:
-        # begin_write_transaction commits what it had); the batch thread brings a context of its own.
-        in_app = has_app_context() and current_app._get_current_object() is self.app
-        with contextlib.nullcontext() if in_app else self.app.app_context():
-            try:
-                self._write(taken)
-                return len(taken)
-            except Exception:
-                db.session.rollback()
-                log.warning("Writing %d heartbeats together failed; writing them one by one.", len(taken), exc_info=True)
-            written = 0
-            for position, (worker_id, seen) in enumerate(taken.items()):
-                try:
-                    self._write({worker_id: seen})
-                    written += 1
-                except IntegrityError:
-                    db.session.rollback()
-                    log.warning("Dropped the heartbeat of worker %s: its row refuses it.", worker_id, exc_info=True)
-                except Exception:
-                    db.session.rollback()
-                    with self._lock:
-                        for later_id, later in list(taken.items())[position:]:
-                            self._merge(later_id, later)
-                    raise
-            return written
-
-    @staticmethod
-    def _write(seen: dict[int, Seen]) -> None:
-        begin_write_transaction(db.session)
+    def write(self, seen: dict[int, Seen]) -> None:
         write_heartbeats(seen, newer_only=True)
-        db.session.commit()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.seconds)
-            try:
-                self.flush()
-            except Exception:
-                log.exception("Writing %d heartbeats failed; they stay pending for the next batch.", self.pending())
 
 
 def close_stale_intervals(now: datetime | None = None) -> int:
