@@ -380,8 +380,8 @@ _PROGRESS = db.update(Task).where(
 
 def report_progress(worker_id: int, task_id: int, progress, eta_s=None, message=None,
                     now: datetime | None = None) -> bool:
-    """Record progress (0..1) and extend the lease. False when the task is no longer the worker's
-    running task (canceled, finished or reassigned): the app must stop it."""
+    """Record progress (0..1) and extend the lease, with this process's ProgressBatch. False when the task
+    is no longer the worker's running task (canceled, finished or reassigned): the app must stop it."""
     now = now or utcnow()
     progress = _number(progress, "progress", 0, 1)
     if eta_s is not None:
