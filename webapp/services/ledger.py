@@ -20,9 +20,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy.orm import aliased
 
-from .. import money
 from ..clock import utcnow
-from ..database import begin_write_transaction, dialect_insert
+from ..database import dialect_insert
 from ..extensions import db
 from ..models import LedgerEntry, LedgerKind, MiningReport, Task, Worker, WorkerDailyStat
 
