@@ -397,8 +397,9 @@ Index("uq_tasks_running_slot", Task.worker_id, Task.slot, unique=True,
 Index("ix_tasks_queue_order", Task.status, Task.priority.desc(), Task.id)
 # An idle claim's first question (dispatch._waiting_statement): is anything of my types queued at all.
 Index("ix_tasks_queued_type", Task.status, Task.type)
-# Does this job still have running (or queued) work: what each completion asks (dispatch.roll_up_status).
-Index("ix_tasks_job_status", Task.job_id, Task.status)
+# Does this job still have running (or queued) work: what each completion asks (dispatch.roll_up_status);
+# and its latest completed tasks, read in finishing order without sorting the job (market's verified peers).
+Index("ix_tasks_job_status_finished", Task.job_id, Task.status, Task.finished_at)
 
 
 class TaskOutput(db.Model):

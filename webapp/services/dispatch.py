@@ -205,7 +205,7 @@ def running_task_of(worker: Worker, task_id: int, lock: bool = False) -> Task:
 # -- a job's status follows its tasks -------------------------------------------------------------
 
 def _job_has(job_id: int, *statuses: TaskStatus) -> bool:
-    """Whether any of the job's work tasks is in one of `statuses`: one probe of ix_tasks_job_status."""
+    """Whether any of the job's work tasks is in one of `statuses`: one probe of ix_tasks_job_status_finished."""
     return db.session.connection().execute(_job_has_statement(statuses), {"job_id": job_id}).first() is not None
 
 
