@@ -10,6 +10,7 @@ cycle's requests to the ceiling, and p50/p99 per step.
 
     .venv/bin/python bench/dispatch.py                    # SQLite, 2 processes, 16 workers, 20 s
     .venv/bin/python bench/dispatch.py --postgres --processes 4
+    .venv/bin/python bench/dispatch.py --budgets          # each job with a spend limit
 
 Target (issue 15): full cycles at >= 15% of the bare ceiling (the cycle's 4 requests/s / ceiling req/s).
 """
@@ -27,12 +28,18 @@ import netload  # noqa: E402
 STEPS = ("claim", "progress", "put", "complete")
 
 
-def seed(site: netload.Site, workers: int, frames: int) -> list[str]:
+BUDGET = "1000.00"  # per job, far more than a bench spends: each completion checks it, none reaches it
+
+
+def seed(site: netload.Site, workers: int, frames: int, budgets: bool = False) -> list[str]:
     with site.app():
         tokens = netload.pair_workers(workers)
         owner = netload.creator()
+        if budgets:
+            from webapp.services import credit
+            credit.add_credit(owner, str(int(float(BUDGET)) * (frames // 2_000 + 1)), key="bench")
         for i in range(0, frames, 2_000):  # a job holds at most 2,000 tasks
-            netload.submit_render(owner, min(2_000, frames - i), name=f"bench-{i}")
+            netload.submit_render(owner, min(2_000, frames - i), name=f"bench-{i}", budget=BUDGET if budgets else None)
     return tokens
 
 
@@ -66,15 +73,17 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--frames", type=int, default=30_000)
+    parser.add_argument("--budgets", action="store_true",
+                        help=f"each job has a budget ({BUDGET} USD): completions take the budget's path")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
     with (netload.postgres_site(folder) if args.postgres else _sqlite(folder)) as site:
         print(f"{'PostgreSQL' if args.postgres else 'SQLite'}, {args.processes} processes x 8 threads, "
-              f"{args.workers} workers, {args.seconds:g} s per measurement")
+              f"{args.workers} workers, {args.seconds:g} s per measurement{', jobs with budgets' if args.budgets else ''}")
         # Workers of their own warm the server up: a cycle cut off at the end leaves its task running,
         # and a worker's slot holds one running task.
-        tokens = seed(site, 2 * args.workers, args.frames)
+        tokens = seed(site, 2 * args.workers, args.frames, args.budgets)
         warm, tokens = tokens[:args.workers], tokens[args.workers:]
         bare = netload.ceiling(folder, args.processes, args.workers, args.seconds / 2)
         with netload.serve_portal(site, args.processes) as url:

@@ -175,11 +175,13 @@ def creator():
 FAKE_BLEND = b"BLENDER-v300" + b"\0" * 500  # a header the portal accepts; no scene it can read, so any size goes
 
 
-def submit_render(owner, frames: int, name: str = "bench") -> int:
-    """A render job of `frames` one-frame tasks; returns its id."""
+def submit_render(owner, frames: int, name: str = "bench", budget: str | None = None) -> int:
+    """A render job of `frames` one-frame tasks (with a spend limit: `budget` USD, held from the owner's
+    credit); returns its id."""
     from webapp.services import jobs
     spec = {"type": "render", "name": name, "frame_start": 1, "frame_end": frames, "chunk": 1,
-            "engine": "CYCLES", "samples": 1, "resolution_percent": 100, "format": "PNG"}
+            "engine": "CYCLES", "samples": 1, "resolution_percent": 100, "format": "PNG",
+            **({"budget": budget} if budget else {})}
     return jobs.submit_render_job(owner, spec, io.BytesIO(FAKE_BLEND + name.encode()), "bench.blend").id
 
 

@@ -465,7 +465,8 @@ class LedgerEntry(db.Model):
     __table_args__ = (
         UniqueConstraint("task_id", "attempt", name="uq_ledger_task_attempt"),
         Index("ix_ledger_worker_created", "worker_id", "created_at"),
-        Index("ix_ledger_job", "job_id"),
+        # A job's entries, and its cost summed from the index alone (ledger.job_cost_micros).
+        Index("ix_ledger_job_cost", "job_id", "kind", "amount_micros"),
         Index("ix_ledger_provider_created", "provider_id", "created_at"),
         Index("ix_ledger_account_created", "account_id", "created_at"),
     )

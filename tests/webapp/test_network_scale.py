@@ -192,14 +192,27 @@ def test_a_job_of_thousands_of_tasks_refreshes_postgresqls_statistics_so_claims_
             db.engine.dispose()
 
 
+def _plan(statement, params: dict) -> list[str]:
+    """SQLite's plan of a built statement: one line per step."""
+    state = statement.compile(dialect=db.engine.dialect).construct_expanded_state(params)  # IN (...) as binds
+    return [row[-1] for row in db.session.connection().exec_driver_sql(
+        f"EXPLAIN QUERY PLAN {state.statement}", tuple(state.parameters[name] for name in state.positiontup))]
+
+
 def test_a_completions_verified_peers_are_read_in_finishing_order_not_sorted_from_the_whole_job(app):
     """Sorting all of a job's completed tasks on each completion made a 2,000-task job quadratic: the
     last completions each read 2,000 rows and their ledger entries (bench/dispatch.py lost a third)."""
     from webapp.services import market
     with app.app_context():
-        statement = market._peers_statement("sqlite").compile(dialect=db.engine.dialect)
-        params = statement.construct_params({"job_id": 1, "type": "render", "task_id": 1, "worker_id": 1})
-        plan = [row[-1] for row in db.session.connection().exec_driver_sql(
-            f"EXPLAIN QUERY PLAN {statement}", tuple(params[name] for name in statement.positiontup))]
+        plan = _plan(market._peers_statement("sqlite"), {"job_id": 1, "type": "render", "task_id": 1, "worker_id": 1})
     assert any("ix_tasks_job_status_finished" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+def test_a_budgeted_jobs_cost_is_summed_from_an_index_alone(app):
+    """Each completion of a job with a budget sums its cost under the write lock: reading every entry's
+    row took 3.9 ms at 963 entries (0.24 ms from the index), and grows with the job."""
+    from webapp.services import ledger
+    with app.app_context():
+        plan = _plan(ledger._JOB_COST, {"job_id": 1})
+    assert plan == ["SEARCH ledger_entries USING COVERING INDEX ix_ledger_job_cost (job_id=? AND kind=?)"], plan

@@ -167,20 +167,24 @@ JOB_COST_KINDS = (LedgerKind.TASK_REWARD, LedgerKind.REVERSAL)
 
 def job_billing(job_id: int) -> tuple[int, int]:
     """(how many of the job's task rewards stand, what the job cost its creator in micro-USD)."""
-    total = db.session.execute(
-        db.select(db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0))
-        .where(LedgerEntry.job_id == job_id, LedgerEntry.kind.in_(JOB_COST_KINDS))).scalar_one()
+    total = job_cost_micros(job_id)
     reversal = aliased(LedgerEntry)
     standing = db.session.execute(
         db.select(db.func.count(LedgerEntry.id)).where(
             LedgerEntry.job_id == job_id, LedgerEntry.kind == LedgerKind.TASK_REWARD,
             ~db.select(reversal.id).where(reversal.reverses_id == LedgerEntry.id).exists())).scalar_one()
-    return int(standing), int(total)
+    return int(standing), total
 
 
 def job_cost_micros(job_id: int) -> int:
-    """What a job cost its creator: the sum of its tasks' reward entries."""
-    return job_billing(job_id)[1]
+    """What a job cost its creator: the sum of its tasks' reward entries (and their reversals)."""
+    # A budgeted job's completions each ask it under the write lock: one sum read from ix_ledger_job_cost
+    # alone. Through the Session, so entries this transaction added are flushed and counted.
+    return int(db.session.execute(_JOB_COST, {"job_id": job_id}).scalar_one())
+
+
+_JOB_COST = db.select(db.func.coalesce(db.func.sum(LedgerEntry.amount_micros), 0)).where(
+    LedgerEntry.job_id == db.bindparam("job_id"), LedgerEntry.kind.in_(JOB_COST_KINDS))
 
 
 def job_costs_micros(job_ids: list[int]) -> dict[int, int]:
