@@ -975,9 +975,14 @@ ESTIMATE_SAMPLE = 200  # completed tasks an estimate averages: enough for a mean
 def reward_estimate_micros(task: Task) -> int | None:
     """bid x the mean compute time of (up to ESTIMATE_SAMPLE of) the job's completed tasks; None before
     any has completed."""
-    sample = (db.select(Task.compute_seconds).where(Task.job_id == task.job_id, Task.status == TaskStatus.COMPLETED)
-              .limit(ESTIMATE_SAMPLE).subquery())
-    mean = db.session.execute(db.select(db.func.avg(sample.c.compute_seconds))).scalar_one()
-    if mean is None or task.bid_micros is None:
+    if task.bid_micros is None:
         return None
-    return ledger.task_reward_micros(task.bid_micros, float(mean))
+    mean = db.session.connection().execute(_ESTIMATE_MEAN, {"job_id": task.job_id}).scalar_one()
+    return None if mean is None else ledger.task_reward_micros(task.bid_micros, float(mean))
+
+
+# Built once (every claim's payload asks it): the latest of the job's completed tasks, read in index order.
+_ESTIMATE_SAMPLE = (db.select(Task.compute_seconds).where(Task.job_id == db.bindparam("job_id"),
+                                                          Task.status == TaskStatus.COMPLETED)
+                    .order_by(Task.finished_at.desc()).limit(ESTIMATE_SAMPLE).subquery())
+_ESTIMATE_MEAN = db.select(db.func.avg(_ESTIMATE_SAMPLE.c.compute_seconds))
