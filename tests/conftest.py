@@ -60,6 +60,8 @@ def make_app(tmp_path, database_url=None, **overrides):
         # Each heartbeat written at once, for the test to read back; test_heartbeat_batch tests the batches.
         "HEARTBEAT_BATCH_SECONDS": 0,
         "PROGRESS_BATCH_SECONDS": 0,  # likewise for progress reports (test_heartbeat_batch tests that batch too)
+        # Race tests hold one call mid-way while another runs in the same process; test_turns tests turns.
+        "WORKER_API_TURNS": 0,
     }
     config.update(overrides)
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql://"):

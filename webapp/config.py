@@ -95,6 +95,8 @@ DEFAULTS = {
     "HEARTBEAT_BATCH_SECONDS": 1.0,
     # Progress reports too (dispatch.ProgressBatch): what they answer is read at once, what they write waits.
     "PROGRESS_BATCH_SECONDS": 1.0,
+    # Worker API calls each portal process runs at once (turns.py); the rest wait off the GIL. 0: no limit.
+    "WORKER_API_TURNS": 1,
     "OFFLINE_AFTER_SECONDS": 90,
     "PAIRING_MINUTES": 15,
     # Per account (services/limits.py, counted in the database across processes): enough for a farm

@@ -2,12 +2,16 @@
 SQLite connection rules: WAL, IMMEDIATE writes, and writers queued in arrival order."""
 
 import logging
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+import weakref
 
 from flask_migrate import upgrade
+
+from . import turns
 
 
 def upgrade_schema() -> None:
@@ -31,11 +35,16 @@ class WriterQueue:
     database every half millisecond. A transaction takes the queue at BEGIN IMMEDIATE and leaves it when
     its connection goes back to the pool, which the Session does right after COMMIT or ROLLBACK.
     Programs that don't take it (the sqlite3 shell) still meet SQLite's own lock and busy timeout.
+    A worker call waiting here keeps its turn (turns.py) for KEEP_TURN_S, then lets the others run.
     """
 
     POLL_S = 0.0005
+    # A worker call keeps its turn (turns.py) through a short wait for the writer, so that once it has the
+    # writer it needn't wait for a turn too; past this it lets the process's other calls run meanwhile.
+    KEEP_TURN_S = 0.02
 
     def __init__(self, database_path: str | None):
+        _QUEUES.add(self)
         self.path = f"{database_path}-writers" if database_path else None
         self._lock = threading.Lock()  # not RLock: a connection may be checked in by another thread (GC)
         self._owner = None
@@ -48,10 +57,13 @@ class WriterQueue:
         if self._owner == me:  # a second connection of the same thread: SQLite's lock decides
             self._depth += 1
             return
-        if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
-            raise sqlite3.OperationalError("database is locked (no writer turn within the busy timeout)")
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=self.KEEP_TURN_S):
+            with turns.waiting():
+                if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
+                    raise sqlite3.OperationalError("database is locked (no writer turn within the busy timeout)")
         try:
-            self._lock_file()
+            self._lock_file(started)
         except BaseException:
             self._lock.release()
             raise
@@ -67,7 +79,7 @@ class WriterQueue:
             fcntl.flock(self._file, fcntl.LOCK_UN)
         self._lock.release()
 
-    def _lock_file(self) -> None:
+    def _lock_file(self, started: float) -> None:
         try:
             import fcntl
         except ImportError:  # Windows: one server process (waitress), the thread lock is the queue
@@ -76,16 +88,30 @@ class WriterQueue:
             return
         if self._pid != os.getpid():  # a forked process opens its own: flock is per open file
             self._file, self._pid = open(self.path, "a+b"), os.getpid()
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise sqlite3.OperationalError("database is locked (another process held the writer "
-                                                   "turn past the busy timeout)") from None
-                time.sleep(self.POLL_S)
+        with contextlib.ExitStack() as given:
+            giving = False
+            while True:
+                try:
+                    fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    if waited > BUSY_TIMEOUT_S:
+                        raise sqlite3.OperationalError("database is locked (another process held the writer "
+                                                       "turn past the busy timeout)") from None
+                    if waited > self.KEEP_TURN_S and not giving:
+                        given.enter_context(turns.waiting())
+                        giving = True
+                    time.sleep(self.POLL_S)
+
+
+_QUEUES: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()
+
+
+def holds_writer_turn() -> bool:
+    """Whether this thread holds SQLite's writer turn (of any engine)."""
+    me = threading.get_ident()
+    return any(queue._owner == me for queue in list(_QUEUES))
 
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
