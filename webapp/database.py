@@ -35,12 +35,14 @@ class WriterQueue:
     database every half millisecond. A transaction takes the queue at BEGIN IMMEDIATE and leaves it when
     its connection goes back to the pool, which the Session does right after COMMIT or ROLLBACK.
     Programs that don't take it (the sqlite3 shell) still meet SQLite's own lock and busy timeout.
-    A worker call waiting here keeps its turn (turns.py) for KEEP_TURN_S, then lets the others run.
+    A worker call waiting for another process keeps its turn (turns.py) for KEEP_TURN_S, then lets the
+    others run; one waiting behind a thread of its own process gives the turn at once (that thread may
+    need it to go on).
     """
 
     POLL_S = 0.0005
-    # A worker call keeps its turn (turns.py) through a short wait for the writer, so that once it has the
-    # writer it needn't wait for a turn too; past this it lets the process's other calls run meanwhile.
+    # A worker call keeps its turn (turns.py) through a short wait for another process's writer, so that
+    # once it has the writer it needn't wait for a turn too; past this it lets its process's other calls run.
     KEEP_TURN_S = 0.02
 
     def __init__(self, database_path: str | None):
@@ -58,7 +60,8 @@ class WriterQueue:
             self._depth += 1
             return
         started = time.monotonic()
-        if not self._lock.acquire(timeout=self.KEEP_TURN_S):
+        if not self._lock.acquire(blocking=False):
+            # Another thread of this process is ahead, and may need this call's turn to go on.
             with turns.waiting():
                 if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):
                     raise sqlite3.OperationalError("database is locked (no writer turn within the busy timeout)")

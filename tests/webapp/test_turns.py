@@ -185,3 +185,42 @@ def test_a_call_waiting_long_for_the_writer_lets_the_processs_other_calls_run(tm
             fcntl.flock(other_process, fcntl.LOCK_UN)
     claiming.join(10)
     assert answers["claim"] == 200
+
+
+def test_a_call_queued_behind_its_own_processs_writer_gives_its_turn_at_once(tmp_path, monkeypatch):
+    """The thread ahead (here a write without a turn, as a page's or a batch's is) may need the turn to
+    go on once it has the writer: waiting behind it with the turn made the two wait on each other."""
+    from webapp.database import begin_write_transaction
+    from webapp.extensions import db
+    monkeypatch.setattr(WriterQueue, "KEEP_TURN_S", 3600)  # only a wait for another process keeps the turn
+    app = make_app(tmp_path, WORKER_API_TURNS=1)
+    with app.app_context():
+        _, claimer = make_worker(name="claimer")
+        _, other = make_worker(name="other", job_types=["upscale"])
+        make_job(tasks=1)
+    holding, done, answers = threading.Event(), threading.Event(), {}
+
+    def hold_writer():
+        with app.app_context():
+            begin_write_transaction(db.session)
+            holding.set()
+            done.wait(10)
+            db.session.rollback()
+
+    def claim():
+        answers["claim"] = app.test_client().post(f"{API}/worker/tasks/claim", headers=auth(claimer)).status_code
+
+    holder = threading.Thread(target=hold_writer)
+    holder.start()
+    assert holding.wait(5)
+    claiming = threading.Thread(target=claim)
+    claiming.start()
+    try:
+        time.sleep(0.2)  # the claim is queued behind the holder by now
+        assert app.test_client().post(f"{API}/worker/tasks/claim", headers=auth(other)).status_code == 204
+        assert "claim" not in answers
+    finally:
+        done.set()
+        holder.join(10)
+    claiming.join(10)
+    assert answers["claim"] == 200
