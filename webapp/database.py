@@ -1,8 +1,8 @@
 """Schema management (Alembic migrations are the only way tables are created, in tests too) and the
 SQLite connection rules: WAL, IMMEDIATE writes, and writers queued in arrival order."""
 
-import logging
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
