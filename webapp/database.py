@@ -1,13 +1,17 @@
 """Schema management (Alembic migrations are the only way tables are created, in tests too) and the
 SQLite connection rules: WAL, IMMEDIATE writes, and writers queued in arrival order."""
 
-import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from flask_migrate import upgrade
 
@@ -78,34 +82,33 @@ class WriterQueue:
             return
         self._owner = None
         if self._file is not None:
-            import fcntl
             fcntl.flock(self._file, fcntl.LOCK_UN)
         self._lock.release()
 
     def _lock_file(self, started: float) -> None:
-        try:
-            import fcntl
-        except ImportError:  # Windows: one server process (waitress), the thread lock is the queue
-            return
-        if self.path is None:
+        if fcntl is None or self.path is None:  # Windows: one process (waitress), the thread lock is the queue
             return
         if self._pid != os.getpid():  # a forked process opens its own: flock is per open file
             self._file, self._pid = open(self.path, "a+b"), os.getpid()
-        with contextlib.ExitStack() as given:
-            giving = False
-            while True:
-                try:
-                    fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    waited = time.monotonic() - started
-                    if waited > BUSY_TIMEOUT_S:
-                        raise sqlite3.OperationalError("database is locked (another process held the writer "
-                                                       "turn past the busy timeout)") from None
-                    if waited > self.KEEP_TURN_S and not giving:
-                        given.enter_context(turns.waiting())
-                        giving = True
-                    time.sleep(self.POLL_S)
+        # A short wait keeps the call's turn; past KEEP_TURN_S the process's other calls run meanwhile.
+        if self._poll_file(started, self.KEEP_TURN_S):
+            return
+        with turns.waiting():
+            if self._poll_file(started, BUSY_TIMEOUT_S):
+                return
+        raise sqlite3.OperationalError("database is locked (another process held the writer turn past the "
+                                       "busy timeout)")
+
+    def _poll_file(self, started: float, until_s: float) -> bool:
+        """Try the file lock every POLL_S until it is taken (True) or `until_s` after `started` (False)."""
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() - started > until_s:
+                    return False
+                time.sleep(self.POLL_S)
 
 
 _QUEUES: "weakref.WeakSet[WriterQueue]" = weakref.WeakSet()

@@ -26,7 +26,6 @@ class Turns:
     """`slots` turns, handed to waiting threads as they free up."""
 
     def __init__(self, slots: int):
-        self.slots = slots
         self._free = threading.Semaphore(slots)
 
     def take(self) -> None:
