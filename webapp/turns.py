@@ -1,6 +1,7 @@
 """Worker API turns: at most WORKER_API_TURNS worker calls of a portal process run at once; the others
-wait off the GIL. A call gives its turn away while it reads a large upload from its client, or once it
-has waited database.WriterQueue.KEEP_TURN_S for SQLite's writer.
+wait off the GIL. A small body is read before the call takes its turn; a call gives its turn away while
+it reads a large upload from its client, or once it has waited database.WriterQueue.KEEP_TURN_S for
+another process's writer.
 
 Why: CPython runs one thread's Python at a time, and a thread that lets go of the GIL for a moment (each
 SQLite statement does) waits up to the switch interval (5 ms) to get it back while other threads run.
@@ -13,12 +14,14 @@ uncontended. Pages, the creator API and the app's downloads (sent after the call
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
 
 _here = threading.local()
 
 API_PREFIX = "/api/v1/worker/"
-# A body this small came with the request's headers; reading a larger one may wait on a slow client.
+# A body up to this size is read whole before the call takes its turn (a client sending even a small
+# body slowly would hold the turn meanwhile); a larger one streams, giving the turn away at each read.
 BUFFERED_BODY = 64 * 1024
 
 
@@ -84,6 +87,15 @@ class _GivingInput:
         return iter(self.readline, b"")
 
 
+def _read_up_to(stream, length: int) -> bytes:
+    """`length` bytes of `stream`, or all it has if the client sends fewer."""
+    parts, left = [], length
+    while left > 0 and (chunk := stream.read(left)):
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
 class WorkerApiTurns:
     """WSGI middleware: each worker API call runs in a turn, from the app's call to its return (the server
     writes the response after, off the turn)."""
@@ -101,6 +113,8 @@ class WorkerApiTurns:
             length = 0
         if length > BUFFERED_BODY or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             environ["wsgi.input"] = _GivingInput(environ["wsgi.input"])
+        elif length:
+            environ["wsgi.input"] = io.BytesIO(_read_up_to(environ["wsgi.input"], length))
         self.turns.take()
         try:
             return self.app(environ, start_response)

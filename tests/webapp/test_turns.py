@@ -67,8 +67,9 @@ def test_worker_calls_take_turns_while_a_page_goes_by(tmp_path, slots, at_once):
 class _SlowUpload(io.RawIOBase):
     """A client sending a large body that stalls after its first chunk until `go` is set."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, first_chunk: int = 1024):
         self.size, self.pos, self.first, self.go = size, 0, True, threading.Event()
+        self.first_chunk = first_chunk
 
     def readable(self):
         return True
@@ -86,7 +87,7 @@ class _SlowUpload(io.RawIOBase):
     def readinto(self, buffer):
         if not self.first:
             self.go.wait(10)
-        n = min(len(buffer), self.size - self.pos, 1024 if self.first else self.size)
+        n = min(len(buffer), self.size - self.pos, self.first_chunk if self.first else self.size)
         self.first = False
         buffer[:n] = b"\0" * n
         self.pos += n
@@ -123,6 +124,32 @@ def test_a_large_upload_gives_its_turn_away_while_its_client_is_slow(tmp_path):
         body.go.set()
         uploading.join(10)
     assert answers["put"] in (200, 201, 422)  # answered (a zero-filled "PNG" may be refused by its checks)
+
+
+def test_a_small_body_sent_slowly_is_read_before_its_call_takes_a_turn(tmp_path):
+    """A worker trickling a claim's or a report's few bytes must not hold its process's worker API."""
+    app = make_app(tmp_path, WORKER_API_TURNS=1)
+    with app.app_context():
+        _, slow = make_worker(name="slow")
+        _, other = make_worker(name="other")
+    body = _SlowUpload(2048, first_chunk=100)
+    answers = {}
+
+    def heartbeat():
+        answers["slow"] = app.test_client().post(
+            f"{API}/worker/heartbeat", input_stream=body,
+            headers={**auth(slow), "Content-Length": "2048", "Content-Type": "application/json"}).status_code
+
+    sending = threading.Thread(target=heartbeat)
+    sending.start()
+    try:
+        assert _wait_for(lambda: not body.first)  # its first bytes came; the rest are late
+        assert app.test_client().get(f"{API}/worker/settings", headers=auth(other)).status_code == 200
+        assert "slow" not in answers
+    finally:
+        body.go.set()
+        sending.join(10)
+    assert answers["slow"] == 400  # read whole once sent: 2,048 zero bytes are no JSON object
 
 
 def test_a_read_holding_sqlites_writer_keeps_the_turn(tmp_path):
