@@ -159,6 +159,20 @@ def test_job_cost_is_the_sum_of_its_task_rewards(any_ctx, clock):
     assert (daily.task_earnings_micros, daily.tasks_completed, daily.compute_seconds) == (40_000, 3, 400.0)
 
 
+def test_job_cost_counts_what_this_transaction_added_before_any_flush(any_ctx, clock):
+    """A budget's check (credit.cap_reward) asks the cost in the transaction that may just have taken a
+    reward back: the reversal counts though nothing flushed it yet."""
+    worker, _ = make_worker(bid="0.36")
+    job_id, (task_id,) = make_job(tasks=1)
+    assert _finish(clock, worker, task_id, 100) == 10_000
+    entry = ledger.reward_of(task_id, db.session.get(Task, task_id).attempts)
+    db.session.add(LedgerEntry(kind=LedgerKind.REVERSAL, amount_micros=-entry.amount_micros, worker_id=worker,
+                               provider_id=entry.provider_id, job_id=job_id, reverses_id=entry.id))
+    assert ledger.job_cost_micros(job_id) == 0
+    db.session.rollback()
+    assert ledger.job_cost_micros(job_id) == 10_000
+
+
 def test_daily_rows_accumulate_through_the_upsert(any_ctx):
     worker, _ = make_worker()
     ledger.bump_daily(worker, "2024-05-10", task_earnings_micros=5, tasks_completed=1, compute_seconds=1.5)
