@@ -100,7 +100,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     if app.config["WORKER_API_TURNS"]:
         from .turns import WorkerApiTurns
-        app.wsgi_app = WorkerApiTurns(app.wsgi_app, int(app.config["WORKER_API_TURNS"]))
+        app.wsgi_app = WorkerApiTurns(app.wsgi_app, int(app.config["WORKER_API_TURNS"]), f"{api_bp.url_prefix}/worker/")
     if app.config.get("SCHEDULER_ENABLED") and not app.config.get("TESTING"):
         from . import tasks
         tasks.start(app)

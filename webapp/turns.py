@@ -19,7 +19,6 @@ import threading
 
 _here = threading.local()
 
-API_PREFIX = "/api/v1/worker/"
 # A body up to this size is read whole before the call takes its turn (a client sending even a small
 # body slowly would hold the turn meanwhile); a larger one streams, giving the turn away at each read.
 BUFFERED_BODY = 64 * 1024
@@ -100,12 +99,13 @@ class WorkerApiTurns:
     """WSGI middleware: each worker API call runs in a turn, from the app's call to its return (the server
     writes the response after, off the turn)."""
 
-    def __init__(self, app, slots: int):
+    def __init__(self, app, slots: int, prefix: str):
         self.app = app
         self.turns = Turns(slots)
+        self.prefix = prefix  # the worker API's paths
 
     def __call__(self, environ, start_response):
-        if not environ.get("PATH_INFO", "").startswith(API_PREFIX):
+        if not environ.get("PATH_INFO", "").startswith(self.prefix):
             return self.app(environ, start_response)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)

@@ -23,7 +23,7 @@ def _calls_inside(app):
 
     @app.before_request
     def _hold():
-        if request.path.startswith(turns.API_PREFIX):
+        if request.path.startswith(f"{API}/worker/"):
             with state["lock"]:
                 state["inside"] += 1
                 state["most"] = max(state["most"], state["inside"])
